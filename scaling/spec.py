@@ -8,6 +8,7 @@ records carry it. It is a frozen dataclass, hashable and JSON-serialisable.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import math
 import re
 from dataclasses import dataclass, field
@@ -258,10 +259,12 @@ class NetworkSpec:
 
     def architecture_key(self) -> str:
         """A short stable string of :meth:`architecture`, for caches and tables."""
-        stem, stages, head = self.architecture()[1:4]
-        reps = "-".join(str(BlockArgs.decode(s).repeats) for s in stages)
-        chans = "-".join(str(BlockArgs.decode(s).w_out) for s in stages)
-        return f"d{reps}_w{stem}-{chans}-{head}_r{self.resolution}"
+        arch = self.architecture()
+        stages = self.stages()
+        reps = "-".join(str(s.repeats) for s in stages)
+        chans = "-".join(str(s.w_out) for s in stages)
+        digest = hashlib.sha1(repr(arch).encode()).hexdigest()[:8]
+        return f"d{reps}_w{self.stem_width}-{chans}-{self.head_width}_r{self.resolution}_{digest}"
 
     # -- conversion
 

@@ -1,0 +1,196 @@
+"""Compound-scaling arithmetic: the constraint, candidate grids, merging, the phi family.
+
+Depth d = alpha^phi, width w = beta^phi, resolution r = gamma^phi, with
+alpha * beta^2 * gamma^2 ~ 2 so that FLOPs grow by about 2^phi (Tan & Le 2019, eq. 3).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from .spec import NAMED, NetworkSpec, round_resolution, spec_for
+
+
+@dataclass(frozen=True)
+class Triple:
+    alpha: float
+    beta: float
+    gamma: float
+
+    @property
+    def product(self) -> float:
+        return constraint(self.alpha, self.beta, self.gamma)
+
+    def __str__(self) -> str:
+        return f"({self.alpha:g}, {self.beta:g}, {self.gamma:g})"
+
+
+PAPER = Triple(1.2, 1.1, 1.15)
+
+
+def constraint(alpha: float, beta: float, gamma: float) -> float:
+    """alpha * beta^2 * gamma^2: how much FLOPs grow per unit of phi."""
+    return alpha * beta**2 * gamma**2
+
+
+def multipliers(triple: Triple, phi: float) -> tuple[float, float, float]:
+    """(d, w, r) = (alpha^phi, beta^phi, gamma^phi); checks d * w^2 * r^2 against the constraint."""
+    d, w, r = triple.alpha**phi, triple.beta**phi, triple.gamma**phi
+    assert math.isclose(d * w**2 * r**2, triple.product**phi, rel_tol=1e-9)
+    return d, w, r
+
+
+def scaled_spec(base: NetworkSpec, triple: Triple, phi: float, multiple: int = 8) -> NetworkSpec:
+    """The network that ``triple`` at ``phi`` rounds to: base width and depth times w and d,
+    resolution base * r rounded to ``multiple``."""
+    d, w, r = multipliers(triple, phi)
+    return base.replace(
+        width=base.width * w,
+        depth=base.depth * d,
+        resolution=round_resolution(base.resolution * r, multiple),
+        name=f"phi{phi:g}-{triple.alpha:g}-{triple.beta:g}-{triple.gamma:g}",
+    )
+
+
+# ---------------------------------------------------------------------------- grid
+
+
+@dataclass(frozen=True)
+class Grid:
+    """The search space: ranges, step and how close to ``target`` the product must be.
+
+    ``tolerance`` is relative and strict: 0.05 keeps |alpha * beta^2 * gamma^2 - 2| < 0.1
+    (so (1.9, 1, 1), exactly on the bound, is out).
+    """
+
+    alpha: tuple[float, float] = (1.0, 2.0)
+    beta: tuple[float, float] = (1.0, 1.5)
+    gamma: tuple[float, float] = (1.0, 1.5)
+    step: float = 0.05
+    target: float = 2.0
+    tolerance: float = 0.05
+
+    def __post_init__(self) -> None:
+        if not self.step > 0:
+            raise ValueError(f"step must be positive, got {self.step}")
+        if not self.tolerance > 0:
+            raise ValueError(f"tolerance must be positive, got {self.tolerance}")
+        if not self.target > 1:
+            raise ValueError(f"target must be above 1, got {self.target}")
+        for name in ("alpha", "beta", "gamma"):
+            lo, hi = getattr(self, name)
+            if not 1.0 <= lo <= hi:
+                raise ValueError(f"{name} range must satisfy 1 <= low <= high, got [{lo}, {hi}]")
+
+    def values(self, lo: float, hi: float) -> list[float]:
+        n = int(math.floor((hi - lo) / self.step + 1e-9))
+        return [round(lo + i * self.step, 10) for i in range(n + 1)]
+
+    def triples(self) -> list[Triple]:
+        """Every grid point whose product lies within the tolerance of the target."""
+        bound = self.tolerance * self.target
+        return [
+            Triple(a, b, g)
+            for a in self.values(*self.alpha)
+            for b in self.values(*self.beta)
+            for g in self.values(*self.gamma)
+            if abs(constraint(a, b, g) - self.target) < bound - 1e-12
+        ]
+
+
+# ---------------------------------------------------------------------------- candidates
+
+
+@dataclass
+class Candidate:
+    """One distinct network of a grid, with every triple that rounds to it."""
+
+    spec: NetworkSpec
+    triples: list[Triple] = field(default_factory=list)
+    phi: float = 1.0
+
+    @property
+    def triple(self) -> Triple:
+        """The representative triple: the one whose product is nearest the target."""
+        return self.triples[0]
+
+    @property
+    def label(self) -> str:
+        return " ".join(str(t) for t in self.triples)
+
+
+def candidates(phi: float = 1.0, grid: Grid | None = None, base: NetworkSpec | None = None,
+               multiple: int = 8) -> list[Candidate]:
+    """The grid's triples at ``phi``, merged by the network they round to.
+
+    No network appears twice, so none is ever trained twice. Candidates come in grid
+    order of their first triple; each lists its triples nearest-to-target first.
+    """
+    grid = grid or Grid()
+    base = base or spec_for("efficientnet-b0")
+    merged: dict[tuple, Candidate] = {}
+    for t in grid.triples():
+        spec = scaled_spec(base, t, phi, multiple)
+        key = spec.architecture()
+        if key not in merged:
+            merged[key] = Candidate(spec=spec, phi=phi)
+        merged[key].triples.append(t)
+    for c in merged.values():
+        c.triples.sort(key=lambda t: (abs(t.product - grid.target), t.alpha, t.beta, t.gamma))
+        t = c.triples[0]
+        c.spec = scaled_spec(base, t, phi, multiple)
+    return list(merged.values())
+
+
+# ---------------------------------------------------------------------------- family
+
+
+@dataclass
+class Member:
+    phi: float
+    triple: Triple
+    spec: NetworkSpec
+
+    @property
+    def multipliers(self) -> tuple[float, float, float]:
+        return multipliers(self.triple, self.phi)
+
+
+def family(triple: Triple, phis=range(0, 8), base: NetworkSpec | None = None, multiple: int = 8) -> list[Member]:
+    """B0 scaled by ``triple`` at each phi: the compound-scaled family."""
+    base = base or spec_for("efficientnet-b0")
+    out = []
+    for phi in phis:
+        spec = scaled_spec(base, triple, phi, multiple).replace(name=f"phi{phi:g}")
+        out.append(Member(phi=phi, triple=triple, spec=spec))
+    return out
+
+
+def official(names=None, base: NetworkSpec | None = None) -> list[NetworkSpec]:
+    """The official networks (B0..B7 by default), as specs with the base's settings."""
+    names = names or [f"efficientnet-b{i}" for i in range(8)]
+    out = []
+    for n in names:
+        s = spec_for(n)
+        if base is not None:
+            s = base.replace(width=base.width * s.width, depth=base.depth * s.depth,
+                             resolution=round_resolution(base.resolution * s.resolution / 224, 1),
+                             dropout=s.dropout, name=s.name)
+        out.append(s)
+    return out
+
+
+def parse_phis(text: str) -> list[float]:
+    """``"1-7"`` -> [1..7]; ``"0,2,4"``; ``"3"``. Integers in ranges, any numbers in lists."""
+    text = text.strip()
+    try:
+        if "-" in text[1:]:
+            lo, hi = text.split("-", 1)
+            lo_i, hi_i = int(lo), int(hi)
+            if lo_i > hi_i:
+                raise ValueError
+            return [float(p) for p in range(lo_i, hi_i + 1)]
+        return [float(p) for p in text.split(",") if p.strip()]
+    except ValueError:
+        raise ValueError(f"phi must be a number, a range such as 1-7 or a list such as 0,2,4; got {text!r}")
