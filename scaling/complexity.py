@@ -24,6 +24,7 @@ import json
 import logging
 import os
 import tempfile
+import warnings
 from dataclasses import dataclass
 from math import prod
 from pathlib import Path
@@ -67,10 +68,8 @@ class Layer:
 
     @property
     def flops(self) -> int:
-        from fvcore.nn.jit_handles import conv_flop_count
-
         if self.kind == "conv":
-            return int(conv_flop_count(list(self.x_shape), list(self.w_shape), list(self.out_shape)))
+            return int(_conv_flop_count()(list(self.x_shape), list(self.w_shape), list(self.out_shape)))
         # fvcore's linear_flop_jit: prod(input shape) * out_features
         return int(prod(self.x_shape) * self.w_shape[0])
 
@@ -164,6 +163,14 @@ def _shape(s: tuple[int, ...]) -> str:
 
 def _quiet_fvcore():
     logging.getLogger("fvcore").setLevel(logging.ERROR)
+
+
+def _conv_flop_count():
+    # fvcore's import touches the deprecated torch.jit.script: keep its warning out of the CLI.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        from fvcore.nn.jit_handles import conv_flop_count
+    return conv_flop_count
 
 
 def flop_analysis(model, inputs):

@@ -124,8 +124,9 @@ def candidates(phi: float = 1.0, grid: Grid | None = None, base: NetworkSpec | N
                multiple: int = 8) -> list[Candidate]:
     """The grid's triples at ``phi``, merged by the network they round to.
 
-    No network appears twice, so none is ever trained twice. Candidates come in grid
-    order of their first triple; each lists its triples nearest-to-target first.
+    No network appears twice, so none is ever trained twice. Each candidate lists its
+    triples nearest-to-target first; the first is its representative, and candidates
+    are sorted by it.
     """
     grid = grid or Grid()
     base = base or spec_for("efficientnet-b0")
@@ -140,7 +141,7 @@ def candidates(phi: float = 1.0, grid: Grid | None = None, base: NetworkSpec | N
         c.triples.sort(key=lambda t: (abs(t.product - grid.target), t.alpha, t.beta, t.gamma))
         t = c.triples[0]
         c.spec = scaled_spec(base, t, phi, multiple)
-    return list(merged.values())
+    return sorted(merged.values(), key=lambda c: (c.triple.alpha, c.triple.beta, c.triple.gamma))
 
 
 # ---------------------------------------------------------------------------- family

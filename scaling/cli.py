@@ -1,0 +1,404 @@
+"""The `scaling` command line: thin Typer commands over the library."""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Optional
+
+import click
+import typer
+from rich.console import Console
+from rich.table import Table
+from typer.core import TyperGroup
+
+# Logs and pipes get a wide table rather than one squeezed to 80 columns.
+console = Console(width=None if sys.stdout.isatty() else 180)
+err = Console(stderr=True)
+
+
+class OneLineErrors(TyperGroup):
+    """Bad input ends with one line on stderr and exit code 2, never a traceback."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        try:
+            rv = super().main(args=args, prog_name=prog_name or "scaling", complete_var=complete_var,
+                              standalone_mode=False, **extra)
+        except click.exceptions.Exit as e:
+            sys.exit(e.exit_code)
+        except click.exceptions.Abort:
+            err.print("aborted")
+            sys.exit(130)
+        except click.ClickException as e:
+            err.print(f"error: {e.format_message()}", markup=False, highlight=False, soft_wrap=True)
+            sys.exit(e.exit_code if isinstance(e, click.UsageError) else 2)
+        except InputError as e:
+            err.print(f"error: {e}", markup=False, highlight=False, soft_wrap=True)
+            sys.exit(2)
+        if isinstance(rv, int) and not standalone_mode:
+            return rv
+        sys.exit(rv if isinstance(rv, int) else 0)
+
+
+class InputError(Exception):
+    """A problem with what the user asked for (exit code 2)."""
+
+
+app = typer.Typer(
+    cls=OneLineErrors,
+    help="Compound-scaling studies of ConvNets, in the manner of EfficientNet.",
+    context_settings={"help_option_names": ["-h", "--help"]},
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+class Format(str, Enum):
+    table = "table"
+    csv = "csv"
+    json = "json"
+
+
+class By(str, Enum):
+    total = "total"
+    stage = "stage"
+    layer = "layer"
+
+
+# ---------------------------------------------------------------------------- helpers
+
+
+def _range(text: str, option: str) -> tuple[float, float]:
+    try:
+        lo, hi = (float(v) for v in text.replace(":", ",").split(","))
+    except ValueError:
+        raise typer.BadParameter(f"needs LOW,HIGH such as 1,1.5; got {text!r}", param_hint=option)
+    if not 1.0 <= lo <= hi:
+        raise typer.BadParameter(f"needs 1 <= LOW <= HIGH; got {text!r}", param_hint=option)
+    return lo, hi
+
+
+def _check_output(path: Optional[Path]) -> None:
+    """Refuse an output path that cannot be written, before any work is done."""
+    if path is None:
+        return
+    if path.is_dir():
+        raise typer.BadParameter(f"{path} is a directory; give a file path", param_hint="--output")
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        raise typer.BadParameter(f"folder {parent} does not exist", param_hint="--output")
+    if not os.access(parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise typer.BadParameter(f"{path} is not writable", param_hint="--output")
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _emit(df, fmt: Format, output: Optional[Path], show) -> None:
+    """Print or write a DataFrame: rich table, CSV or JSON; --output picks by extension for tables."""
+    if output is not None:
+        kind = fmt.value if fmt != Format.table else ("json" if output.suffix == ".json" else "csv")
+        text = df.to_json(orient="records", indent=2) if kind == "json" else df.to_csv(index=False)
+        _write_atomic(output, text)
+        err.print(f"wrote {len(df)} rows to {output}")
+        if fmt != Format.table:
+            return
+    if fmt == Format.csv:
+        sys.stdout.write(df.to_csv(index=False))
+    elif fmt == Format.json:
+        sys.stdout.write(df.to_json(orient="records", indent=2) + "\n")
+    else:
+        show()
+
+
+def _ends(channels: str) -> str:
+    parts = channels.split("-")
+    return f"{parts[0]}/{parts[-1]}"
+
+
+def _g(flops: int) -> str:
+    return f"{flops / 1e9:.3f}"
+
+
+def _m(params: int) -> str:
+    return f"{params / 1e6:.2f}"
+
+
+def _table(title: str, columns: list[tuple[str, str]], rows: list[list[str]], caption: str = "") -> Table:
+    t = Table(title=title, caption=caption, title_justify="left", caption_justify="left")
+    for name, justify in columns:
+        t.add_column(name, justify=justify)
+    for r in rows:
+        t.add_row(*r)
+    return t
+
+
+# ---------------------------------------------------------------------------- candidates
+
+Phi = Annotated[float, typer.Option("--phi", min=0, max=10, help="Compound coefficient phi, 0..10.")]
+Step = Annotated[float, typer.Option(help="Grid step of alpha, beta and gamma (> 0).")]
+Tol = Annotated[float, typer.Option(help="Relative tolerance around the target product (> 0).")]
+BaseRes = Annotated[int, typer.Option("--base-resolution", min=8, max=4096, help="Base network's image size.")]
+Multiple = Annotated[int, typer.Option(min=1, max=256, help="Round resolutions to this multiple.")]
+Fmt = Annotated[Format, typer.Option("--format", help="table, csv or json.")]
+Out = Annotated[Optional[Path], typer.Option("--output", "-o", help="Also write the rows to this file (CSV or JSON).")]
+
+
+@app.command()
+def candidates(
+    phi: Phi = 1.0,
+    alpha_range: Annotated[str, typer.Option("--alpha-range", help="LOW,HIGH of alpha.")] = "1,2",
+    beta_range: Annotated[str, typer.Option("--beta-range", help="LOW,HIGH of beta.")] = "1,1.5",
+    gamma_range: Annotated[str, typer.Option("--gamma-range", help="LOW,HIGH of gamma.")] = "1,1.5",
+    step: Step = 0.05,
+    tolerance: Tol = 0.05,
+    target: Annotated[float, typer.Option(min=1.01, help="Target of alpha*beta^2*gamma^2 (> 1).")] = 2.0,
+    base_resolution: BaseRes = 224,
+    multiple: Multiple = 8,
+    fmt: Fmt = Format.table,
+    output: Out = None,
+):
+    """Which (alpha, beta, gamma) fit the FLOPs budget at phi, merged by the network they round to.
+
+    Example: scaling candidates --phi 1 --step 0.05 --format csv -o candidates.csv
+    """
+    from .compound import Grid, PAPER, candidates as make_candidates
+    from .spec import spec_for
+    from .tables import candidates_frame
+
+    if not step > 0:
+        raise typer.BadParameter(f"must be > 0, got {step}", param_hint="--step")
+    if not tolerance > 0:
+        raise typer.BadParameter(f"must be > 0, got {tolerance}", param_hint="--tolerance")
+    grid = Grid(alpha=_range(alpha_range, "--alpha-range"), beta=_range(beta_range, "--beta-range"),
+                gamma=_range(gamma_range, "--gamma-range"), step=step, target=target, tolerance=tolerance)
+    _check_output(output)
+    base = spec_for("efficientnet-b0", resolution=base_resolution)
+    cands = make_candidates(phi, grid, base, multiple)
+    if not cands:
+        raise InputError(
+            f"the grid has no candidate: no (alpha, beta, gamma) within {tolerance:g} of {target:g}; "
+            "widen --tolerance or the ranges, or lower --step"
+        )
+    df = candidates_frame(cands, base)
+    n_triples = int(df["n_triples"].sum())
+
+    def show():
+        rows = []
+        for r in df.itertuples():
+            mark = " *" if str(PAPER) in r.triples.split(" (") or r.triples.startswith(str(PAPER)) else ""
+            rows.append([str(r.Index + 1), f"{r.alpha:g}", f"{r.beta:g}", f"{r.gamma:g}", f"{r.product:.3f}",
+                         str(r.n_triples) + mark, f"{r.d:.3f}", f"{r.w:.3f}", f"{r.r:.3f}", str(r.resolution),
+                         r.repeats, _ends(r.channels), _m(r.params), _g(r.flops), f"{r.flops_ratio:.3f}",
+                         f"{100 * r.ratio_error:+.1f}%"])
+        cols = [("#", "right"), ("alpha", "right"), ("beta", "right"), ("gamma", "right"), ("a*b²*g²", "right"),
+                ("triples", "right"), ("d", "right"), ("w", "right"), ("r", "right"), ("res", "right"),
+                ("repeats", "left"), ("stem/head", "left"), ("params M", "right"), ("GFLOPs", "right"),
+                ("FLOPs x", "right"), (f"vs 2^{phi:g}", "right")]
+        console.print(_table(
+            f"Candidates at phi={phi:g}: {n_triples} triples -> {len(df)} distinct networks",
+            cols, rows,
+            caption=("FLOPs are multiply-adds at batch 1 (fvcore). 'FLOPs x' is realized over B0; the last column "
+                     "is its difference from 2^phi, which rounding causes. * marks the paper's (1.2, 1.1, 1.15)."),
+        ))
+
+    _emit(df, fmt, output, show)
+
+
+# ---------------------------------------------------------------------------- family
+
+
+def _multiplier(value: float, option: str) -> float:
+    if not value >= 1.0:
+        raise typer.BadParameter(f"must be a number >= 1, got {value:g}", param_hint=option)
+    return value
+
+
+@app.command()
+def family(
+    alpha: Annotated[float, typer.Option(help="Depth base alpha (>= 1).")] = 1.2,
+    beta: Annotated[float, typer.Option(help="Width base beta (>= 1).")] = 1.1,
+    gamma: Annotated[float, typer.Option(help="Resolution base gamma (>= 1).")] = 1.15,
+    phi: Annotated[str, typer.Option("--phi", help="Range such as 0-7, or a list such as 1,3,5 (0..10).")] = "0-7",
+    base_resolution: BaseRes = 224,
+    multiple: Multiple = 8,
+    official: Annotated[bool, typer.Option(help="Show the official B0..B7 beside the family.")] = True,
+    fmt: Fmt = Format.table,
+    output: Out = None,
+):
+    """The phi-scaled family of B0 with (alpha, beta, gamma), beside the official B0..B7.
+
+    Example: scaling family --alpha 1.2 --beta 1.1 --gamma 1.15 --phi 1-7
+    """
+    import pandas as pd
+
+    from .compound import Triple, family as make_family, official as official_specs, parse_phis
+    from .spec import spec_for
+    from .tables import family_frame, official_frame
+
+    for value, option in ((alpha, "--alpha"), (beta, "--beta"), (gamma, "--gamma")):
+        _multiplier(value, option)
+    try:
+        phis = parse_phis(phi)
+    except ValueError as e:
+        raise typer.BadParameter(str(e), param_hint="--phi")
+    if not phis or any(not 0 <= p <= 10 for p in phis):
+        raise typer.BadParameter(f"values must lie in 0..10, got {phi!r}", param_hint="--phi")
+    _check_output(output)
+    triple = Triple(alpha, beta, gamma)
+    base = spec_for("efficientnet-b0", resolution=base_resolution)
+    fam = family_frame(make_family(triple, phis, base, multiple), base)
+    off = official_frame(official_specs()) if official else fam.iloc[0:0]
+    df = pd.concat([fam, off], ignore_index=True) if official else fam
+
+    def rows(frame):
+        return [[r.name, f"{r.d:.3f}", f"{r.w:.3f}", f"{r.r:.3f}", str(r.resolution), r.repeats, r.channels,
+                 _m(r.params), _g(r.flops), f"{r.flops_ratio:.2f}",
+                 "" if r.nominal_ratio is None or pd.isna(r.nominal_ratio) else f"{r.nominal_ratio:.2f}"]
+                for r in frame.itertuples()]
+
+    cols = [("network", "left"), ("d", "right"), ("w", "right"), ("r", "right"), ("res", "right"),
+            ("repeats", "left"), ("channels", "left"), ("params M", "right"), ("GFLOPs", "right"),
+            ("FLOPs x B0", "right"), ("(a*b²*g²)^phi", "right")]
+
+    def show():
+        console.print(_table(
+            f"Compound family ({alpha:g}, {beta:g}, {gamma:g}); alpha*beta²*gamma² = {triple.product:.4f}",
+            cols, rows(fam), caption="d, w, r = alpha^phi, beta^phi, gamma^phi; FLOPs are multiply-adds at batch 1."))
+        if official:
+            console.print(_table("Official EfficientNet-B0..B7", cols, rows(off)))
+
+    _emit(df, fmt, output, show)
+
+
+# ---------------------------------------------------------------------------- flops
+
+
+@app.command()
+def flops(
+    name: Annotated[Optional[str], typer.Argument(help="efficientnet-b0 .. b8, efficientnet-l2.")] = None,
+    width: Annotated[Optional[float], typer.Option(min=0.01, help="Width multiplier of B0 (custom network).")] = None,
+    depth: Annotated[Optional[float], typer.Option(min=0.01, help="Depth multiplier of B0 (custom network).")] = None,
+    resolution: Annotated[Optional[int], typer.Option(min=8, max=8192, help="Image size.")] = None,
+    num_classes: Annotated[int, typer.Option(min=1, help="Classifier outputs.")] = 1000,
+    by: Annotated[By, typer.Option(help="total, stage or layer.")] = By.stage,
+    traced: Annotated[bool, typer.Option(help="Count by tracing the model with plain fvcore (slow) as a check.")] = False,
+    fmt: Fmt = Format.table,
+    output: Out = None,
+):
+    """FLOPs (multiply-adds), parameters and activations of one network, in total or per stage or layer.
+
+    Example: scaling flops efficientnet-b3 --by stage   |   scaling flops --width 1.1 --depth 1.2 --resolution 256
+    """
+    from .complexity import breakdown, count, count_traced
+    from .spec import custom_spec, spec_for
+
+    custom = (width, depth, resolution)
+    if name is None:
+        if width is None or depth is None or resolution is None:
+            raise InputError("give a network name (e.g. efficientnet-b0) or all of --width, --depth and --resolution")
+        spec = custom_spec(width, depth, resolution, num_classes=num_classes)
+    else:
+        try:
+            overrides = {k: v for k, v in zip(("width", "depth", "resolution"), custom) if v is not None}
+            spec = spec_for(name, num_classes=num_classes, **overrides)
+        except ValueError as e:
+            raise typer.BadParameter(str(e), param_hint="NAME")
+    _check_output(output)
+    total = count(spec)
+    if traced:
+        plain = count_traced(spec)
+        if plain != total:
+            raise RuntimeError(f"fast count {total} differs from plain fvcore {plain}")
+    import pandas as pd
+
+    df = pd.DataFrame([{"stage": "total", **total.to_dict()}]) if by == By.total else breakdown(spec, by.value)
+
+    def show():
+        label = spec.name or "custom"
+        head = (f"{label}: width {spec.width:g}, depth {spec.depth:g}, {spec.resolution}x{spec.resolution}, "
+                f"{spec.num_classes} classes")
+        console.print(head)
+        console.print(f"FLOPs {total.flops:,} ({_g(total.flops)} G multiply-adds)   params {total.params:,} "
+                      f"({_m(total.params)} M)   activations {total.activations:,}"
+                      + ("   [plain fvcore agrees]" if traced else ""))
+        if by == By.total:
+            return
+        key = "stage" if by == By.stage else "layer"
+        extra = [("layers", "right")] if by == By.stage else [("input", "left"), ("output", "left")]
+        cols = [(key, "left")] + extra + [("MFLOPs", "right"), ("share", "right"), ("params", "right"),
+                                          ("activations", "right")]
+        rows = []
+        for r in df.itertuples():
+            mid = [str(r.layers)] if by == By.stage else [r.input, r.output]
+            rows.append([getattr(r, key)] + mid + [f"{r.flops / 1e6:.2f}", f"{100 * r.flops / total.flops:.1f}%",
+                                                   f"{r.params:,}", f"{r.activations:,}"])
+        console.print(_table(f"By {key}", cols, rows))
+
+    _emit(df, fmt, output, show)
+
+
+# ---------------------------------------------------------------------------- export
+
+
+@app.command()
+def export(
+    name: Annotated[str, typer.Argument(help="efficientnet-b0 .. b8, efficientnet-l2.")],
+    onnx: Annotated[Path, typer.Option("--onnx", help="Where to write the ONNX file.")],
+    weights: Annotated[Optional[Path], typer.Option(help="Local weights file (ours, EfficientNet-PyTorch, torchvision, timm).")] = None,
+    resolution: Annotated[Optional[int], typer.Option(min=32, max=8192, help="Input size (default: the network's).")] = None,
+    num_classes: Annotated[int, typer.Option(min=1, help="Classifier outputs.")] = 1000,
+):
+    """Export a network to ONNX (static "same" padding, dynamic batch).
+
+    Example: scaling export efficientnet-b0 --onnx b0.onnx
+    """
+    from .export import export_onnx
+    from .model import EfficientNet
+    from .spec import canonical_name
+
+    try:
+        canonical_name(name)
+    except ValueError as e:
+        raise typer.BadParameter(str(e), param_hint="NAME")
+    _check_output_path(onnx, "--onnx")
+    if weights is not None and not weights.is_file():
+        raise typer.BadParameter(f"no such file: {weights}", param_hint="--weights")
+    if weights is not None:
+        model = EfficientNet.from_pretrained(name, weights_path=weights, num_classes=num_classes)
+    else:
+        model = EfficientNet.from_name(name, num_classes=num_classes)
+    try:
+        export_onnx(model, onnx, resolution)
+    except ImportError as e:
+        raise InputError(str(e))
+    size = resolution or model.spec.resolution
+    console.print(f"wrote {onnx} ({onnx.stat().st_size / 1e6:.1f} MB): input images [N, {model.spec.in_channels}, "
+                  f"{size}, {size}] float32, output logits [N, {num_classes}]")
+
+
+def _check_output_path(path: Path, option: str) -> None:
+    try:
+        _check_output(path)
+    except typer.BadParameter as e:
+        raise typer.BadParameter(e.message, param_hint=option)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()
