@@ -27,20 +27,27 @@ class OneLineErrors(TyperGroup):
         try:
             rv = super().main(args=args, prog_name=prog_name or "scaling", complete_var=complete_var,
                               standalone_mode=False, **extra)
-        except click.exceptions.Exit as e:
+        except typer.Exit as e:
             sys.exit(e.exit_code)
-        except click.exceptions.Abort:
+        except typer.Abort:
             err.print("aborted")
             sys.exit(130)
-        except click.ClickException as e:
+        except _CLICK_ERRORS as e:
+            if type(e).__name__ == "NoArgsIsHelpError":
+                console.print(e.format_message(), markup=False, highlight=False)
+                sys.exit(0)
             err.print(f"error: {e.format_message()}", markup=False, highlight=False, soft_wrap=True)
-            sys.exit(e.exit_code if isinstance(e, click.UsageError) else 2)
+            sys.exit(2)
         except InputError as e:
             err.print(f"error: {e}", markup=False, highlight=False, soft_wrap=True)
             sys.exit(2)
         if isinstance(rv, int) and not standalone_mode:
             return rv
         sys.exit(rv if isinstance(rv, int) else 0)
+
+
+# Typer 0.2x vendors click as typer._click; older Typer raises click's own exceptions.
+_CLICK_ERRORS = tuple({click.ClickException, getattr(typer, "TyperException", click.ClickException)})
 
 
 class InputError(Exception):
@@ -189,7 +196,7 @@ def candidates(
     cands = make_candidates(phi, grid, base, multiple)
     if not cands:
         raise InputError(
-            f"the grid has no candidate: no (alpha, beta, gamma) within {tolerance:g} of {target:g}; "
+            f"the grid has no candidate: no (alpha, beta, gamma) with a product within {tolerance:.2%} of {target:g}; "
             "widen --tolerance or the ranges, or lower --step"
         )
     df = candidates_frame(cands, base)
