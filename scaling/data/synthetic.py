@@ -78,7 +78,7 @@ def _block_params(seed: int, split: str, block: int, num_classes: int) -> dict[s
     reach = 0.95 - radius
     centre = rng.uniform(-1, 1, size=(n, 2)) * reach[:, None]
     angle = np.deg2rad(u(-25, 25))
-    cycles = u(5, 12)  # stripes across the object's diameter
+    cycles = np.exp(u(np.log(4), np.log(20)))  # stripes across the object's diameter (log-uniform)
     freq = cycles / size  # cycles per image width
     tilt = np.where(labels % 2 == 0, 1.0, -1.0) * np.pi / 4  # wave vector angle (y down)
     tex_angle = tilt + np.deg2rad(u(-15, 15))
@@ -195,9 +195,8 @@ def render(params: dict[str, np.ndarray], resolution: int) -> torch.Tensor:
     pixel = 2.0 / r
 
     # background shading, clutter and the object's texture: sums of gratings
-    shade = p["shade"][:, :, None] * torch.stack([coords, torch.ones_like(coords)])[None]
-    light = torch.bmm(torch.stack([torch.ones(n, r), coords.expand(n, r)], 1).transpose(1, 2),
-                      torch.stack([shade[:, 0], p["shade"][:, 1, None] * torch.ones(n, r)], 1))
+    sx, sy = p["shade"][:, 0, None, None], p["shade"][:, 1, None, None]
+    light = sx * coords[None, None, :] + sy * coords[None, :, None]
     light += _gratings(coords, p["clutter_freq"], p["clutter_angle"], p["clutter_phase"],
                        p["clutter_amp"], r)
     texture = _gratings(coords, p["tex_freq"][:, None], p["tex_angle"][:, None],

@@ -1,0 +1,73 @@
+"""Compound-scaling arithmetic: the constraint, the grid, merging and the family."""
+
+import pytest
+
+from scaling.compound import PAPER, Grid, Triple, candidates, constraint, family, multipliers, parse_phis, scaled_spec
+from scaling.spec import spec_for
+
+
+def test_constraint():
+    assert constraint(1.2, 1.1, 1.15) == pytest.approx(1.92027)
+    assert PAPER.product == pytest.approx(1.9203, abs=1e-4)
+
+
+def test_default_grid():
+    g = Grid()
+    triples = g.triples()
+    assert len(triples) == 108
+    assert PAPER in triples
+    assert Triple(1.9, 1.0, 1.0) not in triples  # exactly on the 5% bound: strict
+    assert all(abs(t.product - 2) < 0.1 for t in triples)
+    assert len(g.values(1.0, 1.5)) == 11 and len(g.values(1.0, 2.0)) == 21
+
+
+def test_default_candidates_merge_to_65_networks():
+    cands = candidates(1.0)
+    assert len(cands) == 65
+    assert sum(len(c.triples) for c in cands) == 108
+    assert len({c.spec.architecture() for c in cands}) == 65
+    # Every triple of a merged row rounds to that row's network.
+    base = spec_for("efficientnet-b0")
+    for c in cands:
+        for t in c.triples:
+            assert scaled_spec(base, t, 1.0).architecture() == c.spec.architecture()
+    paper = [c for c in cands if PAPER in c.triples]
+    assert len(paper) == 1
+
+
+def test_grid_options():
+    g = Grid(alpha=(1.0, 1.4), beta=(1.0, 1.2), gamma=(1.0, 1.2), step=0.1, tolerance=0.1)
+    triples = g.triples()
+    assert triples and all(abs(t.product - 2) < 0.2 for t in triples)
+    assert Grid(step=0.05, tolerance=1e-9).triples() == [Triple(2.0, 1.0, 1.0)]
+    for bad in (dict(step=0), dict(tolerance=-1), dict(alpha=(0.9, 2.0)), dict(beta=(1.5, 1.2))):
+        with pytest.raises(ValueError):
+            Grid(**bad)
+
+
+def test_multipliers_and_scaled_spec():
+    d, w, r = multipliers(PAPER, 2)
+    assert (d, w, r) == pytest.approx((1.44, 1.21, 1.3225))
+    s = scaled_spec(spec_for("efficientnet-b0"), PAPER, 1)
+    assert (s.depth, s.width, s.resolution) == (pytest.approx(1.2), pytest.approx(1.1), 256)  # 257.6 -> 256
+    assert scaled_spec(spec_for("efficientnet-b0"), PAPER, 1, multiple=32).resolution == 256
+    assert scaled_spec(spec_for("efficientnet-b0"), PAPER, 1, multiple=1).resolution == 258
+
+
+def test_family():
+    members = family(PAPER, range(0, 8))
+    assert [m.phi for m in members] == list(range(8))
+    assert members[0].spec.architecture() == spec_for("efficientnet-b0").architecture()
+    assert [m.spec.resolution for m in members] == [224, 256, 296, 344, 392, 448, 520, 592]
+    for m in members:
+        d, w, r = m.multipliers
+        assert d * w**2 * r**2 == pytest.approx(PAPER.product**m.phi)
+
+
+def test_parse_phis():
+    assert parse_phis("1-7") == [1, 2, 3, 4, 5, 6, 7]
+    assert parse_phis("0,2,4.5") == [0, 2, 4.5]
+    assert parse_phis("3") == [3]
+    for bad in ("7-1", "a-b", "x"):
+        with pytest.raises(ValueError):
+            parse_phis(bad)
