@@ -340,7 +340,7 @@ def flops(
         console.print(head)
         console.print(f"FLOPs {total.flops:,} ({_g(total.flops)} G multiply-adds)   params {total.params:,} "
                       f"({_m(total.params)} M)   activations {total.activations:,}"
-                      + ("   [plain fvcore agrees]" if traced else ""))
+                      + ("   (plain fvcore agrees)" if traced else ""))
         if by == By.total:
             return
         key = "stage" if by == By.stage else "layer"

@@ -1,0 +1,152 @@
+"""The command line, through Typer's CliRunner: output, files and exit codes."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from scaling import EfficientNet
+from scaling.cli import app
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("SCALING_CACHE", str(tmp_path / "cache"))
+
+
+def run(*args):
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+def test_help_everywhere():
+    for cmd in ([], ["candidates"], ["family"], ["flops"], ["export"]):
+        r = run(*cmd, "-h")
+        assert r.exit_code == 0, r.output
+        assert "Usage" in r.output
+    assert "Example: scaling candidates" in run("candidates", "--help").output
+
+
+def test_candidates_csv(tmp_path):
+    out = tmp_path / "c.csv"
+    r = run("candidates", "--phi", 1, "--format", "csv", "--output", out)
+    assert r.exit_code == 0, r.output
+    df = pd.read_csv(out)
+    assert len(df) == 65 and df["n_triples"].sum() == 108
+    paper = df[df["triples"].str.contains(r"\(1.2, 1.1, 1.15\)", regex=True)]
+    assert len(paper) == 1 and paper.iloc[0]["resolution"] == 256
+    assert (df["flops_ratio"] == (df["flops"] / 385814752).round(4)).all()
+
+
+def test_candidates_table_and_json(tmp_path):
+    r = run("candidates", "--phi", 1)
+    assert r.exit_code == 0 and "108 triples -> 65 distinct networks" in r.output
+    r = run("candidates", "--phi", 2, "--step", 0.1, "--format", "json")
+    rows = json.loads(r.stdout)
+    assert r.exit_code == 0 and rows and all(abs(x["product"] - 2) < 0.1 for x in rows)
+    assert all(x["nominal_ratio"] == 4.0 for x in rows)
+
+
+def test_family_json(tmp_path):
+    out = tmp_path / "f.json"
+    r = run("family", "--alpha", 1.2, "--beta", 1.1, "--gamma", 1.15, "--phi", "1-7", "--format", "json", "-o", out)
+    assert r.exit_code == 0, r.output
+    rows = json.loads(out.read_text())
+    fam = [x for x in rows if x["series"].startswith("compound")]
+    off = [x for x in rows if x["series"] == "official"]
+    assert [x["phi"] for x in fam] == [1, 2, 3, 4, 5, 6, 7]
+    assert fam[0]["resolution"] == 256 and fam[0]["d"] == 1.2
+    assert [x["name"] for x in off] == [f"efficientnet-b{i}" for i in range(8)]
+    assert off[0]["flops"] == 385814752 and off[7]["params"] == 66347960
+
+
+def test_family_table():
+    r = run("family", "--phi", "0-2")
+    assert r.exit_code == 0
+    assert "Compound family (1.2, 1.1, 1.15)" in r.output and "efficientnet-b7" in r.output
+
+
+def test_flops(tmp_path):
+    r = run("flops", "efficientnet-b3", "--by", "stage")
+    assert r.exit_code == 0 and "1,827,141,392" in r.output and "12,233,232" in r.output
+    out = tmp_path / "layers.csv"
+    r = run("flops", "--width", 1.1, "--depth", 1.2, "--resolution", 256, "--by", "layer", "--format", "csv", "-o", out)
+    assert r.exit_code == 0
+    df = pd.read_csv(out)
+    assert df.iloc[0]["layer"] == "stem.conv" and df.iloc[-1]["layer"] == "classifier"
+    r = run("flops", "b0", "--by", "total", "--traced")
+    assert r.exit_code == 0 and "plain fvcore agrees" in r.output
+
+
+BAD = [
+    (["candidates", "--phi", -1], "--phi"),
+    (["candidates", "--phi", 11], "--phi"),
+    (["candidates", "--phi", "one"], "--phi"),
+    (["candidates", "--step", 0], "--step"),
+    (["candidates", "--step", -0.1], "--step"),
+    (["candidates", "--tolerance", 0], "--tolerance"),
+    (["candidates", "--alpha-range", "0.5,2"], "--alpha-range"),
+    (["candidates", "--beta-range", "x"], "--beta-range"),
+    (["candidates", "--tolerance", 1e-6, "--target", 2.05], "no candidate"),
+    (["family", "--alpha", 0.9], "--alpha"),
+    (["family", "--beta", "abc"], "--beta"),
+    (["family", "--gamma", 0.5], "--gamma"),
+    (["family", "--phi", "11"], "--phi"),
+    (["family", "--phi", "-1"], "--phi"),
+    (["flops", "efficientnet-b9"], "unknown network"),
+    (["flops"], "--width"),
+    (["export", "resnet50", "--onnx", "x.onnx"], "unknown network"),
+]
+
+
+@pytest.mark.parametrize("args, names", BAD, ids=lambda a: " ".join(map(str, a)) if isinstance(a, list) else None)
+def test_bad_input_is_one_line_exit_2(args, names, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    r = run(*args)
+    assert r.exit_code == 2, r.output
+    lines = r.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:") and names in lines[0], r.output
+    assert "Traceback" not in r.output
+    assert [p.name for p in tmp_path.iterdir()] == []  # nothing written, not even the count cache
+
+
+@pytest.mark.parametrize("cmd", [["candidates"], ["family"], ["flops", "b0"]])
+def test_unwritable_output(cmd, tmp_path):
+    for target in (tmp_path / "missing" / "x.csv", tmp_path):
+        r = run(*cmd, "--output", target)
+        assert r.exit_code == 2 and r.output.count("\n") == 1 and "--output" in r.output
+
+
+@pytest.mark.parametrize("cmd", [["candidates"], ["flops", "b0"]])
+def test_read_only_output_folder(cmd, tmp_path):
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o500)
+    try:
+        r = run(*cmd, "--output", ro / "x.csv")
+        if r.exit_code == 0:  # root ignores permissions
+            pytest.skip("running as root: permissions are not enforced")
+        assert r.exit_code == 2 and "--output" in r.output
+        assert not (ro / "x.csv").exists()
+    finally:
+        ro.chmod(0o700)
+
+
+def test_export_onnx_matches_onnxruntime(tmp_path):
+    ort = pytest.importorskip("onnxruntime")
+    torch.manual_seed(0)
+    net = EfficientNet.from_name("efficientnet-b0").eval()
+    weights = tmp_path / "b0.pt"
+    net.save(weights)
+    out = tmp_path / "b0.onnx"
+    r = run("export", "efficientnet-b0", "--onnx", out, "--weights", weights)
+    assert r.exit_code == 0, r.output
+    x = torch.randn(2, 3, 224, 224)
+    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    got = session.run(None, {"images": x.numpy()})[0]
+    with torch.no_grad():
+        want = net(x).numpy()
+    assert got.shape == (2, 1000)
+    assert np.abs(got - want).max() <= 1e-4
