@@ -1,18 +1,20 @@
-# `make test` creates .venv when it is missing, installs the project and runs the suite.
+# `make run` and `make test` create .venv when it is missing and install the project into it.
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: test install bench clean
+.PHONY: run test install bench clean
 
 $(BIN)/scaling: pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q torch==2.14.1 torchvision==0.29.1
 	$(BIN)/python -m pip install -q -e '.[test]'
 	touch $(BIN)/scaling
 
 install: $(BIN)/scaling
+
+run: install
+	$(BIN)/scaling family --alpha 1.2 --beta 1.1 --gamma 1.15
 
 test: install
 	$(BIN)/python -m pytest -q
