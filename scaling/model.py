@@ -204,7 +204,7 @@ class EfficientNet(nn.Module):
     @classmethod
     def from_pretrained(cls, name: str, weights_path, num_classes: int = 1000, in_channels: int = 3,
                         source: str = "auto", **overrides) -> "EfficientNet":
-        """A named network with weights from a local file; see :func:`scaling.weights.load`."""
+        """A named network with weights from a local file; see :func:`scaling.weights.load_pretrained`."""
         from .weights import load_pretrained
 
         return load_pretrained(name, weights_path, num_classes=num_classes, in_channels=in_channels,

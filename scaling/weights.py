@@ -114,13 +114,10 @@ def _read(path: Path) -> tuple[dict[str, torch.Tensor], dict | None]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
-        warnings.warn(
+        raise ValueError(
             f"{path} holds more than tensors and plain containers ({str(err).splitlines()[0]}); "
-            "reading it with weights_only=False, which runs any code the file holds: "
-            "load only files you trust",
-            stacklevel=3,
-        )
-        obj = torch.load(path, map_location="cpu", weights_only=False)
+            "it is not read, since that would run code from the file: save its state_dict() instead"
+        ) from None
     if not isinstance(obj, Mapping):
         raise ValueError(f"{path}: expected a state dict, got {type(obj).__name__}")
 
