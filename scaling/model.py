@@ -211,7 +211,9 @@ class EfficientNet(nn.Module):
                                source=source, **_overrides(overrides))
 
     def reset_parameters(self) -> None:
-        """The reference initialisation: He-normal (fan-out) convolutions, uniform classifier."""
+        """He-normal (fan-out) convolutions as in the reference; the classifier uniform in
+        +-1/sqrt(in_features) (PyTorch's default), which keeps initial logits small for any
+        number of classes (the reference's 1/sqrt(classes) gives large ones at 10)."""
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 fan_out = m.out_channels // m.groups * m.kernel_size[0] * m.kernel_size[1]
@@ -222,7 +224,7 @@ class EfficientNet(nn.Module):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
             elif isinstance(m, nn.Linear):
-                bound = 1.0 / math.sqrt(m.out_features)
+                bound = 1.0 / math.sqrt(m.in_features)
                 nn.init.uniform_(m.weight, -bound, bound)
                 nn.init.zeros_(m.bias)
 
