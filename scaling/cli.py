@@ -448,6 +448,8 @@ def train(
     depth: Annotated[Optional[float], typer.Option(min=0.01, help="Depth multiplier of B0.")] = None,
     resolution: Annotated[Optional[int], typer.Option(min=32, max=2048, help="Training image size.")] = None,
     data: Data = "default",
+    train_size: Annotated[Optional[int], typer.Option(min=1, help="Training images (a class-balanced subset).")] = None,
+    val_size: Annotated[Optional[int], typer.Option(min=1, help="Held-out images (a class-balanced subset).")] = None,
     epochs: Annotated[Optional[int], typer.Option(min=1, help="Epochs (default: the recipe's).")] = None,
     batch_size: Annotated[Optional[int], typer.Option(min=1, help="Batch size (default: the recipe's).")] = None,
     lr: Annotated[Optional[float], typer.Option(min=1e-9, help="Learning rate per 256 images (> 0).")] = None,
@@ -484,7 +486,7 @@ def train(
         run_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise typer.BadParameter(f"cannot create {run_dir}: {e.strerror}", param_hint="--run-dir")
-    ds, data_s = _load_data(data, spec.resolution, quiet)
+    ds, data_s = _load_data(data, spec.resolution, quiet, train_size=train_size, val_size=val_size)
     if ds.train.images.shape[0] < rec.batch_size:
         raise typer.BadParameter(f"{rec.batch_size} exceeds the {len(ds.train)} training images", param_hint="--batch-size")
     if not quiet:

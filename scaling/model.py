@@ -44,10 +44,11 @@ class SameConv2d(nn.Conv2d):
         return left, right, top, bottom
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        pad = self.static_pad if self.static_pad is not None else self._pad_for(*x.shape[-2:])
-        if any(pad):
-            x = F.pad(x, pad)
-        return super().forward(x)
+        left, right, top, bottom = self.static_pad if self.static_pad is not None else self._pad_for(*x.shape[-2:])
+        if left == right and top == bottom:  # symmetric: the convolution pads, no extra kernel
+            return F.conv2d(x, self.weight, self.bias, self.stride, (top, left), self.dilation, self.groups)
+        x = F.pad(x, (left, right, top, bottom))
+        return F.conv2d(x, self.weight, self.bias, self.stride, 0, self.dilation, self.groups)
 
 
 def make_conv(c_in, c_out, kernel, stride, groups, spec: NetworkSpec, size, bias=False) -> nn.Conv2d:
@@ -91,13 +92,16 @@ class SqueezeExcite(nn.Module):
         return x * torch.sigmoid(self.expand(self.act(self.reduce(s))))
 
 
-def drop_path(x: torch.Tensor, rate: float, training: bool) -> torch.Tensor:
-    """Stochastic depth: drop whole samples of a residual branch, rescale the rest."""
+def residual_add(x: torch.Tensor, h: torch.Tensor, rate: float, training: bool) -> torch.Tensor:
+    """x + h, where stochastic depth drops whole samples of h in training and rescales the rest.
+
+    The mask and the add are one fused ``addcmul``: x + h * mask / (1 - rate).
+    """
     if not training or rate == 0.0:
-        return x
+        return x + h
     keep = 1.0 - rate
-    mask = torch.empty((x.shape[0],) + (1,) * (x.ndim - 1), dtype=x.dtype, device=x.device)
-    return x * mask.bernoulli_(keep).div_(keep)
+    mask = torch.empty((h.shape[0],) + (1,) * (h.ndim - 1), dtype=h.dtype, device=h.device).bernoulli_(keep)
+    return torch.addcmul(x, h, mask, value=1.0 / keep)
 
 
 class MBConv(nn.Module):
@@ -121,7 +125,7 @@ class MBConv(nn.Module):
             h = self.se(h)
         h = self.project(h)
         if self.has_skip:
-            h = drop_path(h, self.drop_rate, self.training) + x
+            h = residual_add(x, h, self.drop_rate, self.training)
         return h
 
 

@@ -30,6 +30,10 @@ class Recipe:
     rmsprop_alpha: float = 0.9  # RMSProp's squared-gradient decay
     rmsprop_eps: float = 1e-3
     min_micro_batch: int = 8  # out of memory: halve the micro-batch down to this, then fail
+    # Batch-norm momentum while training (PyTorch convention); None keeps the spec's 0.01
+    # (TensorFlow's 0.99), whose running statistics need thousands of steps to settle:
+    # too slow for a short proxy run, which is evaluated with them.
+    bn_momentum: float | None = 0.1
 
     def __post_init__(self) -> None:
         if self.optimizer not in ("sgd", "adamw", "rmsprop"):
@@ -88,7 +92,7 @@ RECIPES: dict[str, Recipe] = {
     "paper": Recipe(
         name="paper", epochs=350, batch_size=256, optimizer="rmsprop", lr=0.016, momentum=0.9,
         weight_decay=1e-5, warmup_epochs=5.0, schedule="step", decay_rate=0.97, decay_epochs=2.4,
-        label_smoothing=0.1, ema=0.9999,
+        label_smoothing=0.1, ema=0.9999, bn_momentum=None,
     ),
 }
 

@@ -187,6 +187,8 @@ def train(
     recipe = recipe or Recipe()
     dev = resolve_device(device)
     spec = spec.replace(num_classes=data.num_classes, resolution=data.resolution, in_channels=3)
+    if recipe.bn_momentum is not None:
+        spec = spec.replace(bn_momentum=recipe.bn_momentum)
     result = TrainResult(status="ok", device=_device_name(dev), seed=seed, recipe=recipe.to_dict(),
                          spec=spec.to_dict(), times={"data": data_seconds})
     t_start = time.perf_counter()
