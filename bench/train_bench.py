@@ -52,10 +52,17 @@ def _models(which: str):
 
 
 def step_speed(model, res: int, batch: int, optimizer: str = "rmsprop", steps: int = 40, warmup: int = 15,
-               compile_model: bool = False, profile: Path | None = None) -> dict:
+               compile_model: bool = False, profile: Path | None = None, graph: bool = False) -> dict:
     dev = torch.device("cuda")
     model = model.to(dev).to(memory_format=torch.channels_last).train()
-    if optimizer == "rmsprop":
+    if graph:
+        from scaling.recipe import Recipe
+        from scaling.step import GraphStep
+        from scaling.train import make_optimizer
+
+        lr_t = torch.tensor(0.2 * batch / 256, device=dev)
+        opt = make_optimizer(model, Recipe(batch_size=batch), lr_t)
+    elif optimizer == "rmsprop":
         opt = torch.optim.RMSprop(model.parameters(), lr=0.016 * batch / 256, alpha=0.9, eps=1e-3, momentum=0.9,
                                   weight_decay=1e-5)
     else:
@@ -64,8 +71,15 @@ def step_speed(model, res: int, batch: int, optimizer: str = "rmsprop", steps: i
     x = torch.randn(batch, 3, res, res, device=dev).to(memory_format=torch.channels_last)
     y = torch.randint(0, 1000, (batch,), device=dev)
     fwd = torch.compile(model) if compile_model else model
+    t_capture = time.perf_counter()
+    graphed = GraphStep(model, opt, lr_t, lambda o, t: F.cross_entropy(o.float(), t, label_smoothing=0.1),
+                        x, y, amp=True) if graph else None
+    t_capture = time.perf_counter() - t_capture
 
     def one():
+        if graphed is not None:
+            graphed(x, y, 0.1)
+            return
         opt.zero_grad(set_to_none=True)
         with torch.autocast("cuda", dtype=torch.bfloat16):
             loss = F.cross_entropy(fwd(x).float(), y, label_smoothing=0.1)
@@ -96,9 +110,9 @@ def step_speed(model, res: int, batch: int, optimizer: str = "rmsprop", steps: i
                 one()
             torch.cuda.synchronize()
         profile.write_text(prof.key_averages().table(sort_by="cuda_time_total", row_limit=30))
-    out = dict(images_per_second=batch * 1000 / ms, ms_per_step=ms, first_step_s=first,
+    out = dict(images_per_second=batch * 1000 / ms, ms_per_step=ms, first_step_s=first + t_capture,
                peak_memory_mb=torch.cuda.max_memory_allocated() / 2**20)
-    del model, opt, fwd
+    del model, opt, fwd, graphed
     torch.cuda.empty_cache()
     return out
 
@@ -134,6 +148,7 @@ def main() -> None:
     ap.add_argument("--only", default="step,data,epoch,accuracy")
     ap.add_argument("--epochs", type=int, default=15)
     ap.add_argument("--compile", action="store_true", help="also time ours under torch.compile")
+    ap.add_argument("--optimizers", default="sgd,rmsprop", help="optimizers of the step section")
     ap.add_argument("--variants", default="", help="';'-separated models to time at 128/512, e.g. "
                     "'scaling:padding=symmetric;timm:drop_path_rate=0.2'")
     ap.add_argument("--profile", action="store_true", help="write profiler tables of ours and timm at 128/512")
@@ -158,12 +173,18 @@ def main() -> None:
     if "step" in only:
         rows = []
         for res, batch in ((128, 512), (224, 256)):
-            for which in ("scaling", "timm", "torchvision"):
-                r = step_speed(_models(which), res, batch)
-                rows.append(dict(model=which, res=res, batch=batch, **r))
-                print(f"step {which:12s} {res}px/{batch}: {r['images_per_second']:8.0f} img/s", flush=True)
+            for opt_name in args.optimizers.split(","):
+                for which in ("scaling", "timm", "torchvision"):
+                    r = step_speed(_models(which), res, batch, optimizer=opt_name)
+                    rows.append(dict(model=which, optimizer=opt_name, res=res, batch=batch, **r))
+                    print(f"step {which:12s} {opt_name:8s} {res}px/{batch}: {r['images_per_second']:8.0f} img/s",
+                          flush=True)
+            r = step_speed(_models("scaling"), res, batch, graph=True)
+            rows.append(dict(model="scaling+graph", optimizer="sgd", res=res, batch=batch, **r))
+            print(f"step scaling+graph  sgd      {res}px/{batch}: {r['images_per_second']:8.0f} img/s "
+                  f"(capture and first step {r['first_step_s']:.1f} s)", flush=True)
             if args.compile:
-                r = step_speed(_models("scaling"), res, batch, compile_model=True)
+                r = step_speed(_models("scaling"), res, batch, optimizer="sgd", compile_model=True)
                 rows.append(dict(model="scaling+compile", res=res, batch=batch, **r))
                 print(f"step scaling+compile {res}px/{batch}: {r['images_per_second']:8.0f} img/s, "
                       f"first step {r['first_step_s']:.1f} s", flush=True)
@@ -204,16 +225,22 @@ def main() -> None:
         ds = load_data(args.data, 128, quiet=True)
         spec = spec_for("efficientnet-b0")
         if "epoch" in only:
-            synth = step_speed(_models("scaling"), 128, 512, optimizer="sgd")
-            with GpuSampler() as gpu:
-                res = train(spec, ds, Recipe(epochs=2, batch_size=512), device="cuda", quiet=True)
-            report["epoch"] = dict(end_to_end_images_per_second=res.images_per_second,
-                                   synthetic_images_per_second=synth["images_per_second"],
-                                   ratio=res.images_per_second / synth["images_per_second"],
-                                   times=res.times, gpu_util_mean=gpu.mean, top1=res.top1)
-            print(f"epoch e2e {res.images_per_second:.0f} img/s vs synthetic {synth['images_per_second']:.0f} "
-                  f"({res.images_per_second / synth['images_per_second']:.2f}x); GPU util {gpu.mean}", flush=True)
-            save()
+            report["epoch"] = {}
+            for graphs in (False, True):
+                synth = step_speed(_models("scaling"), 128, 512, optimizer="sgd", graph=graphs)
+                with GpuSampler() as gpu:
+                    res = train(spec, ds, Recipe(epochs=2, batch_size=512), device="cuda", quiet=True,
+                                cuda_graphs=graphs)
+                key = "graphs" if graphs else "eager"
+                report["epoch"][key] = dict(
+                    end_to_end_images_per_second=res.images_per_second,
+                    synthetic_images_per_second=synth["images_per_second"],
+                    ratio=res.images_per_second / synth["images_per_second"],
+                    times=res.times, gpu_util_mean=gpu.mean, top1=res.top1, notes=res.notes)
+                print(f"epoch {key}: e2e {res.images_per_second:.0f} img/s vs synthetic "
+                      f"{synth['images_per_second']:.0f} ({res.images_per_second / synth['images_per_second']:.2f}x); "
+                      f"GPU util {gpu.mean}; top-1 {res.top1}", flush=True)
+                save()
         if "accuracy" in only:
             with GpuSampler() as gpu:
                 t0 = time.perf_counter()

@@ -482,13 +482,13 @@ def train(
         raise InputError(f"{run_dir} holds a checkpoint: pass --resume to continue it or --fresh to start again")
     if resume and not ckpt.exists():
         raise InputError(f"--resume: no checkpoint in {run_dir}")
+    ds, data_s = _load_data(data, spec.resolution, quiet, train_size=train_size, val_size=val_size)
+    if ds.train.images.shape[0] < rec.batch_size:
+        raise typer.BadParameter(f"{rec.batch_size} exceeds the {len(ds.train)} training images", param_hint="--batch-size")
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise typer.BadParameter(f"cannot create {run_dir}: {e.strerror}", param_hint="--run-dir")
-    ds, data_s = _load_data(data, spec.resolution, quiet, train_size=train_size, val_size=val_size)
-    if ds.train.images.shape[0] < rec.batch_size:
-        raise typer.BadParameter(f"{rec.batch_size} exceeds the {len(ds.train)} training images", param_hint="--batch-size")
     if not quiet:
         err.print(f"training {spec.name or 'custom'} at {spec.resolution}px on {ds.name} ({len(ds.train):,} train, "
                   f"{len(ds.val):,} val, {ds.num_classes} classes) on {dev}; recipe {rec.name}, {rec.epochs} epochs, "

@@ -27,6 +27,7 @@ from .data import Batches, DataSet
 from .model import EfficientNet
 from .recipe import Recipe
 from .spec import NetworkSpec
+from .step import GraphStep, can_capture
 
 WARMUP_STEPS = 5  # the first steps (cudnn autotuning, allocator growth) are timed apart
 
@@ -50,6 +51,7 @@ class TrainResult:
     failed_at: dict | None = None  # {"epoch": e, "step": s} of a NaN or OOM
     micro_batch: int | None = None  # the micro-batch it ended with (below batch size after OOM)
     epochs_completed: int = 0
+    notes: list[str] = field(default_factory=list)  # what changed on the way (e.g. CUDA graphs given up)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -92,11 +94,14 @@ def compute_loss(logits: torch.Tensor, labels: torch.Tensor, smoothing: float) -
     return F.cross_entropy(logits.float(), labels, label_smoothing=smoothing)
 
 
-def make_optimizer(model: torch.nn.Module, recipe: Recipe) -> torch.optim.Optimizer:
+def make_optimizer(model: torch.nn.Module, recipe: Recipe, lr: torch.Tensor | None = None) -> torch.optim.Optimizer:
+    """The recipe's optimizer; with ``lr`` (a device tensor), torch's fused SGD reading it."""
     decay, no_decay = [], []
     for p in model.parameters():
         (no_decay if p.ndim <= 1 else decay).append(p)
     groups = [{"params": decay, "weight_decay": recipe.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    if lr is not None:
+        return torch.optim.SGD(groups, lr=lr, momentum=recipe.momentum, nesterov=True, fused=True)
     lr = recipe.peak_lr()
     if recipe.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=lr, momentum=recipe.momentum, nesterov=True)
@@ -162,6 +167,7 @@ def train(
     on_epoch: Callable[[int, float], None] | None = None,
     data_seconds: float = 0.0,
     save_weights: str | Path | None = None,
+    cuda_graphs: bool | None = None,
 ) -> TrainResult:
     """Train ``spec`` on ``data`` with ``recipe`` and evaluate it on the held-out split.
 
@@ -179,6 +185,8 @@ def train(
         data_seconds: time the caller spent loading the data, reported in ``times``.
         save_weights: where to write the final (EMA, if any) weights of a successful run,
             readable by ``EfficientNet.from_pretrained``.
+        cuda_graphs: capture the training step in a CUDA graph (:mod:`scaling.step`);
+            default: where it applies (a GPU, SGD, no EMA).
 
     Returns:
         A :class:`TrainResult`; a run that diverged or ran out of memory has status
@@ -200,20 +208,25 @@ def train(
     old_det = torch.are_deterministic_algorithms_enabled()
     if deterministic:
         torch.use_deterministic_algorithms(True)
-    model = opt = ema = None
+    model = opt = ema = state = train_batches = val_batches = None
     try:
         torch.manual_seed(seed)
         model = EfficientNet(spec).to(dev)
         if cuda:
             model = model.to(memory_format=torch.channels_last)
-        opt = make_optimizer(model, recipe)
+        if cuda_graphs is None:
+            cuda_graphs = can_capture(dev, recipe.optimizer, recipe.ema)
+        elif cuda_graphs and not can_capture(dev, recipe.optimizer, recipe.ema):
+            raise ValueError("CUDA graphs need a CUDA device, the sgd optimizer and no EMA")
+        lr_tensor = torch.tensor(recipe.peak_lr(), device=dev) if cuda_graphs else None
+        opt = make_optimizer(model, recipe, lr_tensor)
         ema = _make_ema(model, recipe)
         t0 = time.perf_counter()
         dtype = torch.bfloat16 if cuda else torch.float32
         train_batches = Batches(data.train, recipe.batch_size, train=True, device=dev, seed=seed, dtype=dtype)
         val_batches = Batches(data.val, min(recipe.batch_size, 1024), train=False, device=dev, seed=seed, dtype=dtype)
         result.times["data"] += time.perf_counter() - t0
-        state = _Loop(model, opt, ema, recipe, train_batches, val_batches, dev, amp, result)
+        state = _Loop(model, opt, ema, recipe, train_batches, val_batches, dev, amp, result, lr_tensor)
         start_epoch = 0
         if resume and checkpoint and Path(checkpoint).exists():
             start_epoch = state.restore(Path(checkpoint), spec, seed)
@@ -229,7 +242,9 @@ def train(
             torch.use_deterministic_algorithms(old_det)
         if cuda:
             result.peak_memory_mb = torch.cuda.max_memory_allocated(dev) / 2**20
-        del model, opt, ema
+        if state is not None and state.graph is not None:
+            state.graph.release()
+        del model, opt, ema, state, train_batches, val_batches
         gc.collect()
         if cuda:
             torch.cuda.empty_cache()
@@ -254,8 +269,11 @@ def _make_ema(model, recipe: Recipe):
 class _Loop:
     """The epoch loop's state, so that checkpointing and resuming see all of it."""
 
-    def __init__(self, model, opt, ema, recipe: Recipe, train_b: Batches, val_b: Batches, dev, amp, result):
+    def __init__(self, model, opt, ema, recipe: Recipe, train_b: Batches, val_b: Batches, dev, amp, result,
+                 lr_tensor: torch.Tensor | None = None):
         self.model, self.opt, self.ema, self.recipe = model, opt, ema, recipe
+        self.lr_tensor = lr_tensor  # set: the optimizer reads the learning rate from it
+        self.graph: GraphStep | None = None  # captured at the first step when lr_tensor is set
         self.train_b, self.val_b, self.dev, self.amp, self.result = train_b, val_b, dev, amp, result
         self.micro = recipe.batch_size
         self.step = 0  # optimizer steps done
@@ -281,6 +299,9 @@ class _Loop:
             raise ValueError(f"checkpoint {path} belongs to another run (spec, recipe or seed differ)")
         self.model.load_state_dict(ck["model"])
         self.opt.load_state_dict(ck["optimizer"])
+        if self.lr_tensor is not None:  # loading replaced the groups' lr with copies
+            for g in self.opt.param_groups:
+                g["lr"] = self.lr_tensor
         if self.ema is not None and ck["ema"] is not None:
             self.ema.load_state_dict(ck["ema"])
         torch.set_rng_state(ck["rng"].cpu())
@@ -339,9 +360,7 @@ class _Loop:
         lr = 0.0
         for i, (x, y) in enumerate(self.train_b):
             lr = r.lr_at(self.step, self.steps_per_epoch)
-            for g in self.opt.param_groups:
-                g["lr"] = lr
-            loss = self._step(x, y, epoch, i)
+            loss = self._step(x, y, lr, epoch, i)
             self.step += 1
             if dev.type == "cuda":
                 if pending is not None:
@@ -376,8 +395,28 @@ class _Loop:
             raise _Stop("nan", f"loss became {loss.item()} at epoch {epoch + 1}, step {i + 1}",
                         {"epoch": epoch + 1, "step": i + 1})
 
-    def _step(self, x: torch.Tensor, y: torch.Tensor, epoch: int, i: int) -> torch.Tensor:
-        """One optimizer step over the batch, in micro-batches; halves them on out-of-memory."""
+    def _step(self, x: torch.Tensor, y: torch.Tensor, lr: float, epoch: int, i: int) -> torch.Tensor:
+        """One optimizer step over the batch: replayed from a CUDA graph, or eagerly in
+        micro-batches, halved on out-of-memory."""
+        if self.lr_tensor is not None and self.micro == self.recipe.batch_size:
+            try:
+                if self.graph is None:
+                    smoothing = self.recipe.label_smoothing
+                    self.graph = GraphStep(self.model, self.opt, self.lr_tensor,
+                                           lambda logits, labels: compute_loss(logits, labels, smoothing), x, y, self.amp)
+                return self.graph(x, y, lr)
+            except torch.OutOfMemoryError:
+                self.graph = None  # train eagerly from here, in micro-batches as memory allows
+                self.opt.zero_grad(set_to_none=True)
+                gc.collect()
+                torch.cuda.empty_cache()
+                self.micro //= 2
+                self.result.notes.append(f"out of memory capturing the CUDA graph; eager from epoch {epoch + 1}")
+        if self.lr_tensor is not None:
+            self.lr_tensor.fill_(lr)
+        else:
+            for g in self.opt.param_groups:
+                g["lr"] = lr
         while True:
             try:
                 return self._accumulate(x, y)
