@@ -21,6 +21,11 @@ def data(tmp_path_factory):
     return load_data(None, 32, train_size=640, val_size=200, cache_dir=tmp_path_factory.mktemp("cache"), quiet=True)
 
 
+@pytest.fixture(scope="module")
+def data_2000(tmp_path_factory):
+    return load_data(None, 32, train_size=2000, val_size=200, cache_dir=tmp_path_factory.mktemp("cache"), quiet=True)
+
+
 def small(**kw):
     base = dict(epochs=2, batch_size=64, lr=0.4)
     base.update(kw)
@@ -44,8 +49,8 @@ def test_recipes():
     assert Recipe.from_dict(RECIPES["proxy"].to_dict()) == RECIPES["proxy"]
 
 
-def test_short_cpu_training_learns(data):
-    r = t.train(TINY, data, small(epochs=4), device="cpu", seed=0, quiet=True)
+def test_short_cpu_training_learns(data_2000):
+    r = t.train(TINY, data_2000, small(epochs=4), device="cpu", seed=0, quiet=True)
     assert r.status == "ok" and r.epochs_completed == 4
     assert r.top1 > 0.25, r.history  # chance: 0.1
     assert r.history[-1]["loss"] < r.history[0]["loss"]

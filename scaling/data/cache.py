@@ -53,10 +53,6 @@ def entry_stem(name: str, split: str, resolution: int, key: str) -> str:
     return f"{safe[:40]}-{split}-{resolution}px-{key}"
 
 
-def _replace_atomic(tmp: Path, final: Path) -> None:
-    os.replace(tmp, final)
-
-
 def _tmp(path: Path) -> Path:
     return path.with_name(f"{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
 
@@ -137,9 +133,9 @@ class Writer:
                     build_seconds=round(time.perf_counter() - self.started, 3))
         note_tmp = _tmp(self.final["json"])
         note_tmp.write_text(json.dumps(note, indent=1))
-        _replace_atomic(self.images_path, self.final["images.npy"])
-        _replace_atomic(labels_tmp, self.final["labels.npy"])
-        _replace_atomic(note_tmp, self.final["json"])  # last: marks the entry complete
+        os.replace(self.images_path, self.final["images.npy"])
+        os.replace(labels_tmp, self.final["labels.npy"])
+        os.replace(note_tmp, self.final["json"])  # last: marks the entry complete
         out = read(self.root, self.stem)
         if out is None:
             raise OSError(f"cache entry {self.stem} in {self.root} could not be read back")

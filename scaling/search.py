@@ -1,0 +1,271 @@
+"""The search: an Optuna study over the candidate networks, run by one or many workers.
+
+Scheduling is Optuna's own. In grid mode every distinct network (times each seed) is
+enqueued once as a WAITING trial, in an order that spreads the budget; workers pop them
+atomically from the shared storage. Storage is SQLite under studies/NAME/ by default
+(Optuna's RDB storage, chosen over the journal file because only RDB storage has
+heartbeats), or any database URL for workers on many machines. A worker that dies
+mid-trial stops its heartbeat; after the grace period another worker (or the next run)
+fails the trial and Optuna's retry callback enqueues the same network again, once.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import socket
+import subprocess
+import time
+import warnings
+from pathlib import Path
+
+import optuna
+from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback, fail_stale_trials
+from optuna.trial import TrialState
+
+from .compound import PAPER, Candidate, Triple, candidates, constraint, multipliers, scaled_spec
+from .complexity import count
+from .spec import spec_for
+from .study import StudyConfig, StudyError
+
+# Heartbeats and fail_stale_trials are Optuna's documented way to survive dead workers,
+# still labelled experimental.
+warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+
+HEARTBEAT_S = int(os.environ.get("SCALING_HEARTBEAT", "10"))
+GRACE_S = int(os.environ.get("SCALING_GRACE", "30"))
+
+
+class TrialFailed(Exception):
+    """Training ended without a metric (NaN, out of memory): the trial is FAIL with its reason."""
+
+
+# ---------------------------------------------------------------------------- storage
+
+
+def storage_url(config: StudyConfig, folder: Path, url: str | None) -> str:
+    return url or f"sqlite:///{(folder / 'optuna.db').resolve()}"
+
+
+def open_storage(url: str) -> RDBStorage:
+    """Optuna RDB storage with heartbeats and one retry per stale trial."""
+    kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
+    try:
+        return RDBStorage(url, engine_kwargs=kwargs, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S,
+                          heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=3))
+    except Exception as e:  # malformed URL, unknown driver, unreachable server
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise StudyError(f"cannot open storage {url!r}: {first}") from None
+
+
+# ---------------------------------------------------------------------------- candidates
+
+
+def base_spec(config: StudyConfig):
+    return spec_for("efficientnet-b0", resolution=config.base_resolution, width=config.base_width,
+                    depth=config.base_depth)
+
+
+def study_candidates(config: StudyConfig) -> list[Candidate]:
+    return candidates(config.phi, config.grid(), base_spec(config), config.multiple)
+
+
+def spread_order(cands: list[Candidate]) -> list[int]:
+    """Farthest-point order in (alpha, beta, gamma), from the paper's triple (or the first):
+    any prefix of the order covers the grid as evenly as it can."""
+    if not cands:
+        return []
+    pts = [(c.triple.alpha, c.triple.beta, c.triple.gamma) for c in cands]
+    start = next((i for i, c in enumerate(cands) if PAPER in c.triples), 0)
+    order, dist = [start], [math.dist(p, pts[start]) for p in pts]
+    while len(order) < len(pts):
+        i = max(range(len(pts)), key=lambda j: (dist[j], -j))
+        order.append(i)
+        dist = [min(d, math.dist(p, pts[i])) for d, p in zip(dist, pts)]
+    return order
+
+
+def create_study(config: StudyConfig, url: str) -> optuna.Study:
+    """Create or load the study; in grid mode enqueue each network and seed once."""
+    storage = open_storage(url)
+    sampler = {"grid": optuna.samplers.RandomSampler(seed=0), "random": optuna.samplers.RandomSampler(),
+               "tpe": optuna.samplers.TPESampler()}[config.sampler]
+    pruner = optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=1) if config.prune \
+        else optuna.pruners.NopPruner()
+    study = optuna.create_study(study_name=config.name, storage=storage, direction="maximize",
+                                sampler=sampler, pruner=pruner, load_if_exists=True)
+    if config.sampler == "grid" and not study.user_attrs.get("enqueued"):
+        cands = study_candidates(config)
+        order = spread_order(cands)[: config.trials or None]
+        for seed in range(config.seeds):
+            for k in order:
+                study.enqueue_trial({"candidate": k, "seed": seed}, skip_if_exists=True)
+        study.set_user_attr("enqueued", len(order) * config.seeds)
+        study.set_user_attr("definition", json.dumps(config.to_dict()))
+    return study
+
+
+def load_study(config: StudyConfig, url: str) -> optuna.Study:
+    storage = open_storage(url)
+    try:
+        study = optuna.load_study(study_name=config.name, storage=storage)
+    except KeyError:
+        raise StudyError(f"no study {config.name!r} in {url}; start it with `scaling search`") from None
+    return study
+
+
+# ---------------------------------------------------------------------------- objective
+
+
+def code_version() -> str:
+    from . import __version__
+
+    try:
+        sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5,
+                             cwd=Path(__file__).parent).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        sha = ""
+    return f"{__version__}+{sha}" if sha else __version__
+
+
+class Objective:
+    """Trains one network per trial and returns its held-out top-1."""
+
+    def __init__(self, config: StudyConfig, device=None, quiet: bool = True):
+        self.config, self.device, self.quiet = config, device, quiet
+        self.cands = study_candidates(config)
+        self.recipe = config.training_recipe()
+        self.version = code_version()
+        self.worker = f"{socket.gethostname()}:{os.getpid()}"
+        self.current: optuna.Trial | None = None
+
+    def network(self, trial: optuna.Trial):
+        c = self.config
+        if c.sampler == "grid":
+            if "fixed_params" not in trial.study._storage.get_trial_system_attrs(trial._trial_id):
+                trial.set_user_attr("skipped", True)
+                raise optuna.TrialPruned("no queued network left")
+            k = trial.suggest_categorical("candidate", list(range(len(self.cands))))
+            seed = trial.suggest_int("seed", 0, max(0, c.seeds - 1))
+            cand = self.cands[k]
+            return cand.spec, cand.triple, cand.label, seed
+        lo, hi = c.alpha
+        alpha = trial.suggest_float("alpha", lo, hi, step=c.step)
+        beta = trial.suggest_float("beta", c.beta[0], c.beta[1], step=c.step)
+        gamma = math.sqrt(c.target / (alpha * beta**2))
+        if not c.gamma[0] - 1e-9 <= gamma <= c.gamma[1] + 1e-9:
+            trial.set_user_attr("skipped", True)
+            raise optuna.TrialPruned(f"gamma {gamma:.3f} outside {c.gamma} for alpha {alpha}, beta {beta}")
+        t = Triple(alpha, beta, round(gamma, 4))
+        spec = scaled_spec(base_spec(c), t, c.phi, c.multiple)
+        return spec, t, str(t), trial.number % c.seeds
+
+    def __call__(self, trial: optuna.Trial) -> float:
+        self.current = trial
+        try:
+            return self._run(trial)
+        except KeyboardInterrupt:  # Ctrl+C or SIGTERM: Optuna marks the trial FAIL next
+            trial.set_user_attr("reason", "interrupted")
+            raise
+
+    def _run(self, trial: optuna.Trial) -> float:
+        from .data import load_data
+        from .train import train
+
+        spec, triple, label, seed = self.network(trial)
+        d, w, r = multipliers(triple, self.config.phi)
+        n = count(spec)
+        key = spec.architecture_key()
+        attrs = dict(alpha=triple.alpha, beta=triple.beta, gamma=triple.gamma, triples=label,
+                     product=round(constraint(triple.alpha, triple.beta, triple.gamma), 4), d=d, w=w, r=r,
+                     resolution=spec.resolution, network=key,
+                     repeats="-".join(str(s.repeats) for s in spec.stages()),
+                     channels="-".join(str(s.w_out) for s in spec.stages()),
+                     params=n.params, flops=n.flops, activations=n.activations, seed=seed,
+                     worker=self.worker, code_version=self.version)
+        for k, v in attrs.items():
+            trial.set_user_attr(k, v)
+        done = [t for t in trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+                if t.user_attrs.get("network") == key and t.user_attrs.get("seed") == seed]
+        if done:  # the same network was trained already (TPE, random): reuse, never retrain
+            trial.set_user_attr("duplicate_of", done[0].number)
+            return done[0].value
+        t0 = time.perf_counter()
+        data = load_data(None if self.config.source == "default" else self.config.source, spec.resolution,
+                         quiet=True, seed=0, train_size=self.config.train_size, val_size=self.config.val_size)
+        data_s = time.perf_counter() - t0
+
+        def report(epoch: int, top1: float) -> None:
+            trial.report(top1, epoch)
+            if self.config.prune and trial.should_prune():
+                raise optuna.TrialPruned(f"pruned after epoch {epoch + 1} at top-1 {top1:.4f}")
+
+        result = train(spec, data, self.recipe, device=self.device, seed=seed, quiet=self.quiet,
+                       on_epoch=report, data_seconds=data_s)
+        trial.set_user_attr("curve", [h["top1"] for h in result.history])
+        trial.set_user_attr("loss_curve", [h["loss"] for h in result.history])
+        trial.set_user_attr("images_per_second", result.images_per_second)
+        trial.set_user_attr("peak_memory_mb", result.peak_memory_mb)
+        trial.set_user_attr("wall_s", result.times.get("total"))
+        trial.set_user_attr("device", result.device)
+        trial.set_user_attr("top5", result.top5)
+        if result.status != "ok":
+            trial.set_user_attr("reason", f"{result.status}: {result.reason}")
+            raise TrialFailed(f"{result.status}: {result.reason}")
+        return result.top1
+
+
+# ---------------------------------------------------------------------------- workers
+
+
+def counts(study: optuna.Study) -> dict[str, int]:
+    out = {s.name: 0 for s in TrialState}
+    for t in study.get_trials(deepcopy=False):
+        out[t.state.name] += 1
+    return out
+
+
+def run_worker(config: StudyConfig, url: str, device=None, quiet: bool = True, on_trial=None) -> None:
+    """Train queued networks until none is left (grid) or ``trials`` are done (tpe, random).
+
+    Waits for other workers' running trials to finish or go stale, so that a re-run
+    after a crash retrains what the crash lost.
+    """
+    study = load_study(config, url)
+    objective = Objective(config, device=device, quiet=quiet)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    while True:
+        fail_stale_trials(study)
+        c = counts(study)
+        if config.sampler == "grid":
+            if c["WAITING"] == 0:
+                if c["RUNNING"] == 0:
+                    return
+                time.sleep(min(HEARTBEAT_S, 5))
+                continue
+        else:
+            real = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL))
+                    if not t.user_attrs.get("skipped")]
+            if len(real) >= (config.trials or 20):
+                return
+        try:
+            study.optimize(objective, n_trials=1, catch=(TrialFailed, RuntimeError, ValueError),
+                           gc_after_trial=True)
+        except KeyboardInterrupt:
+            requeue_interrupted(study, objective.current)
+            raise
+        if on_trial is not None:
+            on_trial(study)
+
+
+def requeue_interrupted(study: optuna.Study, trial: optuna.Trial | None) -> None:
+    """Enqueue again the network of a trial that a signal interrupted (Optuna marked it FAIL)."""
+    if trial is None:
+        return
+    frozen = study._storage.get_trial(trial._trial_id)
+    if frozen.state == TrialState.RUNNING:
+        study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+        frozen = study._storage.get_trial(trial._trial_id)
+    if frozen.state == TrialState.FAIL and frozen.params and "candidate" in frozen.params:
+        study.enqueue_trial(dict(frozen.params), skip_if_exists=False)

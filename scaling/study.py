@@ -1,0 +1,167 @@
+"""A study's definition: TOML file and/or options, resolved into one frozen dataclass.
+
+    name = "default"
+    [data]      source, base_resolution, train_size, val_size
+    [grid]      phi, alpha, beta, gamma (each [low, high]), step, tolerance, target, multiple,
+                base_width, base_depth (B0's multipliers for the base network; default 1)
+    [search]    sampler (grid, tpe, random), trials, seeds, prune
+    [recipe]    name (proxy, paper) and any Recipe field
+
+The resolved definition is saved as studies/NAME/study.json; running the same name with
+different settings is refused, so one study never mixes two definitions.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .compound import Grid
+from .recipe import Recipe, get_recipe
+
+SAMPLERS = ("grid", "tpe", "random")
+SECTIONS = {
+    "data": ("source", "base_resolution", "train_size", "val_size"),
+    "grid": ("phi", "alpha", "beta", "gamma", "step", "tolerance", "target", "multiple", "base_width",
+             "base_depth"),
+    "search": ("sampler", "trials", "seeds", "prune"),
+}
+
+
+class StudyError(ValueError):
+    """A study definition that cannot be used (exit code 2 at the command line)."""
+
+
+@dataclass(frozen=True)
+class StudyConfig:
+    name: str = "default"
+    # data
+    source: str = "default"  # "default" (embedded) or a path
+    base_resolution: int = 224
+    train_size: int | None = None
+    val_size: int | None = None
+    # grid
+    base_width: float = 1.0  # the base network: B0 with these multipliers (1, 1: B0 itself)
+    base_depth: float = 1.0
+    phi: float = 1.0
+    alpha: tuple[float, float] = (1.0, 2.0)
+    beta: tuple[float, float] = (1.0, 1.5)
+    gamma: tuple[float, float] = (1.0, 1.5)
+    step: float = 0.05
+    tolerance: float = 0.05
+    target: float = 2.0
+    multiple: int = 8
+    # search
+    sampler: str = "grid"
+    trials: int | None = None  # grid: the first N networks in spread order; tpe/random: N trials
+    seeds: int = 1
+    prune: bool = False
+    # training
+    recipe: dict = field(default_factory=lambda: {"name": "proxy"})
+
+    def __post_init__(self) -> None:
+        if not self.name or "/" in self.name or self.name.startswith("."):
+            raise StudyError(f"study name must be a plain folder name, got {self.name!r}")
+        if not 0 <= self.phi <= 10:
+            raise StudyError(f"phi must lie in 0..10, got {self.phi}")
+        if self.sampler not in SAMPLERS:
+            raise StudyError(f"sampler must be one of {', '.join(SAMPLERS)}, got {self.sampler!r}")
+        if self.trials is not None and self.trials < 1:
+            raise StudyError(f"trials must be at least 1, got {self.trials}")
+        if self.seeds < 1:
+            raise StudyError(f"seeds must be at least 1, got {self.seeds}")
+        if self.base_resolution < 8:
+            raise StudyError(f"base_resolution must be at least 8, got {self.base_resolution}")
+        for key in ("alpha", "beta", "gamma"):
+            object.__setattr__(self, key, tuple(float(v) for v in getattr(self, key)))
+        try:
+            self.grid()
+            self.training_recipe()
+        except ValueError as e:
+            raise StudyError(str(e)) from None
+
+    def grid(self) -> Grid:
+        return Grid(alpha=self.alpha, beta=self.beta, gamma=self.gamma, step=self.step,
+                    target=self.target, tolerance=self.tolerance)
+
+    def training_recipe(self) -> Recipe:
+        r = dict(self.recipe)
+        name = r.pop("name", "proxy")
+        known = {f.name for f in dataclasses.fields(Recipe)}
+        unknown = set(r) - known
+        if unknown:
+            raise StudyError(f"unknown recipe key {sorted(unknown)[0]!r}; known: {', '.join(sorted(known))}")
+        return get_recipe(name, **r)
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["alpha"], d["beta"], d["gamma"] = list(self.alpha), list(self.beta), list(self.gamma)
+        return d
+
+    def replace(self, **changes) -> "StudyConfig":
+        return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+
+def read_toml(path: str | Path) -> dict:
+    """A study file's settings as StudyConfig fields; unknown keys are errors naming them."""
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise StudyError(f"no study file {path}") from None
+    except tomllib.TOMLDecodeError as e:
+        raise StudyError(f"{path}: not valid TOML ({e})") from None
+    out: dict = {}
+    for key, value in raw.items():
+        if key == "name":
+            out["name"] = value
+        elif key == "recipe":
+            if not isinstance(value, dict):
+                raise StudyError(f"{path}: [recipe] must be a table")
+            out["recipe"] = dict(value)
+        elif key in SECTIONS:
+            if not isinstance(value, dict):
+                raise StudyError(f"{path}: [{key}] must be a table")
+            for k, v in value.items():
+                if k not in SECTIONS[key]:
+                    raise StudyError(f"{path}: unknown key {k!r} in [{key}]; known: {', '.join(SECTIONS[key])}")
+                out["source" if (key, k) == ("data", "source") else k] = v
+        else:
+            raise StudyError(f"{path}: unknown key {key!r}; known: name, {', '.join(SECTIONS)}, recipe")
+    return out
+
+
+def resolve(toml: str | Path | None = None, **options) -> StudyConfig:
+    """Defaults, then the TOML file, then options that are not None."""
+    fields = read_toml(toml) if toml else {}
+    fields.update({k: v for k, v in options.items() if v is not None})
+    try:
+        return StudyConfig(**fields)
+    except TypeError as e:
+        raise StudyError(str(e)) from None
+
+
+def study_dir(root: str | Path, name: str) -> Path:
+    return Path(root) / name
+
+
+def check_or_save(config: StudyConfig, folder: Path) -> None:
+    """Save the resolved definition, or refuse one that differs from the saved one."""
+    path = folder / "study.json"
+    mine = config.to_dict()
+    if path.exists():
+        saved = json.loads(path.read_text())
+        if saved != mine:
+            diff = sorted(k for k in set(saved) | set(mine) if saved.get(k) != mine.get(k))
+            raise StudyError(
+                f"study {config.name!r} exists in {folder} with other settings ({', '.join(diff)}); "
+                f"use another --name, or the same settings to resume it"
+            )
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(".study.json.tmp")
+    tmp.write_text(json.dumps(mine, indent=2))
+    tmp.replace(path)

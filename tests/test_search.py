@@ -1,0 +1,207 @@
+"""The search on the CPU: a small grid end to end, resume, faults by injection, many workers, bad input."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from scaling.cli import app
+from scaling.compound import PAPER
+from scaling.search import counts, create_study, spread_order, study_candidates
+from scaling.study import StudyConfig, StudyError, check_or_save, read_toml, resolve
+
+# A grid of a few tiny networks on a few embedded images: seconds per trial on 2 cores.
+TOML = """
+name = "tiny"
+[data]
+source = "default"
+base_resolution = 32
+train_size = 100
+val_size = 50
+[grid]
+phi = 1
+alpha = [1.0, 1.2]
+beta = [1.0, 1.2]
+gamma = [1.0, 1.2]
+step = 0.1
+tolerance = 0.2
+base_width = 0.25
+base_depth = 0.25
+[search]
+sampler = "grid"
+[recipe]
+name = "proxy"
+epochs = 1
+batch_size = 50
+"""
+
+ENV = {"SCALING_HEARTBEAT": "1", "SCALING_GRACE": "3"}
+
+
+@pytest.fixture
+def study_file(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("SCALING_CACHE", str(tmp_path / "cache"))
+    f = tmp_path / "tiny.toml"
+    f.write_text(TOML)
+    return f
+
+
+def trials_by_network(folder: Path, name="tiny"):
+    study = optuna.load_study(study_name=name, storage=f"sqlite:///{folder / 'optuna.db'}")
+    done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE and not t.user_attrs.get("duplicate_of")]
+    return study, [t.user_attrs["network"] for t in done]
+
+
+def test_study_file_and_definition(study_file, tmp_path):
+    c = resolve(study_file, phi=None, trials=2)
+    assert (c.name, c.base_resolution, c.step, c.trials, c.base_width) == ("tiny", 32, 0.1, 2, 0.25)
+    assert c.training_recipe().epochs == 1
+    n = len(study_candidates(c))
+    assert n >= 3
+    bad = tmp_path / "bad.toml"
+    bad.write_text(TOML.replace("step = 0.1", "stride = 0.1"))
+    with pytest.raises(StudyError, match="unknown key 'stride' in \\[grid\\]"):
+        read_toml(bad)
+    check_or_save(c, tmp_path / "s")
+    check_or_save(c, tmp_path / "s")  # same definition: fine
+    with pytest.raises(StudyError, match="other settings"):
+        check_or_save(c.replace(trials=3), tmp_path / "s")
+
+
+def test_spread_order_starts_at_the_paper():
+    cands = study_candidates(StudyConfig())
+    order = spread_order(cands)
+    assert sorted(order) == list(range(len(cands))) == list(range(65))
+    assert PAPER in cands[order[0]].triples
+
+
+def test_small_grid_end_to_end_and_resume(study_file, tmp_path):
+    r = CliRunner().invoke(app, ["search", "--study", str(study_file), "-q"])
+    assert r.exit_code == 0, r.output
+    folder = tmp_path / "studies" / "tiny"
+    n = len(study_candidates(resolve(study_file)))
+    study, nets = trials_by_network(folder)
+    assert sorted(nets) == sorted(set(nets)) and len(nets) == n  # every network once
+    df = pd.read_csv(folder / "results.csv")
+    assert len(df) == n and list(df["rank"]) == list(range(1, n + 1))
+    assert (df["top1"].between(0, 1)).all() and df["top1"].is_monotonic_decreasing
+    assert {"alpha", "beta", "gamma", "flops", "params", "resolution"} <= set(df.columns)
+    t = study.trials[0]
+    for key in ("alpha", "d", "w", "r", "params", "flops", "curve", "images_per_second", "seed", "device",
+                "code_version", "wall_s"):
+        assert key in t.user_attrs, key
+    assert "best: (alpha, beta, gamma)" in r.output
+    # Running it again trains nothing more.
+    before = len(study.trials)
+    r = CliRunner().invoke(app, ["search", "--study", str(study_file), "-q"])
+    assert r.exit_code == 0 and len(trials_by_network(folder)[0].trials) == before
+    # A changed definition under the same name is refused.
+    r = CliRunner().invoke(app, ["search", "--study", str(study_file), "--trials", "1", "-q"])
+    assert r.exit_code == 2 and "other settings" in r.output
+    # The results command reads it back.
+    r = CliRunner().invoke(app, ["results", "tiny"])
+    assert r.exit_code == 0 and "networks trained" in r.output
+
+
+def _spawn(args, tmp_path):
+    env = dict(os.environ, **ENV, SCALING_CACHE=str(tmp_path / "cache"), PYTHONUNBUFFERED="1")
+    return subprocess.Popen([sys.executable, "-m", "scaling.cli", *args], cwd=tmp_path, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def _wait_running(folder: Path, timeout=120):
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        if (folder / "optuna.db").exists():
+            try:
+                study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{folder / 'optuna.db'}")
+                if counts(study)["RUNNING"]:
+                    return
+            except KeyError:
+                pass
+        time.sleep(0.3)
+    raise AssertionError("no trial started")
+
+
+def test_sigterm_marks_the_trial_and_rerun_resumes(study_file, tmp_path):
+    folder = tmp_path / "studies" / "tiny"
+    p = _spawn(["search", "--study", str(study_file), "-q"], tmp_path)
+    _wait_running(folder)
+    p.send_signal(signal.SIGTERM)
+    out, _ = p.communicate(timeout=120)
+    assert p.returncode == 143, out
+    study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{folder / 'optuna.db'}")
+    assert counts(study)["RUNNING"] == 0
+    assert any(t.user_attrs.get("reason") == "interrupted" for t in study.trials)
+    assert (folder / "results.csv").exists()
+    p = _spawn(["search", "--study", str(study_file), "-q"], tmp_path)
+    out, _ = p.communicate(timeout=300)
+    assert p.returncode == 0, out
+    _, nets = trials_by_network(folder)
+    assert len(nets) == len(set(nets)) == len(study_candidates(resolve(study_file)))
+
+
+def test_sigkill_of_a_worker_retrains_its_network_once(study_file, tmp_path):
+    config = resolve(study_file)
+    folder = tmp_path / "studies" / "tiny"
+    check_or_save(config, folder)
+    url = f"sqlite:///{folder / 'optuna.db'}"
+    os.environ.update(ENV)
+    try:
+        create_study(config, url)
+    finally:
+        for k in ENV:
+            os.environ.pop(k)
+    victim = _spawn(["worker", "tiny", "--storage", url, "--device", "cpu", "-q"], tmp_path)
+    _wait_running(folder)
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+    p = _spawn(["worker", "tiny", "--storage", url, "--device", "cpu", "-q"], tmp_path)
+    out, _ = p.communicate(timeout=300)
+    assert p.returncode == 0, out
+    study, nets = trials_by_network(folder)
+    assert len(nets) == len(set(nets)) == len(study_candidates(config))
+    assert counts(study)["RUNNING"] == 0 and counts(study)["WAITING"] == 0
+    assert counts(study)["FAIL"] == 1  # the killed one, failed by its stale heartbeat
+
+
+def test_four_workers_share_one_study(study_file, tmp_path):
+    p = _spawn(["search", "--study", str(study_file), "--workers", "4", "-q"], tmp_path)
+    out, _ = p.communicate(timeout=400)
+    assert p.returncode == 0, out
+    study, nets = trials_by_network(tmp_path / "studies" / "tiny")
+    assert len(nets) == len(set(nets)) == len(study_candidates(resolve(study_file)))
+    assert len({t.user_attrs["worker"] for t in study.trials}) >= 2
+
+
+@pytest.mark.parametrize("args, names", [
+    (["--phi", "11"], "--phi"),
+    (["--sampler", "bogus"], "sampler"),
+    (["--storage", "nosuchdb://x/y"], "storage"),
+    (["--storage", "postgresql://nobody@127.0.0.1:1/none"], "storage"),
+    (["--data", "/no/such/data"], "--data"),
+    (["--gpus", "5"], "--gpus"),
+    (["--trials", "0"], "--trials"),
+])
+def test_bad_input(args, names, study_file, tmp_path):
+    r = CliRunner().invoke(app, ["search", "--study", str(study_file), *args])
+    assert r.exit_code == 2, r.output
+    assert len(r.output.strip().splitlines()) == 1 and names in r.output, r.output
+    assert not (tmp_path / "studies").exists()
+
+
+def test_bad_study_file(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    f = tmp_path / "x.toml"
+    f.write_text(TOML + "\ncolour = 'red'\n")
+    r = CliRunner().invoke(app, ["search", "--study", str(f)])
+    assert r.exit_code == 2 and "unknown key 'colour'" in r.output
+    assert not (tmp_path / "studies").exists()
