@@ -201,7 +201,14 @@ def test_bad_input(args, names, study_file, tmp_path):
 def test_bad_study_file(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     f = tmp_path / "x.toml"
-    f.write_text(TOML + "\ncolour = 'red'\n")
+    f.write_text("colour = 'red'\n" + TOML)
     r = CliRunner().invoke(app, ["search", "--study", str(f)])
     assert r.exit_code == 2 and "unknown key 'colour'" in r.output
     assert not (tmp_path / "studies").exists()
+
+
+@pytest.mark.parametrize("name", ["default", "cifar10", "imagenet-paper"])
+def test_shipped_study_files_resolve(name):
+    f = Path(__file__).parent.parent / "studies" / f"{name}.toml"
+    c = resolve(f)
+    assert c.name == name and c.sampler == "grid" and len(study_candidates(c)) > 10
