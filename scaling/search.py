@@ -50,6 +50,7 @@ def storage_url(config: StudyConfig, folder: Path, url: str | None) -> str:
 
 def open_storage(url: str) -> RDBStorage:
     """Optuna RDB storage with heartbeats and one retry per stale trial."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
     kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
     try:
         return RDBStorage(url, engine_kwargs=kwargs, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S,
@@ -168,6 +169,13 @@ class Objective:
         except KeyboardInterrupt:  # Ctrl+C or SIGTERM: Optuna marks the trial FAIL next
             trial.set_user_attr("reason", "interrupted")
             raise
+        except optuna.TrialPruned:
+            raise
+        except TrialFailed:
+            raise
+        except Exception as e:  # a bug or a bad file: FAIL with its reason, the study goes on
+            trial.set_user_attr("reason", f"{type(e).__name__}: {e}")
+            raise
 
     def _run(self, trial: optuna.Trial) -> float:
         from .data import load_data
@@ -250,8 +258,7 @@ def run_worker(config: StudyConfig, url: str, device=None, quiet: bool = True, o
             if len(real) >= (config.trials or 20):
                 return
         try:
-            study.optimize(objective, n_trials=1, catch=(TrialFailed, RuntimeError, ValueError),
-                           gc_after_trial=True)
+            study.optimize(objective, n_trials=1, catch=(Exception,), gc_after_trial=True)
         except KeyboardInterrupt:
             requeue_interrupted(study, objective.current)
             raise

@@ -212,3 +212,70 @@ def test_shipped_study_files_resolve(name):
     f = Path(__file__).parent.parent / "studies" / f"{name}.toml"
     c = resolve(f)
     assert c.name == name and c.sampler == "grid" and len(study_candidates(c)) > 10
+
+
+def _postgres_url():
+    url = os.environ.get("SCALING_TEST_POSTGRES")
+    if not url:
+        return None, "SCALING_TEST_POSTGRES is not set (.ci/run starts a PostgreSQL server and sets it)"
+    try:
+        import sqlalchemy
+
+        sqlalchemy.create_engine(url).connect().close()
+    except Exception as e:  # no driver, no server
+        return None, f"PostgreSQL at {url} is not reachable: {str(e).splitlines()[0]}"
+    return url, ""
+
+
+def test_four_workers_on_postgresql(study_file, tmp_path):
+    url, why = _postgres_url()
+    if url is None:
+        pytest.skip(why)
+    name = f"tiny-{os.getpid()}-{int(time.time() * 1000)}"
+    p = _spawn(["search", "--study", str(study_file), "--name", name, "--storage", url, "--workers", "4", "-q"],
+               tmp_path)
+    out, _ = p.communicate(timeout=400)
+    assert p.returncode == 0, out
+    study = optuna.load_study(study_name=name, storage=url)
+    done = [t.user_attrs["network"] for t in study.trials
+            if t.state == optuna.trial.TrialState.COMPLETE and not t.user_attrs.get("duplicate_of")]
+    assert len(done) == len(set(done)) == len(study_candidates(resolve(study_file)))
+    assert counts(study)["RUNNING"] == 0 and counts(study)["WAITING"] == 0
+    assert len({t.user_attrs["worker"] for t in study.trials}) >= 2
+
+
+def test_failures_are_recorded_and_the_study_goes_on(study_file, tmp_path, monkeypatch):
+    import scaling.train as t
+
+    real, calls = t.compute_loss, {"n": 0}
+
+    def poisoned(logits, labels, smoothing):  # the first trial diverges
+        calls["n"] += 1
+        loss = real(logits, labels, smoothing)
+        return loss * float("nan") if calls["n"] == 1 else loss
+
+    monkeypatch.setattr(t, "compute_loss", poisoned)
+    r = CliRunner().invoke(app, ["search", "--study", str(study_file), "-q"])
+    assert r.exit_code == 0, r.output
+    folder = tmp_path / "studies" / "tiny"
+    study, nets = trials_by_network(folder)
+    fails = [x for x in study.trials if x.state == optuna.trial.TrialState.FAIL]
+    assert len(fails) == 1 and fails[0].user_attrs["reason"].startswith("nan: loss became nan")
+    assert "1 failed trial(s)" in r.output and "nan: loss became nan" in r.output
+    n = len(study_candidates(resolve(study_file)))
+    assert len(nets) == n - 1 and len(pd.read_csv(folder / "results.csv")) == n - 1
+
+
+def test_sigkill_of_the_whole_command_then_resume(study_file, tmp_path):
+    folder = tmp_path / "studies" / "tiny"
+    p = _spawn(["search", "--study", str(study_file), "-q"], tmp_path)
+    _wait_running(folder)
+    p.send_signal(signal.SIGKILL)
+    p.wait()
+    p = _spawn(["search", "--study", str(study_file), "-q"], tmp_path)  # waits out the stale heartbeat
+    out, _ = p.communicate(timeout=300)
+    assert p.returncode == 0, out
+    study, nets = trials_by_network(folder)
+    assert len(nets) == len(set(nets)) == len(study_candidates(resolve(study_file)))
+    assert counts(study)["RUNNING"] == 0 and counts(study)["FAIL"] == 1
+    assert len(pd.read_csv(folder / "results.csv")) == len(nets)
