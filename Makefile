@@ -14,7 +14,7 @@ $(BIN)/scaling: pyproject.toml
 install: $(BIN)/scaling
 
 run: install
-	$(BIN)/scaling family --alpha 1.2 --beta 1.1 --gamma 1.15
+	$(BIN)/scaling search --phi 1
 
 test: install
 	$(BIN)/python -m pytest -q

@@ -530,9 +530,10 @@ def _saved_resolution(path: Path) -> Optional[int]:
 
 @app.command()
 def evaluate(
-    name: Annotated[str, typer.Argument(help="efficientnet-b0 .. b8, efficientnet-l2.")],
+    name: Annotated[str, typer.Argument(help="efficientnet-b0 .. b8, efficientnet-l2, or 'custom' for a checkpoint of ours.")],
     weights: Annotated[Path, typer.Option(help="Local weights file (ours, EfficientNet-PyTorch, torchvision, timm).")],
     data: Data = "default",
+    val_size: Annotated[Optional[int], typer.Option(min=1, help="Held-out images (a class-balanced subset).")] = None,
     resolution: Annotated[Optional[int], typer.Option(min=32, max=2048, help="Image size (default: the weights').")] = None,
     batch_size: Annotated[int, typer.Option(min=1, help="Batch size.")] = 256,
     device: Device = "auto",
@@ -549,15 +550,17 @@ def evaluate(
     from .spec import canonical_name, spec_for
     from .train import evaluate as run_eval
 
-    try:
-        canonical_name(name)
-    except ValueError as e:
-        raise typer.BadParameter(str(e), param_hint="NAME")
     if not weights.is_file():
         raise typer.BadParameter(f"no such file: {weights}", param_hint="--weights")
+    saved = _saved_resolution(weights)
+    if saved is None:  # not our checkpoint: the name says what network it is
+        try:
+            canonical_name(name)
+        except ValueError as e:
+            raise typer.BadParameter(str(e), param_hint="NAME")
     dev = _device(device)
-    size = resolution or _saved_resolution(weights) or spec_for(name).resolution
-    ds, _ = _load_data(data, size, quiet)
+    size = resolution or saved or spec_for(name).resolution
+    ds, _ = _load_data(data, size, quiet, val_size=val_size)
     try:
         model = EfficientNet.from_pretrained(name, weights_path=weights, num_classes=ds.num_classes)
     except ValueError as e:

@@ -132,9 +132,11 @@ def test_cli_train_and_evaluate(tmp_path, monkeypatch):
     assert "top-1" in r.output
     again = CliRunner().invoke(app, args)  # a checkpoint is there: refuse to overwrite it silently
     assert again.exit_code == 2 and "--resume" in again.output
-    r = CliRunner().invoke(app, ["evaluate", "efficientnet-b0", "--weights", str(run / "weights.pt"),
-                                 "--val-size", "100"] if False else
-                           ["evaluate", "efficientnet-b0", "--weights", str(run / "weights.pt"), "-q"])
+    r = CliRunner().invoke(app, ["evaluate", "custom", "--weights", str(run / "weights.pt"), "--val-size", "100",
+                                 "--device", "cpu", "-q"])
+    assert r.exit_code == 0, r.output
+    assert f"top-1 {100 * result['top1']:.2f}%" in r.output  # the same weights on the same images
+    r = CliRunner().invoke(app, ["evaluate", "efficientnet-b0", "--weights", str(run / "weights.pt"), "-q"])
     assert r.exit_code == 2  # the checkpoint is not a B0: one line naming the weights
     assert "--weights" in r.output and len(r.output.strip().splitlines()) == 1
 
