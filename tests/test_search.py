@@ -207,7 +207,7 @@ def test_bad_study_file(tmp_path, monkeypatch):
     assert not (tmp_path / "studies").exists()
 
 
-@pytest.mark.parametrize("name", ["default", "cifar10", "imagenet-paper"])
+@pytest.mark.parametrize("name", ["default", "proxy", "imagenet-paper"])
 def test_shipped_study_files_resolve(name):
     f = Path(__file__).parent.parent / "studies" / f"{name}.toml"
     c = resolve(f)
