@@ -16,7 +16,7 @@ pytestmark = [
 
 @pytest.fixture(scope="module")
 def small(tmp_path_factory):
-    return load_data(None, 64, train_size=2048, val_size=512, cache_dir=tmp_path_factory.mktemp("cache"), quiet=True)
+    return load_data(None, 48, train_size=5000, val_size=500, cache_dir=tmp_path_factory.mktemp("cache"), quiet=True)
 
 
 def test_batches_resident_bf16_channels_last(small):
@@ -27,10 +27,10 @@ def test_batches_resident_bf16_channels_last(small):
 
 
 def test_gpu_training_learns_and_reports(small):
-    spec = custom_spec(0.5, 0.5, 64)
-    r = train(spec, small, Recipe(epochs=4, batch_size=128, lr=0.4), device="cuda", seed=0, quiet=True)
+    spec = custom_spec(0.25, 0.25, 48)  # 88% after these 4 epochs on the CPU
+    r = train(spec, small, Recipe(epochs=4, batch_size=64, lr=0.4), device="cuda", seed=0, quiet=True)
     assert r.status == "ok"
-    assert r.top1 > 0.2  # chance is 0.1
+    assert r.top1 > 0.3  # chance is 0.1
     assert r.peak_memory_mb and r.peak_memory_mb > 0
     assert r.images_per_second and r.images_per_second > 0
     assert r.device.startswith("cuda:0")
