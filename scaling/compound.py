@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from .spec import NAMED, NetworkSpec, round_resolution, spec_for
+from .spec import NetworkSpec, round_resolution, spec_for
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ import dataclasses
 import hashlib
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 # ---------------------------------------------------------------------------- blocks
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 import dataclasses
 import gc
 import json
-import math
 import os
 import time
 from dataclasses import dataclass, field
@@ -317,7 +316,7 @@ class _Loop:
     def run(self, start_epoch: int, checkpoint: Path | None, quiet: bool, on_epoch) -> None:
         from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-        r, epochs = self.recipe, self.recipe.epochs
+        epochs = self.recipe.epochs
         progress = Progress(
             TextColumn("[bold]epoch {task.fields[epoch]}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
             TextColumn("loss {task.fields[loss]}"), TextColumn("{task.fields[speed]} img/s"),

@@ -1,0 +1,159 @@
+"""The Typer app, its one-line error handling and helpers shared by the commands."""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from enum import Enum
+from pathlib import Path
+from typing import Optional
+
+import click
+import typer
+from rich.console import Console
+from rich.table import Table
+from typer.core import TyperGroup
+
+# Logs and pipes get a wide table rather than one squeezed to 80 columns.
+console = Console(width=None if sys.stdout.isatty() else 180)
+err = Console(stderr=True)
+
+
+class OneLineErrors(TyperGroup):
+    """Bad input ends with one line on stderr and exit code 2, never a traceback."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        try:
+            rv = super().main(args=args, prog_name=prog_name or "scaling", complete_var=complete_var,
+                              standalone_mode=False, **extra)
+        except typer.Exit as e:
+            sys.exit(e.exit_code)
+        except typer.Abort:
+            err.print("aborted")
+            sys.exit(130)
+        except _CLICK_ERRORS as e:
+            if type(e).__name__ == "NoArgsIsHelpError":
+                console.print(e.format_message(), markup=False, highlight=False)
+                sys.exit(0)
+            err.print(f"error: {e.format_message()}", markup=False, highlight=False, soft_wrap=True)
+            sys.exit(2)
+        except InputError as e:
+            err.print(f"error: {e}", markup=False, highlight=False, soft_wrap=True)
+            sys.exit(2)
+        if isinstance(rv, int) and not standalone_mode:
+            return rv
+        sys.exit(rv if isinstance(rv, int) else 0)
+
+
+# Typer 0.2x vendors click as typer._click; older Typer raises click's own exceptions.
+_CLICK_ERRORS = tuple({click.ClickException, getattr(typer, "TyperException", click.ClickException)})
+
+
+class InputError(Exception):
+    """A problem with what the user asked for (exit code 2)."""
+
+
+app = typer.Typer(
+    cls=OneLineErrors,
+    help="Compound-scaling studies of ConvNets, in the manner of EfficientNet.",
+    context_settings={"help_option_names": ["-h", "--help"]},
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+class Format(str, Enum):
+    table = "table"
+    csv = "csv"
+    json = "json"
+
+
+class By(str, Enum):
+    total = "total"
+    stage = "stage"
+    layer = "layer"
+
+
+# ---------------------------------------------------------------------------- helpers
+
+
+def _range(text: str, option: str) -> tuple[float, float]:
+    try:
+        lo, hi = (float(v) for v in text.replace(":", ",").split(","))
+    except ValueError:
+        raise typer.BadParameter(f"needs LOW,HIGH such as 1,1.5; got {text!r}", param_hint=option)
+    if not 1.0 <= lo <= hi:
+        raise typer.BadParameter(f"needs 1 <= LOW <= HIGH; got {text!r}", param_hint=option)
+    return lo, hi
+
+
+def _check_output(path: Optional[Path]) -> None:
+    """Refuse an output path that cannot be written, before any work is done."""
+    if path is None:
+        return
+    if path.is_dir():
+        raise typer.BadParameter(f"{path} is a directory; give a file path", param_hint="--output")
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        raise typer.BadParameter(f"folder {parent} does not exist", param_hint="--output")
+    if not os.access(parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise typer.BadParameter(f"{path} is not writable", param_hint="--output")
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _emit(df, fmt: Format, output: Optional[Path], show) -> None:
+    """Print or write a DataFrame: rich table, CSV or JSON; --output picks by extension for tables."""
+    if output is not None:
+        kind = fmt.value if fmt != Format.table else ("json" if output.suffix == ".json" else "csv")
+        text = df.to_json(orient="records", indent=2) if kind == "json" else df.to_csv(index=False)
+        _write_atomic(output, text)
+        err.print(f"wrote {len(df)} rows to {output}")
+        if fmt != Format.table:
+            return
+    if fmt == Format.csv:
+        sys.stdout.write(df.to_csv(index=False))
+    elif fmt == Format.json:
+        sys.stdout.write(df.to_json(orient="records", indent=2) + "\n")
+    else:
+        show()
+
+
+def _ends(channels: str) -> str:
+    parts = channels.split("-")
+    return f"{parts[0]}/{parts[-1]}"
+
+
+def _g(flops: int) -> str:
+    return f"{flops / 1e9:.3f}"
+
+
+def _m(params: int) -> str:
+    return f"{params / 1e6:.2f}"
+
+
+def _table(title: str, columns: list[tuple[str, str]], rows: list[list[str]], caption: str = "") -> Table:
+    t = Table(title=title, caption=caption, title_justify="left", caption_justify="left")
+    for name, justify in columns:
+        t.add_column(name, justify=justify)
+    for r in rows:
+        t.add_row(*r)
+    return t
+
+
+def _check_output_path(path: Path, option: str) -> None:
+    try:
+        _check_output(path)
+    except typer.BadParameter as e:
+        raise typer.BadParameter(e.message, param_hint=option)

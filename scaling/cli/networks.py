@@ -1,0 +1,255 @@
+"""Commands about networks: candidates, family, flops, export."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from .app import (Format, By, InputError, _check_output, _check_output_path, _emit, _ends, _g, _m, _range,
+                  _table, app, console)
+
+
+# ---------------------------------------------------------------------------- candidates
+
+Phi = Annotated[float, typer.Option("--phi", min=0, max=10, help="Compound coefficient phi, 0..10.")]
+Step = Annotated[float, typer.Option(help="Grid step of alpha, beta and gamma (> 0).")]
+Tol = Annotated[float, typer.Option(help="Relative tolerance around the target product (> 0).")]
+BaseRes = Annotated[int, typer.Option("--base-resolution", min=8, max=4096, help="Base network's image size.")]
+Multiple = Annotated[int, typer.Option(min=1, max=256, help="Round resolutions to this multiple.")]
+Fmt = Annotated[Format, typer.Option("--format", help="table, csv or json.")]
+Out = Annotated[Optional[Path], typer.Option("--output", "-o", help="Also write the rows to this file (CSV or JSON).")]
+
+
+@app.command()
+def candidates(
+    phi: Phi = 1.0,
+    alpha_range: Annotated[str, typer.Option("--alpha-range", help="LOW,HIGH of alpha.")] = "1,2",
+    beta_range: Annotated[str, typer.Option("--beta-range", help="LOW,HIGH of beta.")] = "1,1.5",
+    gamma_range: Annotated[str, typer.Option("--gamma-range", help="LOW,HIGH of gamma.")] = "1,1.5",
+    step: Step = 0.05,
+    tolerance: Tol = 0.05,
+    target: Annotated[float, typer.Option(min=1.01, help="Target of alpha*beta^2*gamma^2 (> 1).")] = 2.0,
+    base_resolution: BaseRes = 224,
+    multiple: Multiple = 8,
+    fmt: Fmt = Format.table,
+    output: Out = None,
+):
+    """Which (alpha, beta, gamma) fit the FLOPs budget at phi, merged by the network they round to.
+
+    Example: scaling candidates --phi 1 --step 0.05 --format csv -o candidates.csv
+    """
+    from ..compound import Grid, PAPER, candidates as make_candidates
+    from ..spec import spec_for
+    from ..tables import candidates_frame
+
+    if not step > 0:
+        raise typer.BadParameter(f"must be > 0, got {step}", param_hint="--step")
+    if not tolerance > 0:
+        raise typer.BadParameter(f"must be > 0, got {tolerance}", param_hint="--tolerance")
+    grid = Grid(alpha=_range(alpha_range, "--alpha-range"), beta=_range(beta_range, "--beta-range"),
+                gamma=_range(gamma_range, "--gamma-range"), step=step, target=target, tolerance=tolerance)
+    _check_output(output)
+    base = spec_for("efficientnet-b0", resolution=base_resolution)
+    cands = make_candidates(phi, grid, base, multiple)
+    if not cands:
+        raise InputError(
+            f"the grid has no candidate: no (alpha, beta, gamma) with a product within {tolerance:.2%} of {target:g}; "
+            "widen --tolerance or the ranges, or lower --step"
+        )
+    df = candidates_frame(cands, base)
+    n_triples = int(df["n_triples"].sum())
+
+    def show():
+        rows = []
+        for r in df.itertuples():
+            mark = " *" if str(PAPER) in r.triples.split(" (") or r.triples.startswith(str(PAPER)) else ""
+            rows.append([str(r.Index + 1), f"{r.alpha:g}", f"{r.beta:g}", f"{r.gamma:g}", f"{r.product:.3f}",
+                         str(r.n_triples) + mark, f"{r.d:.3f}", f"{r.w:.3f}", f"{r.r:.3f}", str(r.resolution),
+                         r.repeats, _ends(r.channels), _m(r.params), _g(r.flops), f"{r.flops_ratio:.3f}",
+                         f"{100 * r.ratio_error:+.1f}%"])
+        cols = [("#", "right"), ("alpha", "right"), ("beta", "right"), ("gamma", "right"), ("a*b²*g²", "right"),
+                ("triples", "right"), ("d", "right"), ("w", "right"), ("r", "right"), ("res", "right"),
+                ("repeats", "left"), ("stem/head", "left"), ("params M", "right"), ("GFLOPs", "right"),
+                ("FLOPs x", "right"), (f"vs 2^{phi:g}", "right")]
+        console.print(_table(
+            f"Candidates at phi={phi:g}: {n_triples} triples -> {len(df)} distinct networks",
+            cols, rows,
+            caption=("FLOPs are multiply-adds at batch 1 (fvcore). 'FLOPs x' is realized over B0; the last column "
+                     "is its difference from 2^phi, which rounding causes. * marks the paper's (1.2, 1.1, 1.15)."),
+        ))
+
+    _emit(df, fmt, output, show)
+
+
+# ---------------------------------------------------------------------------- family
+
+
+def _multiplier(value: float, option: str) -> float:
+    if not value >= 1.0:
+        raise typer.BadParameter(f"must be a number >= 1, got {value:g}", param_hint=option)
+    return value
+
+
+@app.command()
+def family(
+    alpha: Annotated[float, typer.Option(help="Depth base alpha (>= 1).")] = 1.2,
+    beta: Annotated[float, typer.Option(help="Width base beta (>= 1).")] = 1.1,
+    gamma: Annotated[float, typer.Option(help="Resolution base gamma (>= 1).")] = 1.15,
+    phi: Annotated[str, typer.Option("--phi", help="Range such as 0-7, or a list such as 1,3,5 (0..10).")] = "0-7",
+    base_resolution: BaseRes = 224,
+    multiple: Multiple = 8,
+    official: Annotated[bool, typer.Option(help="Show the official B0..B7 beside the family.")] = True,
+    fmt: Fmt = Format.table,
+    output: Out = None,
+):
+    """The phi-scaled family of B0 with (alpha, beta, gamma), beside the official B0..B7.
+
+    Example: scaling family --alpha 1.2 --beta 1.1 --gamma 1.15 --phi 1-7
+    """
+    import pandas as pd
+
+    from ..compound import Triple, family as make_family, official as official_specs, parse_phis
+    from ..spec import spec_for
+    from ..tables import family_frame, official_frame
+
+    for value, option in ((alpha, "--alpha"), (beta, "--beta"), (gamma, "--gamma")):
+        _multiplier(value, option)
+    try:
+        phis = parse_phis(phi)
+    except ValueError as e:
+        raise typer.BadParameter(str(e), param_hint="--phi")
+    if not phis or any(not 0 <= p <= 10 for p in phis):
+        raise typer.BadParameter(f"values must lie in 0..10, got {phi!r}", param_hint="--phi")
+    _check_output(output)
+    triple = Triple(alpha, beta, gamma)
+    base = spec_for("efficientnet-b0", resolution=base_resolution)
+    fam = family_frame(make_family(triple, phis, base, multiple), base)
+    off = official_frame(official_specs()) if official else fam.iloc[0:0]
+    df = pd.concat([fam, off], ignore_index=True) if official else fam
+
+    def rows(frame):
+        return [[r.name, f"{r.d:.3f}", f"{r.w:.3f}", f"{r.r:.3f}", str(r.resolution), r.repeats, r.channels,
+                 _m(r.params), _g(r.flops), f"{r.flops_ratio:.2f}",
+                 "" if r.nominal_ratio is None or pd.isna(r.nominal_ratio) else f"{r.nominal_ratio:.2f}"]
+                for r in frame.itertuples()]
+
+    cols = [("network", "left"), ("d", "right"), ("w", "right"), ("r", "right"), ("res", "right"),
+            ("repeats", "left"), ("channels", "left"), ("params M", "right"), ("GFLOPs", "right"),
+            ("FLOPs x B0", "right"), ("(a*b²*g²)^phi", "right")]
+
+    def show():
+        console.print(_table(
+            f"Compound family ({alpha:g}, {beta:g}, {gamma:g}); alpha*beta²*gamma² = {triple.product:.4f}",
+            cols, rows(fam), caption="d, w, r = alpha^phi, beta^phi, gamma^phi; FLOPs are multiply-adds at batch 1."))
+        if official:
+            console.print(_table("Official EfficientNet-B0..B7", cols, rows(off)))
+
+    _emit(df, fmt, output, show)
+
+
+# ---------------------------------------------------------------------------- flops
+
+
+@app.command()
+def flops(
+    name: Annotated[Optional[str], typer.Argument(help="efficientnet-b0 .. b8, efficientnet-l2.")] = None,
+    width: Annotated[Optional[float], typer.Option(min=0.01, help="Width multiplier of B0 (custom network).")] = None,
+    depth: Annotated[Optional[float], typer.Option(min=0.01, help="Depth multiplier of B0 (custom network).")] = None,
+    resolution: Annotated[Optional[int], typer.Option(min=8, max=8192, help="Image size.")] = None,
+    num_classes: Annotated[int, typer.Option(min=1, help="Classifier outputs.")] = 1000,
+    by: Annotated[By, typer.Option(help="total, stage or layer.")] = By.stage,
+    traced: Annotated[bool, typer.Option(help="Count by tracing the model with plain fvcore (slow) as a check.")] = False,
+    fmt: Fmt = Format.table,
+    output: Out = None,
+):
+    """FLOPs (multiply-adds), parameters and activations of one network, in total or per stage or layer.
+
+    Example: scaling flops efficientnet-b3 --by stage   |   scaling flops --width 1.1 --depth 1.2 --resolution 256
+    """
+    from ..complexity import breakdown, count, count_traced
+    from ..spec import custom_spec, spec_for
+
+    custom = (width, depth, resolution)
+    if name is None:
+        if width is None or depth is None or resolution is None:
+            raise InputError("give a network name (e.g. efficientnet-b0) or all of --width, --depth and --resolution")
+        spec = custom_spec(width, depth, resolution, num_classes=num_classes)
+    else:
+        try:
+            overrides = {k: v for k, v in zip(("width", "depth", "resolution"), custom) if v is not None}
+            spec = spec_for(name, num_classes=num_classes, **overrides)
+        except ValueError as e:
+            raise typer.BadParameter(str(e), param_hint="NAME")
+    _check_output(output)
+    total = count(spec)
+    if traced:
+        plain = count_traced(spec)
+        if plain != total:
+            raise RuntimeError(f"fast count {total} differs from plain fvcore {plain}")
+    import pandas as pd
+
+    df = pd.DataFrame([{"stage": "total", **total.to_dict()}]) if by == By.total else breakdown(spec, by.value)
+
+    def show():
+        label = spec.name or "custom"
+        head = (f"{label}: width {spec.width:g}, depth {spec.depth:g}, {spec.resolution}x{spec.resolution}, "
+                f"{spec.num_classes} classes")
+        console.print(head)
+        console.print(f"FLOPs {total.flops:,} ({_g(total.flops)} G multiply-adds)   params {total.params:,} "
+                      f"({_m(total.params)} M)   activations {total.activations:,}"
+                      + ("   (plain fvcore agrees)" if traced else ""))
+        if by == By.total:
+            return
+        key = "stage" if by == By.stage else "layer"
+        extra = [("layers", "right")] if by == By.stage else [("input", "left"), ("output", "left")]
+        cols = [(key, "left")] + extra + [("MFLOPs", "right"), ("share", "right"), ("params", "right"),
+                                          ("activations", "right")]
+        rows = []
+        for r in df.itertuples():
+            mid = [str(r.layers)] if by == By.stage else [r.input, r.output]
+            rows.append([getattr(r, key)] + mid + [f"{r.flops / 1e6:.2f}", f"{100 * r.flops / total.flops:.1f}%",
+                                                   f"{r.params:,}", f"{r.activations:,}"])
+        console.print(_table(f"By {key}", cols, rows))
+
+    _emit(df, fmt, output, show)
+
+
+# ---------------------------------------------------------------------------- export
+
+
+@app.command()
+def export(
+    name: Annotated[str, typer.Argument(help="efficientnet-b0 .. b8, efficientnet-l2.")],
+    onnx: Annotated[Path, typer.Option("--onnx", help="Where to write the ONNX file.")],
+    weights: Annotated[Optional[Path], typer.Option(help="Local weights file (ours, EfficientNet-PyTorch, torchvision, timm).")] = None,
+    resolution: Annotated[Optional[int], typer.Option(min=32, max=8192, help="Input size (default: the network's).")] = None,
+    num_classes: Annotated[int, typer.Option(min=1, help="Classifier outputs.")] = 1000,
+):
+    """Export a network to ONNX (static "same" padding, dynamic batch).
+
+    Example: scaling export efficientnet-b0 --onnx b0.onnx
+    """
+    from ..export import export_onnx
+    from ..model import EfficientNet
+    from ..spec import canonical_name
+
+    try:
+        canonical_name(name)
+    except ValueError as e:
+        raise typer.BadParameter(str(e), param_hint="NAME")
+    _check_output_path(onnx, "--onnx")
+    if weights is not None and not weights.is_file():
+        raise typer.BadParameter(f"no such file: {weights}", param_hint="--weights")
+    if weights is not None:
+        model = EfficientNet.from_pretrained(name, weights_path=weights, num_classes=num_classes)
+    else:
+        model = EfficientNet.from_name(name, num_classes=num_classes)
+    try:
+        export_onnx(model, onnx, resolution)
+    except ImportError as e:
+        raise InputError(str(e))
+    size = resolution or model.spec.resolution
+    console.print(f"wrote {onnx} ({onnx.stat().st_size / 1e6:.1f} MB): input images [N, {model.spec.in_channels}, "
+                  f"{size}, {size}] float32, output logits [N, {num_classes}]")

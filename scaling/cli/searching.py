@@ -1,0 +1,259 @@
+"""Commands of the search: search, worker, results."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from .app import (InputError, _g, _m, _table, app, console, err)
+from .training import Device, _device, _load_data
+
+
+# ---------------------------------------------------------------------------- search
+
+# On a machine without a GPU, the default study shrinks to this and says so.
+CPU_BUDGET = dict(base_resolution=32, base_width=0.25, base_depth=0.25, train_size=2000, val_size=500, trials=12,
+                  recipe={"name": "proxy", "epochs": 4, "batch_size": 64, "lr": 0.4})
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl+C so that Optuna marks the running trial."""
+
+
+def _on_sigterm(signum, frame):
+    raise Terminated()
+
+
+def _gpus(text: Optional[str]) -> list[int]:
+    import torch
+
+    if text in (None, "", "none"):
+        return []
+    n = torch.cuda.device_count()
+    if text == "all":
+        if n == 0:
+            raise typer.BadParameter("no GPU is visible", param_hint="--gpus")
+        return list(range(n))
+    try:
+        ids = [int(v) for v in text.split(",")]
+    except ValueError:
+        raise typer.BadParameter(f"needs all, none or indices such as 0,2; got {text!r}", param_hint="--gpus")
+    bad = [i for i in ids if not 0 <= i < n]
+    if bad:
+        raise typer.BadParameter(f"GPU {bad[0]} does not exist ({n} visible)", param_hint="--gpus")
+    return ids
+
+
+def _summarize(study, config, folder: Path) -> None:
+    from ..results import failures_frame, paper_rank, results_frame, running, write_csv
+
+    df = results_frame(study)
+    write_csv(df, folder / "results.csv")
+    fails = failures_frame(study)
+    n_run = running(study)
+    if df.empty:
+        console.print(f"study {config.name}: no completed trial yet" + (f" ({n_run} running)" if n_run else ""))
+    else:
+        rows = [[str(r.rank), f"{r.alpha:g}", f"{r.beta:g}", f"{r.gamma:g}", str(r.resolution), r.repeats,
+                 _m(r.params), _g(r.flops), f"{100 * r.top1:.2f}",
+                 "" if r.seeds < 2 else f"{100 * r.top1_std:.2f}", str(r.seeds)] for r in df.head(15).itertuples()]
+        cols = [("rank", "right"), ("alpha", "right"), ("beta", "right"), ("gamma", "right"), ("res", "right"),
+                ("repeats", "left"), ("params M", "right"), ("GFLOPs", "right"), ("top-1 %", "right"),
+                ("std", "right"), ("seeds", "right")]
+        console.print(_table(f"Study {config.name}: {len(df)} networks trained"
+                             + (f", {n_run} running" if n_run else ""), cols, rows))
+        best = df.iloc[0]
+        console.print(f"best: (alpha, beta, gamma) = ({best.alpha:g}, {best.beta:g}, {best.gamma:g}), top-1 "
+                      f"{100 * best.top1:.2f}% at {_g(best.flops)} GFLOPs")
+        rank = paper_rank(df)
+        console.print("the paper's (1.2, 1.1, 1.15): " + (f"rank {rank} of {len(df)}" if rank else "not trained"))
+    if len(fails):
+        console.print(f"{len(fails)} failed trial(s):")
+        for r in fails.itertuples():
+            console.print(f"  trial {r.trial} {r.triples}: {r.reason or 'error'}", markup=False)
+    console.print(f"results: {folder / 'results.csv'}")
+
+
+@app.command()
+def search(
+    study_file: Annotated[Optional[Path], typer.Option("--study", help="A study TOML file (studies/*.toml).")] = None,
+    name: Annotated[Optional[str], typer.Option(help="Study name (folder under --studies-dir).")] = None,
+    data: Annotated[Optional[str], typer.Option(help="'default' or an ImageFolder folder / archive.")] = None,
+    phi: Annotated[Optional[float], typer.Option("--phi", min=0, max=10, help="Compound coefficient, 0..10.")] = None,
+    base_resolution: Annotated[Optional[int], typer.Option(min=8, max=4096, help="B0's image size.")] = None,
+    sampler: Annotated[Optional[str], typer.Option(help="grid (each network once), tpe or random.")] = None,
+    trials: Annotated[Optional[int], typer.Option(min=1, help="Networks (grid) or trials (tpe, random).")] = None,
+    seeds: Annotated[Optional[int], typer.Option(min=1, help="Train each network with this many seeds.")] = None,
+    prune: Annotated[Optional[bool], typer.Option(help="Stop trials below the median early.")] = None,
+    epochs: Annotated[Optional[int], typer.Option(min=1, help="Epochs per trial.")] = None,
+    batch_size: Annotated[Optional[int], typer.Option(min=1, help="Batch size per trial.")] = None,
+    storage: Annotated[Optional[str], typer.Option(help="Database URL shared by workers (default: SQLite in the study folder).")] = None,
+    gpus: Annotated[Optional[str], typer.Option(help="all, none, or indices such as 0,2: one worker per GPU.")] = None,
+    workers: Annotated[int, typer.Option(min=1, max=256, help="Worker processes on the CPU (without GPUs).")] = 1,
+    studies_dir: Annotated[Path, typer.Option(help="Where study folders live.")] = Path("studies"),
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
+):
+    """Train each candidate network briefly (an Optuna study) and rank them by held-out top-1.
+
+    Example: scaling search --phi 1   |   scaling search --study studies/cifar10.toml --gpus all
+    """
+    import signal
+
+    import torch
+
+    from ..search import create_study, storage_url, open_storage
+    from ..study import StudyError, check_or_save, resolve
+
+    gpu_ids = _gpus(gpus) if gpus is not None else (list(range(torch.cuda.device_count())) if torch.cuda.is_available() else [])
+    explicit = dict(name=name, source=data, phi=phi, base_resolution=base_resolution, sampler=sampler,
+                    trials=trials, seeds=seeds, prune=prune)
+    try:
+        config = resolve(study_file, **explicit)
+        budget_note = ""
+        if not gpu_ids and study_file is None and config.source == "default":
+            reduced = {k: v for k, v in CPU_BUDGET.items() if explicit.get(k) is None}
+            config = config.replace(**reduced, name=name or "default-cpu")
+            budget_note = ("no GPU: a reduced budget - 12 of the grid's networks (spread over it), each 4 epochs on "
+                           "2,000 images of the embedded data, from a base of B0 at width 0.25, depth 0.25, 32 px. "
+                           "The full study, on a GPU: scaling search --phi 1 --name default --base-resolution 224")
+        if epochs or batch_size:
+            config = config.replace(recipe={**config.recipe, **{k: v for k, v in
+                                                                (("epochs", epochs), ("batch_size", batch_size)) if v}})
+        if config.source != "default" and not Path(config.source).expanduser().exists():
+            raise typer.BadParameter(f"no such file or folder: {config.source}", param_hint="--data")
+        if storage is not None:
+            open_storage(storage)  # refuse a bad URL before anything is created
+    except StudyError as e:
+        raise InputError(str(e))
+    from ..search import study_candidates
+
+    if not study_candidates(config):
+        raise InputError("the grid has no candidate network; widen its ranges or tolerance")
+    folder = studies_dir / config.name
+    try:
+        check_or_save(config, folder)
+    except StudyError as e:
+        raise InputError(str(e))
+    url = storage_url(config, folder, storage)
+    if budget_note:
+        err.print(budget_note)
+    _load_data(config.source, config.base_resolution, quiet, train_size=config.train_size, val_size=config.val_size)
+    study = create_study(config, url)
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    code = 0
+    try:
+        if gpu_ids:
+            code = _run_workers(config, url, [({"CUDA_VISIBLE_DEVICES": str(i)}, "cuda:0") for i in gpu_ids])
+        elif workers > 1:
+            code = _run_workers(config, url, [({}, "cpu")] * workers)
+        else:
+            _run_local(config, url, study, quiet)
+    except KeyboardInterrupt as e:
+        code = 143 if isinstance(e, Terminated) else 130
+        err.print("interrupted: the running trial is marked failed and queued again; run the same command to resume")
+    _summarize(study, config, folder)
+    if code:
+        raise typer.Exit(code)
+
+
+def _run_local(config, url, study, quiet) -> None:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from ..search import counts, run_worker
+
+    total = study.user_attrs.get("enqueued") or config.trials or 20
+
+    def done(s) -> int:
+        c = counts(s)
+        return c["COMPLETE"] + c["FAIL"]
+
+    with Progress(TextColumn("[bold]trials"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  disable=quiet, console=err) as progress:
+        task = progress.add_task("", total=total, completed=min(done(study), total))
+        run_worker(config, url, quiet=True, on_trial=lambda s: progress.update(task, completed=min(done(s), total)))
+
+
+def _run_workers(config, url, workers: list[tuple[dict, str]]) -> int:
+    """One `scaling worker` process per (environment, device); waits for all."""
+    import signal
+    import subprocess
+
+    procs = []
+    for env, device in workers:
+        procs.append(subprocess.Popen([sys.executable, "-m", "scaling.cli", "worker", config.name, "--storage", url,
+                                       "--device", device, "-q"], env=dict(os.environ, **env)))
+    try:
+        codes = [p.wait() for p in procs]
+    except KeyboardInterrupt:
+        for p in procs:
+            p.send_signal(signal.SIGTERM)
+        for p in procs:
+            p.wait()
+        raise
+    return 0 if all(c == 0 for c in codes) else 1
+
+
+@app.command()
+def worker(
+    name: Annotated[str, typer.Argument(help="The study's name.")],
+    storage: Annotated[str, typer.Option(help="The study's database URL (see `scaling search --storage`).")],
+    device: Device = "auto",
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
+):
+    """Join a study as one more worker (on this or another machine) and train its queued networks.
+
+    Example: scaling worker cifar10 --storage postgresql://user@host/scaling --device cuda:0
+    """
+    import json
+    import signal
+
+    from ..search import load_study, run_worker
+    from ..study import StudyConfig, StudyError
+
+    dev = _device(device)
+    try:
+        from ..search import open_storage
+
+        open_storage(storage)
+        config = StudyConfig(name=name)
+        study = load_study(config, storage)
+        definition = study.user_attrs.get("definition")
+        if definition is None:
+            raise StudyError(f"study {name!r} has no definition; start it with `scaling search`")
+        d = json.loads(definition)
+        config = StudyConfig(**{**d, "alpha": tuple(d["alpha"]), "beta": tuple(d["beta"]), "gamma": tuple(d["gamma"])})
+    except StudyError as e:
+        raise InputError(str(e))
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        run_worker(config, storage, device=dev, quiet=quiet)
+    except KeyboardInterrupt as e:
+        raise typer.Exit(143 if isinstance(e, Terminated) else 130)
+
+
+@app.command()
+def results(
+    name: Annotated[str, typer.Argument(help="The study's name.")],
+    storage: Annotated[Optional[str], typer.Option(help="Database URL (default: SQLite in the study folder).")] = None,
+    studies_dir: Annotated[Path, typer.Option(help="Where study folders live.")] = Path("studies"),
+):
+    """Print a study's ranking and write studies/NAME/results.csv.
+
+    Example: scaling results default
+    """
+    from ..search import load_study, storage_url
+    from ..study import StudyConfig, StudyError
+
+    folder = studies_dir / name
+    if storage is None and not (folder / "optuna.db").exists():
+        raise typer.BadParameter(f"no study {name!r} in {studies_dir}", param_hint="NAME")
+    try:
+        config = StudyConfig(name=name)
+        study = load_study(config, storage_url(config, folder, storage))
+    except StudyError as e:
+        raise InputError(str(e))
+    _summarize(study, config, folder)
