@@ -63,21 +63,23 @@ def candidates(
 
     def show():
         rows = []
-        for r in df.itertuples():
-            mark = " *" if str(PAPER) in r.triples.split(" (") or r.triples.startswith(str(PAPER)) else ""
-            rows.append([str(r.Index + 1), f"{r.alpha:g}", f"{r.beta:g}", f"{r.gamma:g}", f"{r.product:.3f}",
-                         str(r.n_triples) + mark, f"{r.d:.3f}", f"{r.w:.3f}", f"{r.r:.3f}", str(r.resolution),
+        for r, c in zip(df.itertuples(), cands):
+            mark = " *" if PAPER in c.triples else ""
+            also = " ".join(f"{t.alpha:g}/{t.beta:g}/{t.gamma:g}" for t in c.triples[1:])
+            rows.append([str(r.Index + 1), f"{r.alpha:g}", f"{r.beta:g}", f"{r.gamma:g}" + mark, f"{r.product:.3f}",
+                         f"{r.d:.3f}", f"{r.w:.3f}", f"{r.r:.3f}", str(r.resolution),
                          r.repeats, _ends(r.channels), _m(r.params), _g(r.flops), f"{r.flops_ratio:.3f}",
-                         f"{100 * r.ratio_error:+.1f}%"])
+                         f"{100 * r.ratio_error:+.1f}%", also])
         cols = [("#", "right"), ("alpha", "right"), ("beta", "right"), ("gamma", "right"), ("a*b²*g²", "right"),
-                ("triples", "right"), ("d", "right"), ("w", "right"), ("r", "right"), ("res", "right"),
+                ("d", "right"), ("w", "right"), ("r", "right"), ("res", "right"),
                 ("repeats", "left"), ("stem/head", "left"), ("params M", "right"), ("GFLOPs", "right"),
-                ("FLOPs x", "right"), (f"vs 2^{phi:g}", "right")]
+                ("FLOPs x", "right"), (f"vs 2^{phi:g}", "right"), ("same network from (a/b/g)", "left")]
         console.print(_table(
             f"Candidates at phi={phi:g}: {n_triples} triples -> {len(df)} distinct networks",
             cols, rows,
             caption=("FLOPs are multiply-adds at batch 1 (fvcore). 'FLOPs x' is realized over B0; the last column "
-                     "is its difference from 2^phi, which rounding causes. * marks the paper's (1.2, 1.1, 1.15)."),
+                     "is its difference from 2^phi, which rounding causes. * marks the network the paper's (1.2, 1.1, "
+                     "1.15) rounds to; the last column lists the other triples that round to the same network."),
         ))
 
     _emit(df, fmt, output, show)
