@@ -43,6 +43,8 @@ batch_size = 50
 """
 
 ENV = {"SCALING_HEARTBEAT": "1", "SCALING_GRACE": "3"}
+# Trials of a few seconds, so that a signal surely lands in one.
+SLOW = TOML.replace("train_size = 100", "train_size = 600").replace("epochs = 1", "epochs = 3")
 
 
 @pytest.fixture
@@ -117,9 +119,17 @@ def _spawn(args, tmp_path):
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
-def _wait_running(folder: Path, timeout=120):
+@pytest.fixture
+def slow_study_file(study_file):
+    study_file.write_text(SLOW)
+    return study_file
+
+
+def _wait_running(folder: Path, proc=None, timeout=120):
     t0 = time.time()
     while time.time() - t0 < timeout:
+        if proc is not None and proc.poll() is not None:
+            raise AssertionError(f"the command ended ({proc.returncode}) before a trial ran: {proc.stdout.read()}")
         if (folder / "optuna.db").exists():
             try:
                 study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{folder / 'optuna.db'}")
@@ -127,14 +137,15 @@ def _wait_running(folder: Path, timeout=120):
                     return
             except KeyError:
                 pass
-        time.sleep(0.3)
+        time.sleep(0.1)
     raise AssertionError("no trial started")
 
 
-def test_sigterm_marks_the_trial_and_rerun_resumes(study_file, tmp_path):
+def test_sigterm_marks_the_trial_and_rerun_resumes(slow_study_file, tmp_path):
+    study_file = slow_study_file
     folder = tmp_path / "studies" / "tiny"
     p = _spawn(["search", "--study", str(study_file), "-q"], tmp_path)
-    _wait_running(folder)
+    _wait_running(folder, p)
     p.send_signal(signal.SIGTERM)
     out, _ = p.communicate(timeout=120)
     assert p.returncode == 143, out
@@ -149,7 +160,8 @@ def test_sigterm_marks_the_trial_and_rerun_resumes(study_file, tmp_path):
     assert len(nets) == len(set(nets)) == len(study_candidates(resolve(study_file)))
 
 
-def test_sigkill_of_a_worker_retrains_its_network_once(study_file, tmp_path):
+def test_sigkill_of_a_worker_retrains_its_network_once(slow_study_file, tmp_path):
+    study_file = slow_study_file
     config = resolve(study_file)
     folder = tmp_path / "studies" / "tiny"
     check_or_save(config, folder)
@@ -161,7 +173,7 @@ def test_sigkill_of_a_worker_retrains_its_network_once(study_file, tmp_path):
         for k in ENV:
             os.environ.pop(k)
     victim = _spawn(["worker", "tiny", "--storage", url, "--device", "cpu", "-q"], tmp_path)
-    _wait_running(folder)
+    _wait_running(folder, victim)
     victim.send_signal(signal.SIGKILL)
     victim.wait()
     p = _spawn(["worker", "tiny", "--storage", url, "--device", "cpu", "-q"], tmp_path)
@@ -266,10 +278,11 @@ def test_failures_are_recorded_and_the_study_goes_on(study_file, tmp_path, monke
     assert len(nets) == n - 1 and len(pd.read_csv(folder / "results.csv")) == n - 1
 
 
-def test_sigkill_of_the_whole_command_then_resume(study_file, tmp_path):
+def test_sigkill_of_the_whole_command_then_resume(slow_study_file, tmp_path):
+    study_file = slow_study_file
     folder = tmp_path / "studies" / "tiny"
     p = _spawn(["search", "--study", str(study_file), "-q"], tmp_path)
-    _wait_running(folder)
+    _wait_running(folder, p)
     p.send_signal(signal.SIGKILL)
     p.wait()
     p = _spawn(["search", "--study", str(study_file), "-q"], tmp_path)  # waits out the stale heartbeat
