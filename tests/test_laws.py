@@ -1,0 +1,63 @@
+"""Scaling-law fits: recovery of known laws, bootstrap intervals, held-out checks, refusals."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from scaling.laws import TooFewPoints, fit_power_law, fit_series, holdout_check
+
+TRUE = dict(a=0.3, b=0.45, c=0.08)
+X = np.array([0.4, 0.7, 1.0, 1.8, 4.2, 9.9, 19.0, 37.0])  # GFLOPs of B0..B7
+
+
+def law(x, a=TRUE["a"], b=TRUE["b"], c=TRUE["c"]):
+    return a * x ** (-b) + c
+
+
+def test_recovers_a_noiseless_law():
+    f = fit_power_law(X, law(X), bootstrap=0)
+    assert (f.a, f.b, f.c) == pytest.approx((0.3, 0.45, 0.08), rel=1e-3)
+    assert f.rmse < 1e-6 and f.n == 8
+
+
+def test_bootstrap_intervals_cover_the_truth():
+    rng = np.random.default_rng(1)
+    y = law(X) + rng.normal(0, 0.002, X.shape)
+    f = fit_power_law(X, y, bootstrap=300, seed=0)
+    for k, v in TRUE.items():
+        lo, hi = f.ci[k]
+        assert lo <= v <= hi, (k, lo, v, hi)
+    assert f.ci["b"][1] - f.ci["b"][0] < 0.5  # informative, not the whole range
+    again = fit_power_law(X, y, bootstrap=300, seed=0)
+    assert again.ci == f.ci  # seeded
+
+
+def test_holdout_predicts_the_largest():
+    h = holdout_check(X, law(X))
+    assert h["gflops"] == 37.0
+    assert h["actual_error"] == pytest.approx(law(37.0))
+    assert h["abs_error"] < 1e-4
+
+
+def test_too_few_points_are_refused_with_a_reason():
+    with pytest.raises(TooFewPoints, match="3 distinct FLOPs value"):
+        fit_power_law([1, 2, 3, 3], [0.3, 0.2, 0.1, 0.1])
+    with pytest.raises(TooFewPoints, match="need at least 4"):
+        holdout_check(X[:4], law(X[:4]))
+
+
+def test_constraints_hold_on_awkward_data():
+    f = fit_power_law(X, np.full(X.shape, 0.2), bootstrap=0)  # flat: no gain from FLOPs
+    assert f.a >= 0 and f.c >= 0 and f.b > 0
+    assert f.error(X) == pytest.approx(np.full(X.shape, 0.2), abs=1e-6)
+
+
+def test_fit_series():
+    df = pd.DataFrame({
+        "series": ["compound"] * 5 + ["width"] * 2,
+        "flops": np.r_[X[:5], X[:2]] * 1e9,
+        "top1": np.r_[1 - law(X[:5]), 0.7, 0.72],
+    })
+    fits = fit_series(df, bootstrap=0)
+    assert fits["compound"].b == pytest.approx(0.45, rel=1e-3)
+    assert fits["width"].startswith("not fitted: 2 distinct")
