@@ -195,3 +195,48 @@ def parse_phis(text: str) -> list[float]:
         return [float(p) for p in text.split(",") if p.strip()]
     except ValueError:
         raise ValueError(f"phi must be a number, a range such as 1-7 or a list such as 0,2,4; got {text!r}")
+
+
+# ---------------------------------------------------------------------------- one dimension
+
+DIMENSIONS = ("width", "depth", "resolution")
+
+
+def scale_one(base: NetworkSpec, dimension: str, value: float, multiple: int = 8) -> NetworkSpec:
+    """The base scaled along one dimension only, by ``value``."""
+    if dimension == "width":
+        return base.replace(width=base.width * value, name=f"width x{value:g}")
+    if dimension == "depth":
+        return base.replace(depth=base.depth * value, name=f"depth x{value:g}")
+    if dimension == "resolution":
+        return base.replace(resolution=round_resolution(base.resolution * value, multiple),
+                            name=f"resolution x{value:g}")
+    raise ValueError(f"dimension must be one of {', '.join(DIMENSIONS)}, got {dimension!r}")
+
+
+def match_flops(base: NetworkSpec, dimension: str, target: int, multiple: int = 8,
+                limit: float = 16.0, flops=None) -> tuple[float, NetworkSpec]:
+    """The one-dimensional multiplier whose network's FLOPs are nearest ``target``.
+
+    FLOPs never decrease with a multiplier (every rounding rule is monotone), so a
+    bisection finds the first multiplier at or above the target; the nearest of it and
+    the last one below wins.
+    """
+    from .complexity import count
+
+    flops = flops or (lambda s: count(s).flops)
+    lo, hi = 1.0, limit
+    if flops(scale_one(base, dimension, lo, multiple)) >= target:
+        return lo, scale_one(base, dimension, lo, multiple)
+    if flops(scale_one(base, dimension, hi, multiple)) < target:
+        raise ValueError(f"{dimension} alone does not reach {target / 1e9:.3f} GFLOPs below x{limit:g}")
+    for _ in range(40):
+        mid = (lo + hi) / 2
+        if flops(scale_one(base, dimension, mid, multiple)) >= target:
+            hi = mid
+        else:
+            lo = mid
+    below, above = scale_one(base, dimension, lo, multiple), scale_one(base, dimension, hi, multiple)
+    if abs(flops(below) - target) < abs(flops(above) - target):
+        return lo, below
+    return hi, above

@@ -150,3 +150,17 @@ def test_export_onnx_matches_onnxruntime(tmp_path):
         want = net(x).numpy()
     assert got.shape == (2, 1000)
     assert np.abs(got - want).max() <= 1e-4
+
+
+def test_sweep_matches_the_family(tmp_path):
+    out = tmp_path / "sweep.csv"
+    r = run("sweep", "--dimension", "resolution", "--match", "family", "--phi", "1-3", "--format", "csv", "-o", out)
+    assert r.exit_code == 0, r.output
+    df = pd.read_csv(out)
+    assert list(df["matched_phi"]) == [1, 2, 3]
+    assert ((df["flops"] / df["target_flops"] - 1).abs() < 0.1).all()
+    assert (df["repeats"] == "1-2-2-3-3-4-1").all()  # resolution alone: depth untouched
+    for args in (["--dimension", "height", "--values", "2"], ["--dimension", "width"],
+                 ["--dimension", "width", "--values", "0.5"], ["--dimension", "depth", "--match", "paper"]):
+        r = run("sweep", *args)
+        assert r.exit_code == 2 and len(r.output.strip().splitlines()) == 1, (args, r.output)

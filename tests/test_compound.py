@@ -1,5 +1,6 @@
 """Compound-scaling arithmetic: the constraint, the grid, merging and the family."""
 
+import numpy as np
 import pytest
 
 from scaling.compound import PAPER, Grid, Triple, candidates, constraint, family, multipliers, parse_phis, scaled_spec
@@ -71,3 +72,29 @@ def test_parse_phis():
     for bad in ("7-1", "a-b", "x"):
         with pytest.raises(ValueError):
             parse_phis(bad)
+
+
+def test_scale_one_dimension():
+    from scaling.compound import scale_one
+
+    base = spec_for("efficientnet-b0")
+    assert scale_one(base, "width", 1.1).width == pytest.approx(1.1)
+    assert scale_one(base, "depth", 2).depth == 2 and scale_one(base, "depth", 2).width == 1
+    assert scale_one(base, "resolution", 1.15).resolution == 256
+    with pytest.raises(ValueError, match="dimension must be one of"):
+        scale_one(base, "height", 2)
+
+
+@pytest.mark.parametrize("dimension", ["width", "depth", "resolution"])
+def test_match_flops_picks_the_nearest(dimension):
+    from scaling.complexity import count
+    from scaling.compound import match_flops, scale_one
+
+    base = spec_for("efficientnet-b0")
+    target = count(family(PAPER, [2])[0].spec).flops
+    value, spec = match_flops(base, dimension, target)
+    got = count(spec).flops
+    # no multiplier on a fine grid around it comes nearer
+    for v in np.linspace(max(1.0, value - 0.2), value + 0.2, 41):
+        assert abs(count(scale_one(base, dimension, v)).flops - target) >= abs(got - target)
+    assert abs(got / target - 1) < 0.15

@@ -255,3 +255,91 @@ def export(
     size = resolution or model.spec.resolution
     console.print(f"wrote {onnx} ({onnx.stat().st_size / 1e6:.1f} MB): input images [N, {model.spec.in_channels}, "
                   f"{size}, {size}] float32, output logits [N, {num_classes}]")
+
+
+@app.command()
+def sweep(
+    dimension: Annotated[str, typer.Option(help="width, depth or resolution.")],
+    values: Annotated[Optional[str], typer.Option(help="Multipliers such as 1.1,1.2,1.4.")] = None,
+    match: Annotated[Optional[str], typer.Option(help="'family': one network per family member, nearest in FLOPs.")] = None,
+    alpha: Annotated[float, typer.Option(help="The family's alpha (with --match family).")] = 1.2,
+    beta: Annotated[float, typer.Option(help="The family's beta.")] = 1.1,
+    gamma: Annotated[float, typer.Option(help="The family's gamma.")] = 1.15,
+    phi: Annotated[str, typer.Option("--phi", help="The family's phi range, such as 1-7.")] = "1-7",
+    base_resolution: BaseRes = 224,
+    multiple: Multiple = 8,
+    fmt: Fmt = Format.table,
+    output: Out = None,
+):
+    """B0 scaled along one dimension only, for comparison with compound scaling at equal FLOPs.
+
+    Example: scaling sweep --dimension width --match family --alpha 1.2 --beta 1.1 --gamma 1.15
+    """
+    import pandas as pd
+
+    from ..complexity import count
+    from ..compound import DIMENSIONS, Triple, family as make_family, match_flops, parse_phis, scale_one
+    from ..spec import spec_for
+
+    if dimension not in DIMENSIONS:
+        raise typer.BadParameter(f"must be one of {', '.join(DIMENSIONS)}, got {dimension!r}", param_hint="--dimension")
+    if (values is None) == (match is None):
+        raise InputError("give either --values or --match family")
+    if match is not None and match != "family":
+        raise typer.BadParameter(f"only 'family' is known, got {match!r}", param_hint="--match")
+    _check_output(output)
+    base = spec_for("efficientnet-b0", resolution=base_resolution)
+    base_flops = count(base).flops
+    rows = []
+    if values is not None:
+        try:
+            vals = [float(v) for v in values.split(",") if v.strip()]
+        except ValueError:
+            raise typer.BadParameter(f"needs numbers such as 1.1,1.2; got {values!r}", param_hint="--values")
+        if not vals or any(v < 1 for v in vals):
+            raise typer.BadParameter(f"needs multipliers >= 1, got {values!r}", param_hint="--values")
+        pairs = [(v, scale_one(base, dimension, v, multiple), None) for v in vals]
+    else:
+        for value, option in ((alpha, "--alpha"), (beta, "--beta"), (gamma, "--gamma")):
+            _multiplier(value, option)
+        try:
+            phis = parse_phis(phi)
+        except ValueError as e:
+            raise typer.BadParameter(str(e), param_hint="--phi")
+        members = make_family(Triple(alpha, beta, gamma), phis, base, multiple)
+        pairs = []
+        for m in members:
+            target = count(m.spec).flops
+            try:
+                v, s = match_flops(base, dimension, target, multiple)
+            except ValueError as e:
+                raise InputError(str(e))
+            pairs.append((v, s, (m.phi, target)))
+    for v, s, member in pairs:
+        c = count(s)
+        stages = s.stages()
+        rows.append({"dimension": dimension, "multiplier": round(v, 4), "resolution": s.resolution,
+                     "repeats": "-".join(str(b.repeats) for b in stages),
+                     "channels": "-".join([str(s.stem_width)] + [str(b.w_out) for b in stages] + [str(s.head_width)]),
+                     "params": c.params, "flops": c.flops,
+                     "flops_ratio": round(c.flops / base_flops, 4),
+                     "matched_phi": member[0] if member else None,
+                     "target_flops": member[1] if member else None})
+    df = pd.DataFrame(rows)
+
+    def show():
+        cols = [(dimension, "right"), ("res", "right"), ("repeats", "left"), ("stem/head", "left"),
+                ("params M", "right"), ("GFLOPs", "right"), ("FLOPs x B0", "right")]
+        if match:
+            cols += [("family phi", "right"), ("its GFLOPs", "right")]
+        out = []
+        for r in df.itertuples():
+            row = [f"x{r.multiplier:.3f}", str(r.resolution), r.repeats, _ends(r.channels),
+                   _m(r.params), _g(r.flops), f"{r.flops_ratio:.2f}"]
+            if match:
+                row += [f"{r.matched_phi:g}", _g(r.target_flops)]
+            out.append(row)
+        console.print(_table(f"B0 scaled by {dimension} alone" + (" at the family's FLOPs" if match else ""),
+                             cols, out))
+
+    _emit(df, fmt, output, show)
