@@ -37,6 +37,10 @@ HEARTBEAT_S = int(os.environ.get("SCALING_HEARTBEAT", "10"))
 GRACE_S = int(os.environ.get("SCALING_GRACE", "30"))
 
 
+DEFAULT_TRIALS = 20  # tpe and random, without --trials
+MAX_ATTEMPTS = 20  # proposals per wanted trial before giving up on an infeasible space
+
+
 class TrialFailed(Exception):
     """Training ended without a metric (NaN, out of memory): the trial is FAIL with its reason."""
 
@@ -253,10 +257,15 @@ def run_worker(config: StudyConfig, url: str, device=None, quiet: bool = True, o
                 time.sleep(min(HEARTBEAT_S, 5))
                 continue
         else:
-            real = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL))
-                    if not t.user_attrs.get("skipped")]
-            if len(real) >= (config.trials or 20):
+            finished = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL,
+                                                                 TrialState.PRUNED))
+            real = [t for t in finished if not t.user_attrs.get("skipped") and t.state != TrialState.PRUNED]
+            budget = config.trials or DEFAULT_TRIALS
+            if len(real) >= budget:
                 return
+            if len(finished) >= MAX_ATTEMPTS * budget:  # the sampler keeps proposing infeasible triples
+                raise StudyError(f"{len(finished)} proposals gave {len(real)} feasible networks; "
+                                 "widen the gamma range or use the grid sampler")
         try:
             study.optimize(objective, n_trials=1, catch=(Exception,), gc_after_trial=True)
         except KeyboardInterrupt:

@@ -292,3 +292,21 @@ def test_sigkill_of_the_whole_command_then_resume(slow_study_file, tmp_path):
     assert len(nets) == len(set(nets)) == len(study_candidates(resolve(study_file)))
     assert counts(study)["RUNNING"] == 0 and counts(study)["FAIL"] == 1
     assert len(pd.read_csv(folder / "results.csv")) == len(nets)
+
+
+@pytest.mark.parametrize("sampler", ["random", "tpe"])
+def test_samplers_over_the_constraint_surface(sampler, study_file, tmp_path):
+    study_file.write_text(TOML.replace('alpha = [1.0, 1.2]', 'alpha = [1.0, 2.0]')
+                          .replace('gamma = [1.0, 1.2]', 'gamma = [1.0, 1.5]')
+                          .replace('sampler = "grid"', f'sampler = "{sampler}"'))
+    r = CliRunner().invoke(app, ["search", "--study", str(study_file), "--trials", "4", "-q"])
+    assert r.exit_code == 0, r.output
+    study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{tmp_path / 'studies' / 'tiny' / 'optuna.db'}")
+    real = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(real) == 4
+    for t in real:  # gamma comes from the constraint: the product is the target
+        assert t.user_attrs["product"] == pytest.approx(2.0, abs=2e-3)
+    trained = [t.user_attrs["network"] for t in real if t.user_attrs.get("duplicate_of") is None]
+    assert len(trained) == len(set(trained))  # a network proposed twice is not trained twice
+    df = pd.read_csv(tmp_path / "studies" / "tiny" / "results.csv")
+    assert len(df) == len(set(trained))

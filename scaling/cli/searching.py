@@ -155,6 +155,9 @@ def search(
     except KeyboardInterrupt as e:
         code = 143 if isinstance(e, Terminated) else 130
         err.print("interrupted: the running trial is marked failed and queued again; run the same command to resume")
+    except StudyError as e:  # e.g. a sampler that finds nothing feasible
+        err.print(f"error: {e}", markup=False)
+        code = 2
     _summarize(study, config, folder)
     if code:
         raise typer.Exit(code)
