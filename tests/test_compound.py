@@ -98,3 +98,14 @@ def test_match_flops_picks_the_nearest(dimension):
     for v in np.linspace(max(1.0, value - 0.2), value + 0.2, 41):
         assert abs(count(scale_one(base, dimension, v)).flops - target) >= abs(got - target)
     assert abs(got / target - 1) < 0.15
+
+
+def test_official_at_a_proxy_scale():
+    from scaling.compound import official
+
+    full = official()
+    assert [s.name for s in full] == [f"efficientnet-b{i}" for i in range(8)]
+    assert [s.resolution for s in full] == [224, 240, 260, 300, 380, 456, 528, 600]
+    half = official(base=spec_for("efficientnet-b0", resolution=112))
+    assert [s.resolution for s in half] == [112, 120, 130, 150, 190, 228, 264, 300]
+    assert [(s.width, s.depth) for s in half] == [(s.width, s.depth) for s in full]
