@@ -120,6 +120,9 @@ def search(
             budget_note = ("no GPU: a reduced budget - 12 of the grid's networks (spread over it), each 4 epochs on "
                            "2,000 images of the embedded data, from a base of B0 at width 0.25, depth 0.25, 32 px. "
                            "The full study, on a GPU: scaling search --phi 1 --name default --base-resolution 224")
+        elif not gpu_ids:
+            budget_note = (f"no GPU: this study trains its networks on the CPU from B0 at {config.base_resolution} px, "
+                           "which can take hours; --base-resolution, --trials and --epochs make it smaller")
         if epochs or batch_size:
             config = config.replace(recipe={**config.recipe, **{k: v for k, v in
                                                                 (("epochs", epochs), ("batch_size", batch_size)) if v}})
