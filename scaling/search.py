@@ -11,9 +11,11 @@ fails the trial and Optuna's retry callback enqueues the same network again, onc
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
+import signal
 import socket
 import subprocess
 import time
@@ -41,6 +43,48 @@ DEFAULT_TRIALS = 20  # tpe and random, without --trials
 MAX_ATTEMPTS = 20  # proposals per wanted trial before giving up on an infeasible space
 
 
+# ---------------------------------------------------------------------------- signals
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl+C or SIGTERM, raised where it is safe: inside training, or between trials."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.exit_code = 128 + signum  # 130 for SIGINT, 143 for SIGTERM
+
+
+_signals = {"window": False, "pending": None}
+
+
+def install_signal_handlers() -> None:
+    """SIGINT and SIGTERM interrupt a running training at once; elsewhere (storage calls,
+    bookkeeping) they wait for the next safe point, so no write is cut in half."""
+
+    def handler(signum, frame):
+        _signals["pending"] = signum
+        if _signals["window"]:
+            raise Interrupted(signum)
+
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
+
+
+def check_signals() -> None:
+    if _signals["pending"] is not None:
+        raise Interrupted(_signals["pending"])
+
+
+@contextlib.contextmanager
+def interruptible():
+    """The window in which a signal interrupts at once."""
+    check_signals()
+    _signals["window"] = True
+    try:
+        yield
+    finally:
+        _signals["window"] = False
+
+
 class TrialFailed(Exception):
     """Training ended without a metric (NaN, out of memory): the trial is FAIL with its reason."""
 
@@ -52,12 +96,39 @@ def storage_url(config: StudyConfig, folder: Path, url: str | None) -> str:
     return url or f"sqlite:///{(folder / 'optuna.db').resolve()}"
 
 
+class Storage(RDBStorage):
+    """Optuna's RDB storage, where a running trial that never recorded a heartbeat (its
+    worker died between creating the trial and its first beat) also goes stale after the
+    grace period; Optuna alone would wait for it forever."""
+
+    def _get_stale_trial_ids(self, study_id: int) -> list[int]:
+        import datetime
+
+        stale = super()._get_stale_trial_ids(study_id)
+        grace = self.grace_period if self.grace_period is not None else 2 * self.heartbeat_interval
+        now = datetime.datetime.now()  # Optuna stamps datetime_start with the local time
+        for t in self.get_all_trials(study_id, deepcopy=False, states=(TrialState.RUNNING,)):
+            if t._trial_id in stale or t.datetime_start is None:
+                continue
+            if (now - t.datetime_start).total_seconds() > grace and not self._has_heartbeat(t._trial_id):
+                stale.append(t._trial_id)
+        return stale
+
+    def _has_heartbeat(self, trial_id: int) -> bool:
+        from optuna.storages._rdb import models
+        from optuna.storages._rdb.storage import _create_scoped_session
+
+        with _create_scoped_session(self.scoped_session) as session:
+            return session.query(models.TrialHeartbeatModel).filter(
+                models.TrialHeartbeatModel.trial_id == trial_id).first() is not None
+
+
 def open_storage(url: str) -> RDBStorage:
     """Optuna RDB storage with heartbeats and one retry per stale trial."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
     try:
-        return RDBStorage(url, engine_kwargs=kwargs, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S,
+        return Storage(url, engine_kwargs=kwargs, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S,
                           heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=3))
     except Exception as e:  # malformed URL, unknown driver, unreachable server
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
@@ -182,8 +253,6 @@ class Objective:
             raise
 
     def _run(self, trial: optuna.Trial) -> float:
-        from .data import load_data
-        from .train import train
 
         spec, triple, label, seed = self.network(trial)
         d, w, r = multipliers(triple, self.config.phi)
@@ -203,6 +272,13 @@ class Objective:
         if done:  # the same network was trained already (TPE, random): reuse, never retrain
             trial.set_user_attr("duplicate_of", done[0].number)
             return done[0].value
+        with interruptible():
+            return self._train(trial, spec, seed)
+
+    def _train(self, trial: optuna.Trial, spec, seed: int) -> float:
+        from .data import load_data
+        from .train import train
+
         t0 = time.perf_counter()
         data = load_data(None if self.config.source == "default" else self.config.source, spec.resolution,
                          quiet=True, seed=0, train_size=self.config.train_size, val_size=self.config.val_size)
@@ -248,6 +324,7 @@ def run_worker(config: StudyConfig, url: str, device=None, quiet: bool = True, o
     objective = Objective(config, device=device, quiet=quiet)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     while True:
+        check_signals()
         fail_stale_trials(study)
         c = counts(study)
         if config.sampler == "grid":
@@ -273,6 +350,7 @@ def run_worker(config: StudyConfig, url: str, device=None, quiet: bool = True, o
             raise
         if on_trial is not None:
             on_trial(study)
+        check_signals()
 
 
 def requeue_interrupted(study: optuna.Study, trial: optuna.Trial | None) -> None:

@@ -20,12 +20,6 @@ CPU_BUDGET = dict(base_resolution=32, base_width=0.25, base_depth=0.25, train_si
                   recipe={"name": "proxy", "epochs": 4, "batch_size": 64, "lr": 0.4})
 
 
-class Terminated(KeyboardInterrupt):
-    """SIGTERM, raised like Ctrl+C so that Optuna marks the running trial."""
-
-
-def _on_sigterm(signum, frame):
-    raise Terminated()
 
 
 def _gpus(text: Optional[str]) -> list[int]:
@@ -101,11 +95,10 @@ def search(
 
     Example: scaling search --phi 1   |   scaling search --study studies/cifar10.toml --gpus all
     """
-    import signal
 
     import torch
 
-    from ..search import create_study, storage_url, open_storage
+    from ..search import create_study, install_signal_handlers, open_storage, storage_url
     from ..study import StudyError, check_or_save, resolve
 
     gpu_ids = _gpus(gpus) if gpus is not None else (list(range(torch.cuda.device_count())) if torch.cuda.is_available() else [])
@@ -146,7 +139,7 @@ def search(
         err.print(budget_note)
     _load_data(config.source, config.base_resolution, quiet, train_size=config.train_size, val_size=config.val_size)
     study = create_study(config, url)
-    signal.signal(signal.SIGTERM, _on_sigterm)
+    install_signal_handlers()
     code = 0
     try:
         if gpu_ids:
@@ -156,7 +149,7 @@ def search(
         else:
             _run_local(config, url, study, quiet)
     except KeyboardInterrupt as e:
-        code = 143 if isinstance(e, Terminated) else 130
+        code = getattr(e, "exit_code", 130)
         err.print("interrupted: the running trial is marked failed and queued again; run the same command to resume")
     except StudyError as e:  # e.g. a sampler that finds nothing feasible
         err.print(f"error: {e}", markup=False)
@@ -184,22 +177,29 @@ def _run_local(config, url, study, quiet) -> None:
 
 
 def _run_workers(config, url, workers: list[tuple[dict, str]]) -> int:
-    """One `scaling worker` process per (environment, device); waits for all."""
+    """One `scaling worker` process per (environment, device); waits for all, and passes
+    Ctrl+C or SIGTERM on to them."""
     import signal
     import subprocess
+    import time
+
+    from ..search import check_signals
 
     procs = []
     for env, device in workers:
         procs.append(subprocess.Popen([sys.executable, "-m", "scaling.cli", "worker", config.name, "--storage", url,
                                        "--device", device, "-q"], env=dict(os.environ, **env)))
     try:
-        codes = [p.wait() for p in procs]
+        while any(p.poll() is None for p in procs):
+            check_signals()
+            time.sleep(0.2)
     except KeyboardInterrupt:
         for p in procs:
             p.send_signal(signal.SIGTERM)
         for p in procs:
             p.wait()
         raise
+    codes = [p.returncode for p in procs]
     return 0 if all(c == 0 for c in codes) else 1
 
 
@@ -215,9 +215,8 @@ def worker(
     Example: scaling worker cifar10 --storage postgresql://user@host/scaling --device cuda:0
     """
     import json
-    import signal
 
-    from ..search import load_study, run_worker
+    from ..search import install_signal_handlers, load_study, run_worker
     from ..study import StudyConfig, StudyError
 
     dev = _device(device)
@@ -234,11 +233,11 @@ def worker(
         config = StudyConfig(**{**d, "alpha": tuple(d["alpha"]), "beta": tuple(d["beta"]), "gamma": tuple(d["gamma"])})
     except StudyError as e:
         raise InputError(str(e))
-    signal.signal(signal.SIGTERM, _on_sigterm)
+    install_signal_handlers()
     try:
         run_worker(config, storage, device=dev, quiet=quiet)
     except KeyboardInterrupt as e:
-        raise typer.Exit(143 if isinstance(e, Terminated) else 130)
+        raise typer.Exit(getattr(e, "exit_code", 130))
 
 
 @app.command()
