@@ -88,6 +88,21 @@ def candidates(
 # ---------------------------------------------------------------------------- family
 
 
+def _triple_and_phis(alpha: float, beta: float, gamma: float, phi: str):
+    """The family options, checked: each base >= 1, phi values in 0..10."""
+    from ..compound import Triple, parse_phis
+
+    for value, option in ((alpha, "--alpha"), (beta, "--beta"), (gamma, "--gamma")):
+        _multiplier(value, option)
+    try:
+        phis = parse_phis(phi)
+    except ValueError as e:
+        raise typer.BadParameter(str(e), param_hint="--phi")
+    if not phis or any(not 0 <= p <= 10 for p in phis):
+        raise typer.BadParameter(f"values must lie in 0..10, got {phi!r}", param_hint="--phi")
+    return Triple(alpha, beta, gamma), phis
+
+
 def _multiplier(value: float, option: str) -> float:
     if not value >= 1.0:
         raise typer.BadParameter(f"must be a number >= 1, got {value:g}", param_hint=option)
@@ -112,20 +127,12 @@ def family(
     """
     import pandas as pd
 
-    from ..compound import Triple, family as make_family, official as official_specs, parse_phis
+    from ..compound import family as make_family, official as official_specs
     from ..spec import spec_for
     from ..tables import family_frame, official_frame
 
-    for value, option in ((alpha, "--alpha"), (beta, "--beta"), (gamma, "--gamma")):
-        _multiplier(value, option)
-    try:
-        phis = parse_phis(phi)
-    except ValueError as e:
-        raise typer.BadParameter(str(e), param_hint="--phi")
-    if not phis or any(not 0 <= p <= 10 for p in phis):
-        raise typer.BadParameter(f"values must lie in 0..10, got {phi!r}", param_hint="--phi")
+    triple, phis = _triple_and_phis(alpha, beta, gamma, phi)
     _check_output(output)
-    triple = Triple(alpha, beta, gamma)
     base = spec_for("efficientnet-b0", resolution=base_resolution)
     fam = family_frame(make_family(triple, phis, base, multiple), base)
     off = official_frame(official_specs()) if official else fam.iloc[0:0]
@@ -278,7 +285,7 @@ def sweep(
     import pandas as pd
 
     from ..complexity import count
-    from ..compound import DIMENSIONS, Triple, family as make_family, match_flops, parse_phis, scale_one
+    from ..compound import DIMENSIONS, family as make_family, match_flops, scale_one
     from ..spec import spec_for
 
     if dimension not in DIMENSIONS:
@@ -300,13 +307,8 @@ def sweep(
             raise typer.BadParameter(f"needs multipliers >= 1, got {values!r}", param_hint="--values")
         pairs = [(v, scale_one(base, dimension, v, multiple), None) for v in vals]
     else:
-        for value, option in ((alpha, "--alpha"), (beta, "--beta"), (gamma, "--gamma")):
-            _multiplier(value, option)
-        try:
-            phis = parse_phis(phi)
-        except ValueError as e:
-            raise typer.BadParameter(str(e), param_hint="--phi")
-        members = make_family(Triple(alpha, beta, gamma), phis, base, multiple)
+        triple, phis = _triple_and_phis(alpha, beta, gamma, phi)
+        members = make_family(triple, phis, base, multiple)
         pairs = []
         for m in members:
             target = count(m.spec).flops
