@@ -23,6 +23,7 @@ import warnings
 from pathlib import Path
 
 import optuna
+import sqlalchemy.exc
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback, fail_stale_trials
 from optuna.trial import TrialState
 
@@ -325,8 +326,12 @@ def run_worker(config: StudyConfig, url: str, device=None, quiet: bool = True, o
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     while True:
         check_signals()
-        fail_stale_trials(study)
-        c = counts(study)
+        try:
+            fail_stale_trials(study)
+            c = counts(study)
+        except sqlalchemy.exc.OperationalError:  # a busy SQLite file: try again shortly
+            time.sleep(1.0)
+            continue
         if config.sampler == "grid":
             if c["WAITING"] == 0:
                 if c["RUNNING"] == 0:
@@ -348,6 +353,11 @@ def run_worker(config: StudyConfig, url: str, device=None, quiet: bool = True, o
         except KeyboardInterrupt:
             requeue_interrupted(study, objective.current)
             raise
+        except sqlalchemy.exc.OperationalError:
+            # SQLite under several writers can refuse a write ("database is locked") even
+            # with a timeout; a trial left RUNNING goes stale and is queued again.
+            time.sleep(1.0)
+            continue
         if on_trial is not None:
             on_trial(study)
         check_signals()
