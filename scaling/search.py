@@ -86,6 +86,19 @@ def interruptible():
         _signals["window"] = False
 
 
+@contextlib.contextmanager
+def shielded():
+    """A storage write inside the training window: a signal waits until it is done."""
+    was = _signals["window"]
+    _signals["window"] = False
+    try:
+        yield
+    finally:
+        _signals["window"] = was
+    if was:
+        check_signals()
+
+
 class TrialFailed(Exception):
     """Training ended without a metric (NaN, out of memory): the trial is FAIL with its reason."""
 
@@ -243,7 +256,8 @@ class Objective:
         try:
             return self._run(trial)
         except KeyboardInterrupt:  # Ctrl+C or SIGTERM: Optuna marks the trial FAIL next
-            trial.set_user_attr("reason", "interrupted")
+            with contextlib.suppress(Exception):  # a refused write must not hide the interruption
+                trial.set_user_attr("reason", "interrupted")
             raise
         except optuna.TrialPruned:
             raise
@@ -286,8 +300,10 @@ class Objective:
         data_s = time.perf_counter() - t0
 
         def report(epoch: int, top1: float) -> None:
-            trial.report(top1, epoch)
-            if self.config.prune and trial.should_prune():
+            with shielded():
+                trial.report(top1, epoch)
+                prune = self.config.prune and trial.should_prune()
+            if prune:
                 raise optuna.TrialPruned(f"pruned after epoch {epoch + 1} at top-1 {top1:.4f}")
 
         result = train(spec, data, self.recipe, device=self.device, seed=seed, quiet=self.quiet,

@@ -126,6 +126,7 @@ def slow_study_file(study_file):
 
 
 def _wait_running(folder: Path, proc=None, timeout=120):
+    """Until a trial is in training: its network recorded, no epoch reported yet."""
     t0 = time.time()
     while time.time() - t0 < timeout:
         if proc is not None and proc.poll() is not None:
@@ -133,11 +134,12 @@ def _wait_running(folder: Path, proc=None, timeout=120):
         if (folder / "optuna.db").exists():
             try:
                 study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{folder / 'optuna.db'}")
-                if counts(study)["RUNNING"]:
+                running = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+                if any("worker" in t.user_attrs and not t.intermediate_values for t in running):
                     return
             except KeyError:
                 pass
-        time.sleep(0.1)
+        time.sleep(0.05)
     raise AssertionError("no trial started")
 
 
