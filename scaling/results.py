@@ -17,7 +17,15 @@ COLUMNS = ["rank", "alpha", "beta", "gamma", "triples", "product", "d", "w", "r"
            "device", "network"]
 
 
-def trials_frame(study: optuna.Study) -> pd.DataFrame:
+# A family, official or sweep study: one row per member, in the plan's order.
+SERIES_COLUMNS = ["series", "kind", "label", "phi", "multiplier", "matched_phi", "alpha", "beta", "gamma", "d", "w",
+                  "r", "resolution", "repeats", "channels", "params", "flops", "top1", "top1_std", "seeds", "top5",
+                  "images_per_second", "latency_ms", "throughput", "inference_batch", "peak_memory_mb", "wall_s",
+                  "device", "network"]
+_AGGREGATED = ("rank", "top1", "top1_std", "seeds")
+
+
+def trials_frame(study: optuna.Study, columns: list[str] = COLUMNS) -> pd.DataFrame:
     """One row per trial that trained something (duplicates and skips left out)."""
     rows = []
     for t in study.get_trials(deepcopy=False):
@@ -25,8 +33,17 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
         if a.get("skipped") or a.get("duplicate_of") is not None or "network" not in a:
             continue
         rows.append({"trial": t.number, "state": t.state.name, "value": t.value, "reason": a.get("reason", ""),
-                     **{k: a.get(k) for k in COLUMNS if k not in ("rank", "top1", "top1_std", "seeds")}})
+                     **{k: a.get(k) for k in columns if k not in _AGGREGATED}})
     return pd.DataFrame(rows)
+
+
+def _per_network(df: pd.DataFrame) -> pd.DataFrame:
+    """Completed trials of ``trials_frame``, one row per network: top-1 averaged over seeds."""
+    done = df[df["state"] == "COMPLETE"]
+    first = done.groupby("network", sort=False).first()
+    agg = done.groupby("network", sort=False)["value"].agg(["mean", "std", "count"])
+    out = first.drop(columns=["trial", "state", "value", "reason"]).join(agg)
+    return out.rename(columns={"mean": "top1", "std": "top1_std", "count": "seeds"}).reset_index()
 
 
 def results_frame(study: optuna.Study) -> pd.DataFrame:
@@ -34,14 +51,55 @@ def results_frame(study: optuna.Study) -> pd.DataFrame:
     df = trials_frame(study)
     if df.empty or not (df["state"] == "COMPLETE").any():
         return pd.DataFrame(columns=COLUMNS)
-    done = df[df["state"] == "COMPLETE"]
-    first = done.groupby("network", sort=False).first()
-    agg = done.groupby("network", sort=False)["value"].agg(["mean", "std", "count"])
-    out = first.drop(columns=["trial", "state", "value", "reason"]).join(agg)
-    out = out.rename(columns={"mean": "top1", "std": "top1_std", "count": "seeds"}).reset_index()
+    out = _per_network(df)
     out = out.sort_values("top1", ascending=False, kind="stable").reset_index(drop=True)
     out["rank"] = range(1, len(out) + 1)
     return out[COLUMNS]
+
+
+def plan_studies(url: str, name: str) -> list[optuna.Study]:
+    """The family, official and sweep studies beside the search ``name`` in one storage."""
+    from .search import open_storage
+
+    storage = open_storage(url)
+    names = sorted(n for n in optuna.get_all_study_names(storage) if n.startswith(f"{name}."))
+    studies = [optuna.load_study(study_name=n, storage=storage) for n in names]
+    return [s for s in studies if "plan" in s.user_attrs]
+
+
+def _plan_order(df: pd.DataFrame) -> pd.DataFrame:
+    key = df["phi"].where(df["phi"].notna(), df["multiplier"])
+    return df.assign(_key=key.astype(float)).sort_values("_key", kind="stable").drop(columns="_key")
+
+
+def series_frame(url: str, name: str) -> pd.DataFrame:
+    """Every trained member of every family, official and sweep study of ``name``: one row
+    per network (seeds averaged), series by series, each in the order of its parameter."""
+    parts = []
+    for study in plan_studies(url, name):
+        df = trials_frame(study, SERIES_COLUMNS)
+        if df.empty or not (df["state"] == "COMPLETE").any():
+            continue
+        parts.append(_plan_order(_per_network(df)))
+    if not parts:
+        return pd.DataFrame(columns=SERIES_COLUMNS)
+    out = pd.concat(parts, ignore_index=True)
+    for col in ("phi", "multiplier", "matched_phi", "alpha", "beta", "gamma", "latency_ms", "throughput"):
+        out[col] = pd.to_numeric(out[col], errors="coerce")
+    return out[SERIES_COLUMNS]
+
+
+def series_failures(url: str, name: str) -> pd.DataFrame:
+    """Failed trials of the family, official and sweep studies of ``name``."""
+    rows = []
+    for study in plan_studies(url, name):
+        df = trials_frame(study, SERIES_COLUMNS)
+        if df.empty:
+            continue
+        for r in df[df["state"] == "FAIL"].itertuples():
+            rows.append({"study": study.study_name, "trial": r.trial, "network": r.network, "label": r.label,
+                         "reason": r.reason})
+    return pd.DataFrame(rows, columns=["study", "trial", "network", "label", "reason"])
 
 
 def failures_frame(study: optuna.Study) -> pd.DataFrame:

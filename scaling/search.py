@@ -29,6 +29,7 @@ from optuna.trial import TrialState
 
 from .compound import PAPER, Candidate, Triple, candidates, constraint, multipliers, scaled_spec
 from .complexity import count
+from .plans import MULTIPLIER_RANGE, PHI_RANGE, Plan, member
 from .spec import spec_for
 from .study import StudyConfig, StudyError
 
@@ -176,8 +177,18 @@ def spread_order(cands: list[Candidate]) -> list[int]:
     return order
 
 
+def plan_of(config: StudyConfig) -> Plan | None:
+    return Plan.from_dict(config.plan) if config.plan is not None else None
+
+
+def queued(config: StudyConfig) -> bool:
+    """Whether workers take their networks from a queue (grid, family, sweep) rather than a sampler."""
+    return config.sampler == "grid" or config.plan is not None
+
+
 def create_study(config: StudyConfig, url: str) -> optuna.Study:
-    """Create or load the study; in grid mode enqueue each network and seed once."""
+    """Create or load the study; in grid mode enqueue each network and seed once; for a
+    plan (family, official, sweep) each member and seed, adding members a re-run asks for."""
     storage = open_storage(url)
     sampler = {"grid": optuna.samplers.RandomSampler(seed=0), "random": optuna.samplers.RandomSampler(),
                "tpe": optuna.samplers.TPESampler()}[config.sampler]
@@ -185,7 +196,16 @@ def create_study(config: StudyConfig, url: str) -> optuna.Study:
         else optuna.pruners.NopPruner()
     study = optuna.create_study(study_name=config.name, storage=storage, direction="maximize",
                                 sampler=sampler, pruner=pruner, load_if_exists=True)
-    if config.sampler == "grid" and not study.user_attrs.get("enqueued"):
+    plan = plan_of(config)
+    if plan is not None:
+        have = {(t.params.get(plan.param), t.params.get("seed")) for t in study.get_trials(deepcopy=False)}
+        for seed in range(config.seeds):
+            for key in plan.keys:
+                if (key, seed) not in have:
+                    study.enqueue_trial({plan.param: key, "seed": seed})
+        study.set_user_attr("plan", json.dumps(plan.to_dict()))
+        study.set_user_attr("definition", json.dumps(config.to_dict()))
+    elif config.sampler == "grid" and not study.user_attrs.get("enqueued"):
         cands = study_candidates(config)
         order = spread_order(cands)[: config.trials or None]
         for seed in range(config.seeds):
@@ -224,22 +244,32 @@ class Objective:
 
     def __init__(self, config: StudyConfig, device=None, quiet: bool = True):
         self.config, self.device, self.quiet = config, device, quiet
-        self.cands = study_candidates(config)
+        self.plan = plan_of(config)
+        self.cands = study_candidates(config) if self.plan is None else []
         self.recipe = config.training_recipe()
         self.version = code_version()
         self.worker = f"{socket.gethostname()}:{os.getpid()}"
         self.current: optuna.Trial | None = None
 
     def network(self, trial: optuna.Trial):
+        """The trial's network, what to record about it, and its seed."""
         c = self.config
+        if queued(c) and "fixed_params" not in trial.study._storage.get_trial_system_attrs(trial._trial_id):
+            trial.set_user_attr("skipped", True)
+            raise optuna.TrialPruned("no queued network left")
+        if self.plan is not None:
+            lo, hi = MULTIPLIER_RANGE if self.plan.param == "multiplier" else PHI_RANGE
+            key = trial.suggest_float(self.plan.param, lo, hi)
+            seed = trial.suggest_int("seed", 0, max(0, c.seeds - 1))
+            m = member(self.plan, base_spec(c), key, c.multiple)
+            attrs = dict(m.attrs, label=m.label, series=self.plan.series(), kind=self.plan.kind, triples="",
+                         product=math.nan)
+            return m.spec, attrs, seed
         if c.sampler == "grid":
-            if "fixed_params" not in trial.study._storage.get_trial_system_attrs(trial._trial_id):
-                trial.set_user_attr("skipped", True)
-                raise optuna.TrialPruned("no queued network left")
             k = trial.suggest_categorical("candidate", list(range(len(self.cands))))
             seed = trial.suggest_int("seed", 0, max(0, c.seeds - 1))
             cand = self.cands[k]
-            return cand.spec, cand.triple, cand.label, seed
+            return cand.spec, self._triple_attrs(cand.triple, cand.label), seed
         lo, hi = c.alpha
         alpha = trial.suggest_float("alpha", lo, hi, step=c.step)
         beta = trial.suggest_float("beta", c.beta[0], c.beta[1], step=c.step)
@@ -249,7 +279,12 @@ class Objective:
             raise optuna.TrialPruned(f"gamma {gamma:.3f} outside {c.gamma} for alpha {alpha}, beta {beta}")
         t = Triple(alpha, beta, round(gamma, 4))
         spec = scaled_spec(base_spec(c), t, c.phi, c.multiple)
-        return spec, t, str(t), trial.number % c.seeds
+        return spec, self._triple_attrs(t, str(t)), trial.number % c.seeds
+
+    def _triple_attrs(self, triple: Triple, label: str) -> dict:
+        d, w, r = multipliers(triple, self.config.phi)
+        return dict(alpha=triple.alpha, beta=triple.beta, gamma=triple.gamma, triples=label,
+                    product=round(constraint(triple.alpha, triple.beta, triple.gamma), 4), d=d, w=w, r=r)
 
     def __call__(self, trial: optuna.Trial) -> float:
         self.current = trial
@@ -269,35 +304,38 @@ class Objective:
 
     def _run(self, trial: optuna.Trial) -> float:
 
-        spec, triple, label, seed = self.network(trial)
-        d, w, r = multipliers(triple, self.config.phi)
+        spec, attrs, seed = self.network(trial)
+        with interruptible():
+            data, data_s = self._data(spec.resolution)
+        spec = spec.replace(num_classes=data.num_classes)  # counted as trained: the data's classifier
         n = count(spec)
         key = spec.architecture_key()
-        attrs = dict(alpha=triple.alpha, beta=triple.beta, gamma=triple.gamma, triples=label,
-                     product=round(constraint(triple.alpha, triple.beta, triple.gamma), 4), d=d, w=w, r=r,
-                     resolution=spec.resolution, network=key,
+        attrs = dict(attrs, resolution=spec.resolution, network=key,
                      repeats="-".join(str(s.repeats) for s in spec.stages()),
                      channels="-".join(str(s.w_out) for s in spec.stages()),
                      params=n.params, flops=n.flops, activations=n.activations, seed=seed,
                      worker=self.worker, code_version=self.version)
         for k, v in attrs.items():
-            trial.set_user_attr(k, v)
+            trial.set_user_attr(k, None if isinstance(v, float) and math.isnan(v) else v)
         done = [t for t in trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
                 if t.user_attrs.get("network") == key and t.user_attrs.get("seed") == seed]
         if done:  # the same network was trained already (TPE, random): reuse, never retrain
             trial.set_user_attr("duplicate_of", done[0].number)
             return done[0].value
         with interruptible():
-            return self._train(trial, spec, seed)
+            return self._train(trial, spec, seed, data, data_s)
 
-    def _train(self, trial: optuna.Trial, spec, seed: int) -> float:
+    def _data(self, resolution: int):
+        """The study's data at ``resolution`` (from the cache after the first trial), and the seconds it took."""
         from .data import load_data
-        from .train import train
 
         t0 = time.perf_counter()
-        data = load_data(None if self.config.source == "default" else self.config.source, spec.resolution,
+        data = load_data(None if self.config.source == "default" else self.config.source, resolution,
                          quiet=True, seed=0, train_size=self.config.train_size, val_size=self.config.val_size)
-        data_s = time.perf_counter() - t0
+        return data, time.perf_counter() - t0
+
+    def _train(self, trial: optuna.Trial, spec, seed: int, data, data_s: float) -> float:
+        from .train import train
 
         def report(epoch: int, top1: float) -> None:
             with shielded():
@@ -318,6 +356,16 @@ class Objective:
         if result.status != "ok":
             trial.set_user_attr("reason", f"{result.status}: {result.reason}")
             raise TrialFailed(f"{result.status}: {result.reason}")
+        if self.plan is not None:  # family and sweep members: how fast they run, beside how well
+            from .speed import inference_speed
+            from .train import resolve_device
+
+            dev = resolve_device(self.device)
+            speed = inference_speed(spec.replace(resolution=data.resolution), dev,
+                                    batch=256 if dev.type == "cuda" else 32)
+            with shielded():
+                for k, v in speed.items():
+                    trial.set_user_attr(k, v)
         return result.top1
 
 
@@ -348,7 +396,7 @@ def run_worker(config: StudyConfig, url: str, device=None, quiet: bool = True, o
         except sqlalchemy.exc.OperationalError:  # a busy SQLite file: try again shortly
             time.sleep(1.0)
             continue
-        if config.sampler == "grid":
+        if queued(config):
             if c["WAITING"] == 0:
                 if c["RUNNING"] == 0:
                     return

@@ -61,6 +61,8 @@ class StudyConfig:
     prune: bool = False
     # training
     recipe: dict = field(default_factory=lambda: {"name": "proxy"})
+    # what to train instead of the grid: a plans.Plan as a dict (family, official, sweep)
+    plan: dict | None = None
 
     def __post_init__(self) -> None:
         if not self.name or "/" in self.name or self.name.startswith("."):
@@ -80,6 +82,10 @@ class StudyConfig:
         try:
             self.grid()
             self.training_recipe()
+            if self.plan is not None:
+                from .plans import Plan
+
+                Plan.from_dict(self.plan)
         except ValueError as e:
             raise StudyError(str(e)) from None
 
@@ -154,8 +160,8 @@ def check_or_save(config: StudyConfig, folder: Path) -> None:
     mine = config.to_dict()
     if path.exists():
         saved = json.loads(path.read_text())
-        if saved != mine:
-            diff = sorted(k for k in set(saved) | set(mine) if saved.get(k) != mine.get(k))
+        diff = sorted(k for k in set(saved) | set(mine) if saved.get(k) != mine.get(k))
+        if diff:
             raise StudyError(
                 f"study {config.name!r} exists in {folder} with other settings ({', '.join(diff)}); "
                 f"use another --name, or the same settings to resume it"

@@ -111,6 +111,28 @@ def test_small_grid_end_to_end_and_resume(study_file, tmp_path):
     # The results command reads it back.
     r = CliRunner().invoke(app, ["results", "tiny"])
     assert r.exit_code == 0 and "networks trained" in r.output
+    # optuna-dashboard reads the storage: the study and its trials through its JSON API.
+    studies = _dashboard(folder / "optuna.db", "/api/studies")["study_summaries"]
+    assert [s["study_name"] for s in studies] == ["tiny"]
+    detail = _dashboard(folder / "optuna.db", f"/api/studies/{studies[0]['study_id']}")
+    assert len(detail["trials"]) == before
+    assert {t["state"] for t in detail["trials"]} == {"Complete"}
+
+
+def _dashboard(db: Path, path: str) -> dict:
+    import io
+    import json
+    from wsgiref.util import setup_testing_defaults
+
+    pytest.importorskip("optuna_dashboard", reason="optuna-dashboard is a test extra")
+    from optuna_dashboard import wsgi
+
+    environ = {"PATH_INFO": path, "REQUEST_METHOD": "GET", "wsgi.input": io.BytesIO()}
+    setup_testing_defaults(environ)
+    status = []
+    body = b"".join(wsgi(f"sqlite:///{db}")(environ, lambda s, h, exc=None: status.append(s)))
+    assert status[0].startswith("200"), (status, body[:300])
+    return json.loads(body)
 
 
 def _spawn(args, tmp_path):

@@ -7,6 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from . import trained as T
 from .app import (Format, By, InputError, _check_output, _check_output_path, _emit, _ends, _g, _m, _range,
                   _table, app, console)
 
@@ -117,13 +118,29 @@ def family(
     phi: Annotated[str, typer.Option("--phi", help="Range such as 0-7, or a list such as 1,3,5 (0..10).")] = "0-7",
     base_resolution: BaseRes = 224,
     multiple: Multiple = 8,
-    official: Annotated[bool, typer.Option(help="Show the official B0..B7 beside the family.")] = True,
+    official: Annotated[Optional[bool], typer.Option(
+        help="Show the official B0..B7 beside the family (default); with --train, also train them.")] = None,
     fmt: Fmt = Format.table,
     output: Out = None,
+    train: Annotated[bool, typer.Option("--train", help="Train every member with the study's data and recipe.")] = False,
+    study_file: T.StudyFile = None,
+    name: T.Name = None,
+    data: T.Data = None,
+    storage: T.Storage = None,
+    gpus: T.Gpus = None,
+    workers: T.Workers = 1,
+    seeds: T.Seeds = 1,
+    epochs: T.Epochs = None,
+    batch_size: T.BatchSize = None,
+    studies_dir: T.StudiesDir = Path("studies"),
+    quiet: T.Quiet = False,
 ):
     """The phi-scaled family of B0 with (alpha, beta, gamma), beside the official B0..B7.
 
-    Example: scaling family --alpha 1.2 --beta 1.1 --gamma 1.15 --phi 1-7
+    With --train, every member is trained (an Optuna study beside the search, same data,
+    recipe, workers and resume) and shown with its accuracy, speed and memory.
+
+    Example: scaling family --alpha 1.2 --beta 1.1 --gamma 1.15 --phi 1-7   |   scaling family --train --official
     """
     import pandas as pd
 
@@ -132,6 +149,24 @@ def family(
     from ..tables import family_frame, official_frame
 
     triple, phis = _triple_and_phis(alpha, beta, gamma, phi)
+    if train:
+        from ..plans import Plan
+
+        def plans(config, base):
+            out = [Plan("family", phis=phis, alpha=alpha, beta=beta, gamma=gamma)]
+            if official:
+                ints = sorted({int(p) for p in phis if float(p).is_integer() and p <= 7})
+                if not ints:
+                    raise typer.BadParameter("the official networks are B0..B7: give whole phi values in 0..7",
+                                             param_hint="--phi")
+                out.append(Plan("official", phis=ints))
+            return out
+
+        code = T.train_plans(plans, study_file=study_file, name=name, data=data, storage=storage, gpus=gpus,
+                             workers=workers, seeds=seeds, epochs=epochs, batch_size=batch_size,
+                             studies_dir=studies_dir, quiet=quiet)
+        raise typer.Exit(code)
+    official = True if official is None else official
     _check_output(output)
     base = spec_for("efficientnet-b0", resolution=base_resolution)
     fam = family_frame(make_family(triple, phis, base, multiple), base)
@@ -277,10 +312,25 @@ def sweep(
     multiple: Multiple = 8,
     fmt: Fmt = Format.table,
     output: Out = None,
+    train: Annotated[bool, typer.Option("--train", help="Train every network with the study's data and recipe.")] = False,
+    study_file: T.StudyFile = None,
+    name: T.Name = None,
+    data: T.Data = None,
+    storage: T.Storage = None,
+    gpus: T.Gpus = None,
+    workers: T.Workers = 1,
+    seeds: T.Seeds = 1,
+    epochs: T.Epochs = None,
+    batch_size: T.BatchSize = None,
+    studies_dir: T.StudiesDir = Path("studies"),
+    quiet: T.Quiet = False,
 ):
     """B0 scaled along one dimension only, for comparison with compound scaling at equal FLOPs.
 
-    Example: scaling sweep --dimension width --match family --alpha 1.2 --beta 1.1 --gamma 1.15
+    With --train, the networks are trained on the study's base network (as the family is),
+    beside the search, with the same data and recipe.
+
+    Example: scaling sweep --dimension width --match family --alpha 1.2 --beta 1.1 --gamma 1.15 --train
     """
     import pandas as pd
 
@@ -294,17 +344,20 @@ def sweep(
         raise InputError("give either --values or --match family")
     if match is not None and match != "family":
         raise typer.BadParameter(f"only 'family' is known, got {match!r}", param_hint="--match")
+    vals = _multipliers(values) if values is not None else None
+    if train:
+        def plans(config, base):
+            return [_sweep_plan(dimension, values, match, alpha, beta, gamma, phi, base, config.multiple)]
+
+        code = T.train_plans(plans, study_file=study_file, name=name, data=data, storage=storage, gpus=gpus,
+                             workers=workers, seeds=seeds, epochs=epochs, batch_size=batch_size,
+                             studies_dir=studies_dir, quiet=quiet)
+        raise typer.Exit(code)
     _check_output(output)
     base = spec_for("efficientnet-b0", resolution=base_resolution)
     base_flops = count(base).flops
     rows = []
     if values is not None:
-        try:
-            vals = [float(v) for v in values.split(",") if v.strip()]
-        except ValueError:
-            raise typer.BadParameter(f"needs numbers such as 1.1,1.2; got {values!r}", param_hint="--values")
-        if not vals or any(v < 1 for v in vals):
-            raise typer.BadParameter(f"needs multipliers >= 1, got {values!r}", param_hint="--values")
         pairs = [(v, scale_one(base, dimension, v, multiple), None) for v in vals]
     else:
         triple, phis = _triple_and_phis(alpha, beta, gamma, phi)
@@ -345,3 +398,35 @@ def sweep(
                              cols, out))
 
     _emit(df, fmt, output, show)
+
+
+def _multipliers(values: str) -> list[float]:
+    try:
+        vals = [float(v) for v in values.split(",") if v.strip()]
+    except ValueError:
+        raise typer.BadParameter(f"needs numbers such as 1.1,1.2; got {values!r}", param_hint="--values")
+    if not vals or any(not 1 <= v <= 64 for v in vals):
+        raise typer.BadParameter(f"needs multipliers in 1..64, got {values!r}", param_hint="--values")
+    return vals
+
+
+def _sweep_plan(dimension, values, match, alpha, beta, gamma, phi, base, multiple):
+    """The sweep's multipliers on ``base``: given, or matched to the family's FLOPs."""
+    from ..complexity import count
+    from ..compound import family as make_family, match_flops
+    from ..plans import Plan
+
+    if values is not None:
+        return Plan("sweep", dimension=dimension, values=_multipliers(values))
+    triple, phis = _triple_and_phis(alpha, beta, gamma, phi)
+    vals, matched = [], []
+    for m in make_family(triple, phis, base, multiple):
+        try:
+            v, _ = match_flops(base, dimension, count(m.spec).flops, multiple)
+        except ValueError as e:
+            raise InputError(str(e))
+        v = round(v, 4)
+        if v not in vals:
+            vals.append(v)
+            matched.append(m.phi)
+    return Plan("sweep", dimension=dimension, values=vals, matched_phis=matched)

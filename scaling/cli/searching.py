@@ -95,21 +95,35 @@ def search(
 
     Example: scaling search --phi 1   |   scaling search --study studies/cifar10.toml --gpus all
     """
+    from ..search import create_study
 
+    config, gpu_ids, folder, url = prepare_study(
+        study_file, studies_dir, storage, gpus, epochs=epochs, batch_size=batch_size, name=name, source=data,
+        phi=phi, base_resolution=base_resolution, sampler=sampler, trials=trials, seeds=seeds, prune=prune)
+    _load_data(config.source, config.base_resolution, quiet, train_size=config.train_size, val_size=config.val_size)
+    study = create_study(config, url)
+    code = execute(config, url, study, gpu_ids, workers, quiet)
+    _summarize(study, config, folder)
+    refresh_report(config.name, studies_dir, storage)
+    if code:
+        raise typer.Exit(code)
+
+
+def prepare_study(study_file, studies_dir: Path, storage, gpus, *, epochs=None, batch_size=None, **explicit):
+    """The study's resolved definition (a reduced budget on a CPU for the embedded default,
+    said on stderr), checked against what studies/NAME/ holds; its GPUs, folder and storage URL."""
     import torch
 
-    from ..search import create_study, install_signal_handlers, open_storage, storage_url
+    from ..search import open_storage, storage_url, study_candidates
     from ..study import StudyError, check_or_save, resolve
 
     gpu_ids = _gpus(gpus) if gpus is not None else (list(range(torch.cuda.device_count())) if torch.cuda.is_available() else [])
-    explicit = dict(name=name, source=data, phi=phi, base_resolution=base_resolution, sampler=sampler,
-                    trials=trials, seeds=seeds, prune=prune)
     try:
         config = resolve(study_file, **explicit)
         budget_note = ""
         if not gpu_ids and study_file is None and config.source == "default":
             reduced = {k: v for k, v in CPU_BUDGET.items() if explicit.get(k) is None}
-            config = config.replace(**reduced, name=name or "default-cpu")
+            config = config.replace(**reduced, name=explicit.get("name") or "default-cpu")
             budget_note = ("no GPU: a reduced budget - 12 of the grid's networks (spread over it), each 4 epochs on "
                            "2,000 images of the embedded data, from a base of B0 at width 0.25, depth 0.25, 32 px. "
                            "The full study, on a GPU: scaling search --phi 1 --name default --base-resolution 224")
@@ -123,40 +137,52 @@ def search(
             raise typer.BadParameter(f"no such file or folder: {config.source}", param_hint="--data")
         if storage is not None:
             open_storage(storage)  # refuse a bad URL before anything is created
-    except StudyError as e:
-        raise InputError(str(e))
-    from ..search import study_candidates
-
-    if not study_candidates(config):
-        raise InputError("the grid has no candidate network; widen its ranges or tolerance")
-    folder = studies_dir / config.name
-    try:
+        if not study_candidates(config):
+            raise InputError("the grid has no candidate network; widen its ranges or tolerance")
+        folder = studies_dir / config.name
         check_or_save(config, folder)
     except StudyError as e:
         raise InputError(str(e))
-    url = storage_url(config, folder, storage)
     if budget_note:
         err.print(budget_note)
-    _load_data(config.source, config.base_resolution, quiet, train_size=config.train_size, val_size=config.val_size)
-    study = create_study(config, url)
+    return config, gpu_ids, folder, storage_url(config, folder, storage)
+
+
+def execute(config, url: str, study, gpu_ids: list[int], workers: int, quiet: bool) -> int:
+    """Run the study's workers here (one per GPU, or N on the CPU, or this process) until
+    its queue is empty; the exit code: 0, 1 when a worker failed, 2, 130 or 143."""
+    from ..search import install_signal_handlers
+    from ..study import StudyError
+
     install_signal_handlers()
-    code = 0
     try:
         if gpu_ids:
-            code = _run_workers(config, url, [({"CUDA_VISIBLE_DEVICES": str(i)}, "cuda:0") for i in gpu_ids])
-        elif workers > 1:
-            code = _run_workers(config, url, [({}, "cpu")] * workers)
-        else:
-            _run_local(config, url, study, quiet)
+            return _run_workers(config, url, [({"CUDA_VISIBLE_DEVICES": str(i)}, "cuda:0") for i in gpu_ids])
+        if workers > 1:
+            return _run_workers(config, url, [({}, "cpu")] * workers)
+        _run_local(config, url, study, quiet)
     except KeyboardInterrupt as e:
-        code = getattr(e, "exit_code", 130)
         err.print("interrupted: the running trial is marked failed and queued again; run the same command to resume")
+        return getattr(e, "exit_code", 130)
     except StudyError as e:  # e.g. a sampler that finds nothing feasible
         err.print(f"error: {e}", markup=False)
-        code = 2
-    _summarize(study, config, folder)
-    if code:
-        raise typer.Exit(code)
+        return 2
+    return 0
+
+
+def refresh_report(name: str, studies_dir: Path, storage) -> None:
+    """Write or refresh reports/NAME/ after a search or a trained family; a report that
+    cannot be written is said, never fatal to the run that produced the results."""
+    try:
+        from ..report import write_report
+    except ImportError:
+        return
+    try:
+        html, pdf = write_report(name, studies_dir, Path("reports"), storage=storage)
+        console.print(f"report: {html}  {pdf}")
+    except Exception as e:  # noqa: BLE001 - the results are safe in the study; say why the report is not
+        err.print(f"the report was not written ({type(e).__name__}: {e}); `scaling report {name}` retries",
+                  markup=False)
 
 
 def _run_local(config, url, study, quiet) -> None:

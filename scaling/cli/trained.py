@@ -1,0 +1,76 @@
+"""`family --train` and `sweep --train`: a plan's members trained as an Optuna study beside the search,
+with the search's data, recipe, storage, workers and resume."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Callable, Optional
+
+import typer
+
+from .app import _g, _m, _table, console, err
+
+StudyFile = Annotated[Optional[Path], typer.Option("--study", help="With --train: a study TOML file (studies/*.toml).")]
+Name = Annotated[Optional[str], typer.Option(help="With --train: the study (folder under --studies-dir) whose data "
+                                                  "and recipe to use.")]
+Data = Annotated[Optional[str], typer.Option(help="With --train: 'default' or an ImageFolder folder / archive.")]
+Storage = Annotated[Optional[str], typer.Option(help="With --train: database URL shared by workers.")]
+Gpus = Annotated[Optional[str], typer.Option(help="With --train: all, none, or indices such as 0,2.")]
+Workers = Annotated[int, typer.Option(min=1, max=256, help="With --train: worker processes on the CPU.")]
+Seeds = Annotated[int, typer.Option(min=1, help="With --train: train each member with this many seeds.")]
+Epochs = Annotated[Optional[int], typer.Option(min=1, help="With --train: epochs per member (must match the study's).")]
+BatchSize = Annotated[Optional[int], typer.Option(min=1, help="With --train: batch size (must match the study's).")]
+StudiesDir = Annotated[Path, typer.Option(help="Where study folders live.")]
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
+
+
+def train_plans(make_plans: Callable, *, study_file, name, data, storage, gpus, workers, seeds, epochs, batch_size,
+                studies_dir: Path, quiet: bool) -> int:
+    """Train the plans ``make_plans(config, base_spec)`` returns, one study each, and print
+    their members with accuracy and speed; the exit code of the workers."""
+    from ..results import series_failures, series_frame
+    from ..search import base_spec, create_study
+    from .searching import execute, prepare_study, refresh_report
+    from .training import _load_data
+
+    config, gpu_ids, folder, url = prepare_study(study_file, studies_dir, storage, gpus, epochs=epochs,
+                                                 batch_size=batch_size, name=name, source=data)
+    data, _ = _load_data(config.source, config.base_resolution, quiet, train_size=config.train_size,
+                         val_size=config.val_size)
+    plans = make_plans(config, base_spec(config).replace(num_classes=data.num_classes))  # FLOPs as trained
+    code = 0
+    for plan in plans:
+        sub = config.replace(name=f"{config.name}.{plan.suffix()}", plan=plan.to_dict(), seeds=seeds)
+        err.print(f"training {plan.series()}: {len(plan.keys)} member(s) x {seeds} seed(s) in study {sub.name}")
+        study = create_study(sub, url)
+        code = execute(sub, url, study, gpu_ids, workers, quiet)
+        if code:
+            break
+    df = series_frame(url, config.name)
+    show_trained(df[df["series"].isin([p.series() for p in plans])])
+    fails = series_failures(url, config.name)
+    for r in fails.itertuples():
+        console.print(f"failed: {r.study} {r.label}: {r.reason or 'error'}", markup=False)
+    refresh_report(config.name, studies_dir, storage)
+    return code
+
+
+def show_trained(df) -> None:
+    import pandas as pd
+
+    def num(v, fmt: str) -> str:
+        return "" if v is None or pd.isna(v) else format(v, fmt)
+
+    for series, part in df.groupby("series", sort=False):
+        rows = [[r.label, str(r.resolution), r.repeats, _m(r.params), _g(r.flops), f"{100 * r.top1:.2f}",
+                 num(None if r.seeds < 2 else 100 * r.top1_std, ".2f"), num(r.images_per_second, ",.0f"),
+                 num(r.latency_ms, ".2f"), num(r.throughput, ",.0f"), num(r.peak_memory_mb, ",.0f"), r.device or ""]
+                for r in part.itertuples()]
+        cols = [("member", "left"), ("res", "right"), ("repeats", "left"), ("params M", "right"),
+                ("GFLOPs", "right"), ("top-1 %", "right"), ("std", "right"), ("train img/s", "right"),
+                ("latency ms", "right"), ("infer img/s", "right"), ("peak MB", "right"), ("device", "left")]
+        batch = part["inference_batch"].dropna()
+        console.print(_table(
+            f"{series}: {len(part)} member(s) trained", cols, rows,
+            caption=(f"latency: one image (batch 1); infer img/s: batch {int(batch.iloc[0]) if len(batch) else '?'}; "
+                     "peak MB: GPU memory while training (blank on the CPU).")))

@@ -1,0 +1,75 @@
+"""Inference speed of a network on one device: latency at batch 1, throughput at a large batch.
+
+Measured as a deployment would run it: eval mode, no gradients, bf16 autocast and
+channels_last on a GPU (float32 on the CPU), after warm-up, timed with CUDA events on a
+GPU and the wall clock on the CPU. The weights do not matter for speed, so a fresh
+network of the same spec is used.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from contextlib import nullcontext
+
+import torch
+
+from .model import EfficientNet
+from .spec import NetworkSpec
+
+
+def _timer(device: torch.device):
+    if device.type == "cuda":
+        def run(fn, n: int) -> list[float]:
+            out = []
+            for _ in range(n):
+                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                start.record()
+                fn()
+                end.record()
+                end.synchronize()
+                out.append(start.elapsed_time(end) / 1e3)
+            return out
+    else:
+        def run(fn, n: int) -> list[float]:
+            out = []
+            for _ in range(n):
+                t0 = time.perf_counter()
+                fn()
+                out.append(time.perf_counter() - t0)
+            return out
+    return run
+
+
+def inference_speed(spec: NetworkSpec, device: str | torch.device = "cpu", *, batch: int = 256,
+                    repeats: int | None = None) -> dict:
+    """``latency_ms``: median time of one image (batch 1); ``throughput``: images per second
+    at ``batch`` (median of the repeats). Fewer repeats on the CPU, where each is slow."""
+    device = torch.device(device)
+    cuda = device.type == "cuda"
+    n = repeats or (30 if cuda else 5)
+    torch.manual_seed(0)
+    model = EfficientNet(spec).to(device).eval()
+    fmt = torch.channels_last if cuda else torch.contiguous_format
+    model = model.to(memory_format=fmt)
+    cast = torch.autocast("cuda", dtype=torch.bfloat16) if cuda else nullcontext()
+    timer = _timer(device)
+    out = {}
+    try:
+        for size, key in ((1, "latency_ms"), (batch, "throughput")):
+            x = torch.randn(size, spec.in_channels, spec.resolution, spec.resolution, device=device)
+            x = x.contiguous(memory_format=fmt)
+
+            def step():
+                with torch.inference_mode(), cast:
+                    model(x)
+
+            timer(step, 3 if cuda else 1)  # warm-up: cudnn's choice, allocator, caches
+            t = statistics.median(timer(step, n if size == 1 else max(3, n // 3)))
+            out[key] = round(t * 1e3, 4) if size == 1 else round(size / t, 1)
+    finally:
+        del model
+        if cuda:
+            torch.cuda.empty_cache()
+    out["inference_batch"] = batch
+    return out
