@@ -134,6 +134,7 @@ def family(
     batch_size: T.BatchSize = None,
     studies_dir: T.StudiesDir = Path("studies"),
     quiet: T.Quiet = False,
+    report: T.Report = True,
 ):
     """The phi-scaled family of B0 with (alpha, beta, gamma), beside the official B0..B7.
 
@@ -164,7 +165,7 @@ def family(
 
         code = T.train_plans(plans, study_file=study_file, name=name, data=data, storage=storage, gpus=gpus,
                              workers=workers, seeds=seeds, epochs=epochs, batch_size=batch_size,
-                             studies_dir=studies_dir, quiet=quiet)
+                             studies_dir=studies_dir, quiet=quiet, report=report)
         raise typer.Exit(code)
     official = True if official is None else official
     _check_output(output)
@@ -324,6 +325,7 @@ def sweep(
     batch_size: T.BatchSize = None,
     studies_dir: T.StudiesDir = Path("studies"),
     quiet: T.Quiet = False,
+    report: T.Report = True,
 ):
     """B0 scaled along one dimension only, for comparison with compound scaling at equal FLOPs.
 
@@ -351,7 +353,7 @@ def sweep(
 
         code = T.train_plans(plans, study_file=study_file, name=name, data=data, storage=storage, gpus=gpus,
                              workers=workers, seeds=seeds, epochs=epochs, batch_size=batch_size,
-                             studies_dir=studies_dir, quiet=quiet)
+                             studies_dir=studies_dir, quiet=quiet, report=report)
         raise typer.Exit(code)
     _check_output(output)
     base = spec_for("efficientnet-b0", resolution=base_resolution)

@@ -90,6 +90,7 @@ def search(
     workers: Annotated[int, typer.Option(min=1, max=256, help="Worker processes on the CPU (without GPUs).")] = 1,
     studies_dir: Annotated[Path, typer.Option(help="Where study folders live.")] = Path("studies"),
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
+    report: Annotated[bool, typer.Option(help="Write or refresh reports/NAME/ at the end.")] = True,
 ):
     """Train each candidate network briefly (an Optuna study) and rank them by held-out top-1.
 
@@ -104,7 +105,8 @@ def search(
     study = create_study(config, url)
     code = execute(config, url, study, gpu_ids, workers, quiet)
     _summarize(study, config, folder)
-    refresh_report(config.name, studies_dir, storage)
+    if report:
+        refresh_report(config.name, studies_dir, storage)
     if code:
         raise typer.Exit(code)
 

@@ -22,10 +22,11 @@ Epochs = Annotated[Optional[int], typer.Option(min=1, help="With --train: epochs
 BatchSize = Annotated[Optional[int], typer.Option(min=1, help="With --train: batch size (must match the study's).")]
 StudiesDir = Annotated[Path, typer.Option(help="Where study folders live.")]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
+Report = Annotated[bool, typer.Option(help="With --train: write or refresh reports/NAME/ at the end.")]
 
 
 def train_plans(make_plans: Callable, *, study_file, name, data, storage, gpus, workers, seeds, epochs, batch_size,
-                studies_dir: Path, quiet: bool) -> int:
+                studies_dir: Path, quiet: bool, report: bool = True) -> int:
     """Train the plans ``make_plans(config, base_spec)`` returns, one study each, and print
     their members with accuracy and speed; the exit code of the workers."""
     from ..results import series_failures, series_frame
@@ -51,7 +52,8 @@ def train_plans(make_plans: Callable, *, study_file, name, data, storage, gpus, 
     fails = series_failures(url, config.name)
     for r in fails.itertuples():
         console.print(f"failed: {r.study} {r.label}: {r.reason or 'error'}", markup=False)
-    refresh_report(config.name, studies_dir, storage)
+    if report:
+        refresh_report(config.name, studies_dir, storage)
     return code
 
 
