@@ -351,6 +351,7 @@ class Objective:
         trial.set_user_attr("images_per_second", result.images_per_second)
         trial.set_user_attr("peak_memory_mb", result.peak_memory_mb)
         trial.set_user_attr("wall_s", result.times.get("total"))
+        trial.set_user_attr("times", {k: round(v, 3) for k, v in result.times.items()})
         trial.set_user_attr("device", result.device)
         trial.set_user_attr("top5", result.top5)
         if result.status != "ok":
