@@ -1,0 +1,674 @@
+"""The report's content: one model (title, provenance, sections of paragraphs, tables and
+figures) built from a study's storage; :mod:`.html` and :mod:`.pdf` render the same model.
+
+Every number is formatted here, once, so both renderings read the same: top-1 as 84.13%,
+FLOPs in MFLOPs or GFLOPs with 3 significant digits, parameters in millions.
+Paragraphs may quote commands between backticks (`scaling family --train`).
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import math
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pandas as pd
+from matplotlib.figure import Figure
+
+from .. import laws, plots
+from ..compound import PAPER
+from ..results import failures_frame, paper_rank, results_frame, running, trials_frame
+from ..study import StudyConfig, StudyError
+
+PACKAGES = ("torch", "torchvision", "optuna", "fvcore", "pandas", "matplotlib")
+BOOTSTRAP = 200  # resamples for the fits' 95% intervals (1000 take seconds per series)
+DASH = "—"
+
+
+# ----------------------------------------------------------------------------- the model
+
+@dataclass
+class Table:
+    """A table of strings. ``align`` holds "l" or "r" per column (default: right for numbers)."""
+
+    caption: str
+    columns: list[str]
+    rows: list[list[str]]
+    align: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        for row in self.rows:
+            if len(row) != len(self.columns):
+                raise ValueError(f"table {self.caption!r}: a row of {len(row)} cells for {len(self.columns)} columns")
+        if not self.align:
+            self.align = [_guess_align([r[j] for r in self.rows]) for j in range(len(self.columns))]
+
+
+@dataclass
+class Plot:
+    """A matplotlib figure with its caption."""
+
+    figure: Figure
+    caption: str
+
+
+@dataclass
+class Section:
+    heading: str
+    paragraphs: list[str] = field(default_factory=list)
+    tables: list[Table] = field(default_factory=list)
+    figures: list[Plot] = field(default_factory=list)
+
+
+@dataclass
+class Report:
+    title: str
+    provenance: list[tuple[str, str]]
+    sections: list[Section]
+    name: str = ""
+
+    def text(self) -> str:
+        """Everything a reader sees, as plain text (paragraphs, table cells, captions)."""
+        out = [self.title] + [f"{k}: {v}" for k, v in self.provenance]
+        for s in self.sections:
+            out += [s.heading, *s.paragraphs]
+            for t in s.tables:
+                out += [t.caption, " | ".join(t.columns)] + [" | ".join(r) for r in t.rows]
+            out += [f.caption for f in s.figures]
+        return "\n".join(out)
+
+
+def _guess_align(cells: list[str]) -> str:
+    def numeric(c: str) -> bool:
+        c = c.strip().rstrip("%").replace(",", "").lstrip("±+-−")
+        try:
+            float(c)
+            return True
+        except ValueError:
+            return False
+
+    filled = [c for c in cells if c not in ("", DASH)]
+    return "r" if filled and all(numeric(c) for c in filled) else "l"
+
+
+# ----------------------------------------------------------------------------- formatting
+
+def _missing(v) -> bool:
+    try:
+        return v is None or (isinstance(v, float) and math.isnan(v)) or bool(pd.isna(v))
+    except (TypeError, ValueError):
+        return False
+
+
+def sig3(v) -> str:
+    """3 significant digits, never in exponent notation: 1234 -> "1234", 12.34 -> "12.3", 0.01234 -> "0.0123"."""
+    if _missing(v):
+        return DASH
+    v = float(v)
+    if v == 0 or not math.isfinite(v):
+        return f"{v:g}"
+    if abs(v) < 1e-3:  # 0.000000000000174 reads better as 1.74e-13
+        return f"{v:.2e}"
+    decimals = max(0, 2 - math.floor(math.log10(abs(v))))
+    text = f"{v:.{decimals}f}"
+    # Rounding may add a digit (9.996 -> "10.00"): format the rounded value again.
+    rounded = float(text)
+    if rounded != 0 and math.floor(math.log10(abs(rounded))) != math.floor(math.log10(abs(v))):
+        text = f"{rounded:.{max(0, 2 - math.floor(math.log10(abs(rounded))))}f}"
+    return text
+
+
+def pct(v, digits: int = 2) -> str:
+    """A fraction as a percentage: 0.84127 -> "84.13%"."""
+    return DASH if _missing(v) else f"{100 * float(v):.{digits}f}%"
+
+
+def points(v) -> str:
+    """A spread of a fraction in percentage points: 0.0012 -> "±0.12"."""
+    return DASH if _missing(v) else f"±{100 * float(v):.2f}"
+
+
+def flops_unit(values) -> tuple[str, float]:
+    """("GFLOPs", 1e9) when the largest value reaches 1 G multiply-adds, else ("MFLOPs", 1e6)."""
+    vals = [float(v) for v in values if not _missing(v)]
+    return ("GFLOPs", 1e9) if vals and max(vals) >= 1e9 else ("MFLOPs", 1e6)
+
+
+def flops_text(v) -> str:
+    """FLOPs with their unit: 386e6 -> "386 MFLOPs", 1.8e9 -> "1.80 GFLOPs"."""
+    if _missing(v):
+        return DASH
+    unit, scale = flops_unit([v])
+    return f"{sig3(float(v) / scale)} {unit}"
+
+
+def params_m(v) -> str:
+    return DASH if _missing(v) else sig3(float(v) / 1e6)
+
+
+def count(v) -> str:
+    """A rate or count as a whole number with thousands separators."""
+    return DASH if _missing(v) else f"{float(v):,.0f}"
+
+
+def num(v) -> str:
+    """A coefficient as written in the grid: 1.15, 1."""
+    return DASH if _missing(v) else f"{float(v):g}"
+
+
+def triple_text(alpha, beta, gamma) -> str:
+    return f"({num(alpha)}, {num(beta)}, {num(gamma)})"
+
+
+def _plural(n: int, word: str, plural: str | None = None) -> str:
+    return f"{n} {word if n == 1 else (plural or word + 's')}"
+
+
+# ----------------------------------------------------------------------------- loading
+
+@dataclass
+class _Study:
+    """Everything the report reads from the storage."""
+
+    name: str
+    url: str
+    study: optuna.Study
+    config: StudyConfig | None
+    results: pd.DataFrame
+    failures: pd.DataFrame
+    running: int
+    series: pd.DataFrame
+    series_failures: pd.DataFrame
+    trials: pd.DataFrame  # the search's trials (results.trials_frame)
+    attrs: list[dict]  # user attrs of every trial of the study and its series studies
+    fits: dict = field(default_factory=dict)  # series -> (law or reason, held-out check or reason)
+
+
+def _config(study: optuna.Study, folder: Path) -> StudyConfig | None:
+    """The study's resolved definition: studies/NAME/study.json, else the study's own copy."""
+    text = None
+    path = folder / "study.json"
+    if path.is_file():
+        text = path.read_text()
+    elif study.user_attrs.get("definition"):
+        text = study.user_attrs["definition"]
+    if not text:
+        return None
+    try:
+        d = json.loads(text)
+        return StudyConfig(**{**d, "alpha": tuple(d["alpha"]), "beta": tuple(d["beta"]),
+                              "gamma": tuple(d["gamma"])})
+    except (ValueError, TypeError, KeyError, StudyError):
+        return None
+
+
+def _series(url: str, name: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The trained family, official and sweep members (results.series_frame) and their failures;
+    empty frames where this version of results.py cannot read them."""
+    from .. import results
+
+    frame = getattr(results, "series_frame", None)
+    fails = getattr(results, "series_failures", None)
+    df = frame(url, name) if frame else pd.DataFrame()
+    bad = fails(url, name) if fails else pd.DataFrame()
+    return (df if df is not None else pd.DataFrame()), (bad if bad is not None else pd.DataFrame())
+
+
+def _series_attrs(name: str, storage) -> list[dict]:
+    """User attrs of the trials of every study named NAME.something (families, sweeps)."""
+    out = []
+    for other in optuna.get_all_study_names(storage=storage):
+        if other.startswith(name + "."):
+            s = optuna.load_study(study_name=other, storage=storage)
+            out += [dict(t.user_attrs) for t in s.get_trials(deepcopy=False)]
+    return out
+
+
+def load(name: str, studies_dir: Path = Path("studies"), storage: str | None = None) -> _Study:
+    """Open study NAME (raises StudyError, one line, when there is none)."""
+    from ..search import load_study, storage_url
+
+    config = StudyConfig(name=name)  # refuses a name that is not a plain folder name
+    folder = Path(studies_dir) / name
+    if storage is None and not (folder / "optuna.db").exists():
+        raise StudyError(f"no study {name!r} in {studies_dir}")
+    url = storage_url(config, folder, storage)
+    study = load_study(config, url)
+    series, series_fails = _series(url, name)
+    attrs = [dict(t.user_attrs) for t in study.get_trials(deepcopy=False)]
+    attrs += _series_attrs(name, study._storage)
+    return _Study(name=name, url=url, study=study, config=_config(study, folder), results=results_frame(study),
+                  failures=failures_frame(study), running=running(study), series=series,
+                  series_failures=series_fails, trials=trials_frame(study), attrs=attrs)
+
+
+# ----------------------------------------------------------------------------- provenance
+
+def _masked(url: str) -> str:
+    """The storage URL without its password."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return url
+
+
+def _versions() -> str:
+    parts = []
+    for pkg in PACKAGES:
+        try:
+            parts.append(f"{pkg} {metadata.version(pkg)}")
+        except metadata.PackageNotFoundError:
+            parts.append(f"{pkg} (not installed)")
+    return ", ".join(parts)
+
+
+def _tally(values) -> str:
+    """"a (3), b (1)": distinct values, most common first."""
+    c = Counter(str(v) for v in values if not _missing(v) and str(v) != "")
+    return ", ".join(f"{v} ({_plural(n, 'trial')})" for v, n in c.most_common()) or "not recorded"
+
+
+def _data_text(config: StudyConfig) -> str:
+    if config.source == "default":
+        from ..data.synthetic import VERSION
+
+        return (f"the embedded synthetic set (scaling/data/synthetic.py, drawing version {VERSION}, seed 0): "
+                f"{config.train_size or 5000:,} training and {config.val_size or 1000:,} validation images, "
+                f"10 classes")
+    sizes = ""
+    if config.train_size or config.val_size:
+        sizes = (f"; subsets of {config.train_size or 'all'} training and {config.val_size or 'all'} "
+                 "validation images")
+    path = Path(config.source).expanduser()
+    try:
+        if path.is_file():
+            from ..data.folder import TarSource
+
+            fp = TarSource(path).fingerprint("train")
+            return f"{config.source} (fingerprint {fp}: path, size and modification time){sizes}"
+        if path.is_dir():
+            return f"{config.source} (a folder; not fingerprinted, which would read every file's metadata){sizes}"
+    except OSError:
+        pass
+    return f"{config.source} (not found where this report was made){sizes}"
+
+
+def _recipe_text(config: StudyConfig) -> str:
+    try:
+        r = config.training_recipe()
+    except StudyError as e:
+        return f"unreadable ({e})"
+    parts = [f"{_plural(r.epochs, 'epoch')}", f"batch {r.batch_size}",
+             f"{r.optimizer.upper() if r.optimizer == 'sgd' else r.optimizer} lr {r.lr:g} per 256 images",
+             f"{r.warmup_epochs:g} warm-up epoch{'' if r.warmup_epochs == 1 else 's'}"]
+    parts.append("cosine schedule" if r.schedule == "cosine"
+                 else f"decay x{r.decay_rate:g} every {r.decay_epochs:g} epochs")
+    parts += [f"weight decay {r.weight_decay:g}", f"label smoothing {r.label_smoothing:g}"]
+    if r.ema:
+        parts.append(f"EMA {r.ema:g}")
+    return f"{r.name}: " + ", ".join(parts)
+
+
+def _grid_text(config: StudyConfig) -> str:
+    base = f"B0 at width {config.base_width:g}, depth {config.base_depth:g}, {config.base_resolution} px"
+    rng = ", ".join(f"{k} {lo:g}–{hi:g}" for k, (lo, hi) in
+                    (("α", config.alpha), ("β", config.beta), ("γ", config.gamma)))
+    return (f"φ = {config.phi:g}; {rng} in steps of {config.step:g}; α·β²·γ² within {100 * config.tolerance:g}% "
+            f"of {config.target:g}; base {base}; channels to multiples of {config.multiple}; "
+            f"sampler {config.sampler}" + (f", {config.trials} trials" if config.trials else ""))
+
+
+def _seeds_text(s: _Study) -> str:
+    seeds = sorted({int(a["seed"]) for a in s.attrs if isinstance(a.get("seed"), (int, float))})
+    per = f"{s.config.seeds} per network in the search" if s.config else ""
+    listed = ", ".join(map(str, seeds)) if seeds else "none recorded"
+    return listed + (f" ({per})" if per else "")
+
+
+def _provenance(s: _Study) -> list[tuple[str, str]]:
+    from ..search import code_version
+
+    now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    out = [("study", s.name), ("storage", _masked(s.url)),
+           ("generated", f"{now} by scaling {code_version()}"),
+           ("code version of the trials", _tally(a.get("code_version") for a in s.attrs if "network" in a)),
+           ("packages (report environment)", _versions()),
+           ("devices", _tally(a.get("device") for a in s.attrs if "network" in a)),
+           ("seeds", _seeds_text(s))]
+    if s.config is not None:
+        out += [("data", _data_text(s.config)), ("recipe", _recipe_text(s.config)), ("grid", _grid_text(s.config))]
+    else:
+        out.append(("definition", "not found (no studies/NAME/study.json and no definition in the storage)"))
+    return out
+
+
+# ----------------------------------------------------------------------------- sections
+
+def _summary(s: _Study, cands: pd.DataFrame | None) -> Section:
+    sec = Section("Summary")
+    queued = s.study.user_attrs.get("enqueued")
+    r = s.results
+    if r.empty:
+        sec.paragraphs.append(f"No trial of study {s.name} has completed yet."
+                              + (f" {_plural(s.running, 'trial is', 'trials are')} running." if s.running else ""))
+    else:
+        of = f" of the {queued} queued" if queued else ""
+        grid = f" (the grid has {_plural(len(cands), 'distinct network')})" if cands is not None else ""
+        sec.paragraphs.append(f"The search trained {_plural(len(r), 'network')}{of}{grid}, ranked by held-out "
+                              "top-1 accuracy (the mean over seeds).")
+        sec.paragraphs.append(_best_sentence(r))
+        sec.paragraphs.append(_paper_sentence(s, cands))
+    if s.running and not r.empty:
+        sec.paragraphs.append(f"The study is still running: {_plural(s.running, 'trial is', 'trials are')} "
+                              f"in training. This report is a snapshot; run `scaling report {s.name}` again later "
+                              "to bring it up to date.")
+    fails = len(s.failures) + len(s.series_failures)
+    if fails:
+        sec.paragraphs.append(f"{_plural(fails, 'trial')} failed; the section Failures lists them with their "
+                              "reasons.")
+    if s.series.empty:
+        sec.paragraphs.append("No family or sweep has been trained for this study yet: `scaling family --train` "
+                              "adds them (and `scaling sweep ... --train` the single-dimension sweeps).")
+    return sec
+
+
+def _best_sentence(r: pd.DataFrame) -> str:
+    best = r.iloc[0]
+    tie = (r["top1"] == best["top1"]).sum()
+    tied = f" ({tie} networks tie at this accuracy; the first trained is listed)" if tie > 1 else ""
+    return (f"Best: (alpha, beta, gamma) = {triple_text(best['alpha'], best['beta'], best['gamma'])}, "
+            f"top-1 {pct(best['top1'])} at {flops_text(best['flops'])}{tied}.")
+
+
+def _paper_sentence(s: _Study, cands: pd.DataFrame | None) -> str:
+    rank = paper_rank(s.results)
+    if rank is not None:
+        row = s.results[s.results["rank"] == rank].iloc[0]
+        others = [t for t in re.findall(r"\([^()]*\)", str(row["triples"])) if t != str(PAPER)]
+        same = f"; it rounds to the same network as {', '.join(others)}" if others else ""
+        return f"The paper's {PAPER} ranks {rank} of {len(s.results)} (top-1 {pct(row['top1'])}{same})."
+    if cands is not None and not cands["triples"].astype(str).str.contains(str(PAPER), regex=False).any():
+        return f"The paper's {PAPER} is not in this grid."
+    return f"The paper's {PAPER} has not been trained (yet)."
+
+
+def _candidates(s: _Study, cands: pd.DataFrame) -> Section:
+    from .. import plots as p
+
+    c = s.config
+    sec = Section("Candidates")
+    sec.paragraphs.append(
+        f"The grid's (α, β, γ) triples with α·β²·γ² within {100 * c.tolerance:g}% of {c.target:g}, scaled at "
+        f"φ = {c.phi:g} and merged by the network they round to: {_plural(len(cands), 'distinct network')}. "
+        "Rounding moves the realized FLOPs away from the nominal (α·β²·γ²)^φ; the last columns show by how much.")
+    trained = dict(zip(s.results["network"], s.results["top1"])) if not s.results.empty else {}
+    failed = set(s.failures["network"]) if not s.failures.empty else set()
+    in_training = set(s.trials.loc[s.trials["state"] == "RUNNING", "network"]) if not s.trials.empty else set()
+    unit, scale = flops_unit(cands["flops"])
+    rows = []
+    for i, r in enumerate(cands.itertuples(), 1):
+        others = str(r.triples).split(") (")[1:]
+        also = "; ".join("(" + o.rstrip(")") + ")" for o in others)
+        state = (pct(trained[r.network]) if r.network in trained else "running" if r.network in in_training
+                 else "failed" if r.network in failed else DASH)
+        rows.append([str(i), num(r.alpha), num(r.beta), num(r.gamma), also or DASH, f"{r.d:.3f}", f"{r.w:.3f}",
+                     str(r.resolution), str(r.repeats), params_m(r.params), sig3(r.flops / scale),
+                     f"{r.flops_ratio:.3f}", f"{r.nominal_ratio:g}", state])
+    sec.tables.append(Table(
+        f"Candidate networks of the grid ({len(cands)}), with the search's top-1 where trained",
+        ["#", "α", "β", "γ", "also rounds here", "d", "w", "res px", "repeats", "params (M)", unit, "× base",
+         "nominal", "top-1"], rows))
+    sec.figures.append(Plot(p.realized_vs_nominal_flops(cands),
+                            "Realized FLOPs ratio of each candidate against its nominal (α·β²·γ²)^φ; points off "
+                            "the diagonal show what rounding does."))
+    return sec
+
+
+def _search(s: _Study, cands: pd.DataFrame | None) -> Section:
+    sec = Section("Search results")
+    r = s.results
+    if r.empty:
+        sec.paragraphs.append(f"No trial of study {s.name} has completed yet, so there is no ranking.")
+        return sec
+    sec.paragraphs.append(_best_sentence(r) + " " + _paper_sentence(s, cands))
+    unit, scale = flops_unit(r["flops"])
+    rows = [[str(x.rank), num(x.alpha), num(x.beta), num(x.gamma), str(x.resolution), str(x.repeats),
+             params_m(x.params), sig3(x.flops / scale), pct(x.top1), points(x.top1_std) if x.seeds > 1 else DASH,
+             str(x.seeds), pct(x.top5), count(x.images_per_second)] for x in r.itertuples()]
+    sec.tables.append(Table(f"Ranking of the {_plural(len(r), 'trained network')} by held-out top-1",
+                            ["rank", "α", "β", "γ", "res px", "repeats", "params (M)", unit, "top-1", "± std",
+                             "seeds", "top-5", "train img/s"], rows))
+    # The landscape marks the paper by (alpha, beta): give it the representative triple of the
+    # network the paper's triple rounds to, and none when that network was not trained.
+    rank = paper_rank(r)
+    paper = None
+    note = ""
+    if rank is not None:
+        row = r[r["rank"] == rank].iloc[0]
+        paper = (float(row["alpha"]), float(row["beta"]), float(row["gamma"]))
+        if paper != (PAPER.alpha, PAPER.beta, PAPER.gamma):
+            note = f", plotted at its representative triple {triple_text(*paper)}"
+    sec.figures.append(Plot(plots.search_landscape(r, paper=paper),
+                            "Top-1 over the searched (α, β) plane (γ follows from the constraint); the star is "
+                            "the best network" + ("" if paper is None else
+                                                  f", the ring the network that the paper's {PAPER} rounds to" + note)
+                            + "."))
+    return sec
+
+
+def _family(s: _Study) -> Section:
+    sec = Section("Compound family beside the official coefficients")
+    df = s.series
+    if df.empty:
+        sec.paragraphs.append("No family or official network has been trained for this study: "
+                              "`scaling family --train` adds them.")
+        return sec
+    part = df[df["kind"].isin(["family", "official"])]
+    if part.empty:
+        sec.paragraphs.append("No family or official network has been trained for this study: "
+                              "`scaling family --train` adds them.")
+    else:
+        sec.paragraphs.append(
+            "Each compound-scaled family member (B0 scaled by d = α^φ, w = β^φ, r = γ^φ) beside the official "
+            "EfficientNets' coefficients, trained with the study's recipe. Latency is inference at batch 1, "
+            f"infer img/s inference at batch {_inference_batch(part)}, train img/s the training speed, memory "
+            "the training peak.")
+        sec.tables.append(_series_table(part, "The compound-scaled family and the official networks",
+                                        first=("series", "network", "φ")))
+    good = {k: (v.a, v.b, v.c) for k, (v, _) in s.fits.items() if isinstance(v, laws.PowerLaw)}
+    sec.figures.append(Plot(plots.accuracy_vs_flops(df, good),
+                            "Top-1 against FLOPs for every trained series, with the fitted laws dashed "
+                            "(the legend gives each law's limit 1 − c)."))
+    if pd.to_numeric(df.get("latency_ms"), errors="coerce").notna().any():
+        sec.figures.append(Plot(plots.accuracy_vs_latency(df),
+                                "Top-1 against inference latency at batch 1, with the Pareto front."))
+    return sec
+
+
+def _inference_batch(part: pd.DataFrame) -> str:
+    batch = pd.to_numeric(part.get("inference_batch", pd.Series(dtype=float)), errors="coerce").dropna()
+    return f"{int(batch.iloc[0])}" if len(batch) and batch.nunique() == 1 else "256"
+
+
+def _series_table(part: pd.DataFrame, caption: str, first: tuple[str, ...]) -> Table:
+    """Members of series, with complexity, accuracy and speed; a speed column that no member has
+    (memory on the CPU) is left out, and the caption says so."""
+    part = part.sort_values(["kind", "series", "flops"], kind="stable")
+    unit, scale = flops_unit(part["flops"])
+    label = {"series": "series", "network": "network", "φ": "φ", "multiplier": "×"}
+    columns: list[tuple[str, object]] = [
+        ("series", lambda x: str(x.series)), ("network", lambda x: str(x.label)),
+        ("φ", lambda x: num(x.phi)), ("multiplier", lambda x: num(x.multiplier)),
+        ("d", lambda x: DASH if _missing(x.d) else f"{float(x.d):.3f}"),
+        ("w", lambda x: DASH if _missing(x.w) else f"{float(x.w):.3f}"),
+        ("res px", lambda x: DASH if _missing(x.resolution) else str(int(x.resolution))),
+        ("params (M)", lambda x: params_m(x.params)),
+        (unit, lambda x: DASH if _missing(x.flops) else sig3(float(x.flops) / scale)),
+        ("top-1", lambda x: pct(x.top1)),
+        ("± std", lambda x: points(x.top1_std) if not _missing(x.seeds) and x.seeds > 1 else DASH),
+        ("train img/s", lambda x: count(getattr(x, "images_per_second", None))),
+        ("latency ms", lambda x: sig3(getattr(x, "latency_ms", None))),
+        ("infer img/s", lambda x: count(getattr(x, "throughput", None))),
+        ("memory MB", lambda x: count(getattr(x, "peak_memory_mb", None))),
+    ]
+    optional = {"± std", "train img/s", "latency ms", "infer img/s", "memory MB"}
+    if part.groupby("kind")["series"].nunique().max() <= 1:  # one series per kind: the labels tell them apart
+        first = tuple(k for k in first if k != "series")
+        named = [n for n in part["series"].astype(str).unique() if n not in ("official", "width", "depth",
+                                                                           "resolution")]
+        caption += f" ({', '.join(named)})" if named else ""
+    chosen = [c for c in columns if c[0] in first or c[0] not in label]
+    rows = [[fn(x) for _, fn in chosen] for x in part.itertuples()]
+    keep = [j for j, (head, _) in enumerate(chosen) if head not in optional or any(r[j] != DASH for r in rows)]
+    dropped = [chosen[j][0] for j in range(len(chosen)) if j not in keep]
+    notes = []
+    if "memory MB" in dropped:
+        notes.append("no peak memory recorded (it is measured on GPUs)")
+    if "± std" in dropped:
+        notes.append("one seed per network")
+    return Table(caption + (f"; {', '.join(notes)}" if notes else ""),
+                 [label.get(chosen[j][0], chosen[j][0]) for j in keep], [[r[j] for j in keep] for r in rows])
+
+
+def _sweeps(s: _Study) -> Section:
+    sec = Section("Single-dimension sweeps")
+    df = s.series
+    part = df[df["kind"] == "sweep"] if not df.empty else df
+    if part.empty:
+        sec.paragraphs.append("No single-dimension sweep has been trained for this study: "
+                              "`scaling sweep --dimension width --match family ... --train` adds one.")
+    else:
+        sec.paragraphs.append("The base scaled along one dimension only (width, depth or resolution), to compare "
+                              "with compound scaling at similar FLOPs.")
+        sec.tables.append(_series_table(part, "Single-dimension sweeps", first=("series", "network", "multiplier")))
+    if not df.empty:
+        for dim in ("width", "depth", "resolution"):
+            sec.figures.append(Plot(plots.accuracy_vs_dimension(df, dim),
+                                    f"Top-1 against the {dim} of each network, per series."))
+    return sec
+
+
+def _fits(df: pd.DataFrame) -> dict[str, tuple[object, object]]:
+    """Series -> (PowerLaw or the reason it was refused, holdout dict or its reason)."""
+    out: dict = {}
+    if df.empty:
+        return out
+    data = df.copy()
+    data["flops"] = pd.to_numeric(data["flops"], errors="coerce")
+    data["top1"] = pd.to_numeric(data["top1"], errors="coerce")
+    data = data.dropna(subset=["flops", "top1"])
+    for name, g in data.groupby("series", sort=False):
+        x, y = g["flops"].to_numpy() / 1e9, 1.0 - g["top1"].to_numpy()
+        try:
+            law = laws.fit_power_law(x, y, bootstrap=BOOTSTRAP)
+        except laws.TooFewPoints as e:
+            law = f"not fitted: {e}"
+        except (ValueError, FloatingPointError, np.linalg.LinAlgError) as e:
+            law = f"not fitted: {type(e).__name__}: {e}"
+        try:
+            held = laws.holdout_check(x, y) if isinstance(law, laws.PowerLaw) else "no law to check"
+        except laws.TooFewPoints as e:
+            held = f"no held-out check: {e}"
+        except (ValueError, FloatingPointError, np.linalg.LinAlgError) as e:
+            held = f"no held-out check: {type(e).__name__}: {e}"
+        out[str(name)] = (law, held)
+    return out
+
+
+def _ci(law: laws.PowerLaw, key: str, fmt) -> str:
+    value = fmt(getattr(law, key))
+    if key in law.ci:
+        lo, hi = law.ci[key]
+        return f"{value} [{fmt(lo)}, {fmt(hi)}]"
+    return value
+
+
+def _fit_section(s: _Study) -> Section:
+    sec = Section("Scaling-law fits")
+    if s.series.empty:
+        sec.paragraphs.append("Nothing to fit: the fits need a trained family or sweep (`scaling family --train`).")
+        return sec
+    sec.paragraphs.append(
+        "Per series, error = a · GFLOPs^(−b) + c (c ≥ 0 the irreducible error), least squares, with 95% "
+        f"intervals from {BOOTSTRAP} bootstrap resamples of the points. The held-out check fits all but the "
+        "largest member and predicts its top-1; a fit needs 4 distinct FLOPs values, the check 5 points.")
+    rows = []
+    for name, (law, held) in s.fits.items():
+        if isinstance(law, laws.PowerLaw):
+            if isinstance(held, dict):
+                check = (f"at {flops_text(held['gflops'] * 1e9)}: predicted {pct(1 - held['predicted_error'])}, "
+                         f"measured {pct(1 - held['actual_error'])}, off by {100 * held['abs_error']:.2f} pp")
+            else:
+                check = str(held)
+            rows.append([name, str(law.n), _ci(law, "a", sig3), _ci(law, "b", sig3), _ci(law, "c", sig3),
+                         pct(1 - law.c), f"{100 * law.rmse:.2f}", check])
+        else:
+            rows.append([name, DASH, DASH, DASH, DASH, DASH, DASH, str(law)])
+    sec.tables.append(Table("Fitted laws per series: value [95% interval]",
+                            ["series", "points", "a", "b", "c", "top-1 limit", "RMSE pp", "held-out check"], rows,
+                            align=["l", "r", "l", "l", "l", "r", "r", "l"]))
+    return sec
+
+
+def _failures(s: _Study) -> Section:
+    sec = Section("Failures")
+    done = set(s.results["network"]) if not s.results.empty else set()
+    done_series = set(s.series["network"]) if not s.series.empty else set()
+    rows = []
+    for r in s.failures.itertuples():
+        rows.append([s.name, str(r.trial), str(r.triples), _short(r.reason or "error"),
+                     "completed on a retry" if r.network in done else "failed"])
+    for r in s.series_failures.itertuples():
+        label = getattr(r, "label", None)
+        rows.append([str(r.study), str(r.trial), str(label if not _missing(label) else r.network),
+                     _short(r.reason or "error"), "completed on a retry" if r.network in done_series else "failed"])
+    if not rows:
+        sec.paragraphs.append("No trial failed.")
+        return sec
+    retried = sum(r[-1] != "failed" for r in rows)
+    sec.paragraphs.append(
+        f"{_plural(len(rows), 'trial')} failed" + (f", {retried} of them trained again and completed" if retried else "")
+        + ". A network is queued again when its worker died (its heartbeat went stale) or a signal stopped it; "
+        "a network that failed in training (NaN loss, out of memory, an error) stays failed.")
+    sec.tables.append(Table("Failed trials and their reasons", ["study", "trial", "network", "reason", "now"], rows,
+                            align=["l", "r", "l", "l", "l"]))
+    return sec
+
+
+def _short(text: str, limit: int = 300) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+# ----------------------------------------------------------------------------- building
+
+def build_report(name: str, studies_dir: Path = Path("studies"), storage: str | None = None) -> Report:
+    """Read study NAME (and its family and sweep studies) and write the report's content.
+
+    Raises:
+        StudyError: no such study (one line, for the command line's exit code 2).
+    """
+    s = load(name, Path(studies_dir), storage)
+    s.fits = _fits(s.series)
+    cands = None
+    if s.config is not None:
+        from ..search import base_spec, study_candidates
+        from ..tables import candidates_frame
+
+        found = study_candidates(s.config)
+        cands = candidates_frame(found, base_spec(s.config)) if found else None
+    sections = [_summary(s, cands)]
+    if cands is not None:
+        sections.append(_candidates(s, cands))
+    sections += [_search(s, cands), _family(s), _sweeps(s), _fit_section(s), _failures(s)]
+    return Report(title=f"Compound-scaling study {name}", provenance=_provenance(s), sections=sections, name=name)
