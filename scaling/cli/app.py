@@ -139,6 +139,16 @@ def _g(flops: int) -> str:
     return f"{flops / 1e9:.3f}"
 
 
+def _flops_unit(values) -> tuple[str, float]:
+    """("GFLOPs", 1e9), or ("MFLOPs", 1e6) where every value is below 0.1 G (proxy-sized networks)."""
+    vals = [float(v) for v in values if v is not None and v == v]
+    return ("GFLOPs", 1e9) if vals and max(vals) >= 1e8 else ("MFLOPs", 1e6)
+
+
+def _f(flops, scale: float) -> str:
+    return f"{flops / scale:.3f}" if scale == 1e9 else f"{flops / scale:.2f}"
+
+
 def _m(params: int) -> str:
     return f"{params / 1e6:.2f}"
 

@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from .app import (InputError, _g, _m, _table, app, console, err)
+from .app import (InputError, _f, _flops_unit, _m, _table, app, console, err)
 from .training import Device, _device, _load_data
 
 
@@ -52,17 +52,18 @@ def _summarize(study, config, folder: Path) -> None:
     if df.empty:
         console.print(f"study {config.name}: no completed trial yet" + (f" ({n_run} running)" if n_run else ""))
     else:
+        unit, scale = _flops_unit(df["flops"])
         rows = [[str(r.rank), f"{r.alpha:g}", f"{r.beta:g}", f"{r.gamma:g}", str(r.resolution), r.repeats,
-                 _m(r.params), _g(r.flops), f"{100 * r.top1:.2f}",
+                 _m(r.params), _f(r.flops, scale), f"{100 * r.top1:.2f}",
                  "" if r.seeds < 2 else f"{100 * r.top1_std:.2f}", str(r.seeds)] for r in df.head(15).itertuples()]
         cols = [("rank", "right"), ("alpha", "right"), ("beta", "right"), ("gamma", "right"), ("res", "right"),
-                ("repeats", "left"), ("params M", "right"), ("GFLOPs", "right"), ("top-1 %", "right"),
+                ("repeats", "left"), ("params M", "right"), (unit, "right"), ("top-1 %", "right"),
                 ("std", "right"), ("seeds", "right")]
         console.print(_table(f"Study {config.name}: {len(df)} networks trained"
                              + (f", {n_run} running" if n_run else ""), cols, rows))
         best = df.iloc[0]
         console.print(f"best: (alpha, beta, gamma) = ({best.alpha:g}, {best.beta:g}, {best.gamma:g}), top-1 "
-                      f"{100 * best.top1:.2f}% at {_g(best.flops)} GFLOPs")
+                      f"{100 * best.top1:.2f}% at {_f(best.flops, scale)} {unit}")
         rank = paper_rank(df)
         console.print("the paper's (1.2, 1.1, 1.15): " + (f"rank {rank} of {len(df)}" if rank else "not trained"))
     if len(fails):

@@ -8,7 +8,7 @@ from typing import Annotated, Callable, Optional
 
 import typer
 
-from .app import _g, _m, _table, console, err
+from .app import _f, _flops_unit, _m, _table, console, err
 
 StudyFile = Annotated[Optional[Path], typer.Option("--study", help="With --train: a study TOML file (studies/*.toml).")]
 Name = Annotated[Optional[str], typer.Option(help="With --train: the study (folder under --studies-dir) whose data "
@@ -63,13 +63,14 @@ def show_trained(df) -> None:
     def num(v, fmt: str) -> str:
         return "" if v is None or pd.isna(v) else format(v, fmt)
 
+    unit, scale = _flops_unit(df["flops"])
     for series, part in df.groupby("series", sort=False):
-        rows = [[r.label, str(r.resolution), r.repeats, _m(r.params), _g(r.flops), f"{100 * r.top1:.2f}",
+        rows = [[r.label, str(r.resolution), r.repeats, _m(r.params), _f(r.flops, scale), f"{100 * r.top1:.2f}",
                  num(None if r.seeds < 2 else 100 * r.top1_std, ".2f"), num(r.images_per_second, ",.0f"),
                  num(r.latency_ms, ".2f"), num(r.throughput, ",.0f"), num(r.peak_memory_mb, ",.0f"), r.device or ""]
                 for r in part.itertuples()]
         cols = [("member", "left"), ("res", "right"), ("repeats", "left"), ("params M", "right"),
-                ("GFLOPs", "right"), ("top-1 %", "right"), ("std", "right"), ("train img/s", "right"),
+                (unit, "right"), ("top-1 %", "right"), ("std", "right"), ("train img/s", "right"),
                 ("latency ms", "right"), ("infer img/s", "right"), ("peak MB", "right"), ("device", "left")]
         batch = part["inference_batch"].dropna()
         console.print(_table(
