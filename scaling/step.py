@@ -86,6 +86,12 @@ class GraphStep:
         return self.loss.clone()
 
 
-def can_capture(device: torch.device, optimizer: str, ema: float) -> bool:
-    """Whether :class:`GraphStep` applies: a CUDA device, SGD, no weight averaging."""
-    return device.type == "cuda" and optimizer == "sgd" and not ema
+def can_capture(device: torch.device, optimizer: str, ema: float, processes: int = 1) -> bool:
+    """Whether :class:`GraphStep` applies: a CUDA device, SGD, no weight averaging, one process.
+
+    Not under DistributedDataParallel: its gradient all-reduce is launched from autograd
+    hooks by a reducer with host-side state (buckets, readiness), which a replayed graph
+    would skip; capturing it takes NCCL inside the graph, DDP's static-graph mode and a
+    warm-up on the capture stream, none of which is tested here yet.
+    """
+    return device.type == "cuda" and optimizer == "sgd" and not ema and processes == 1

@@ -6,15 +6,28 @@ the device; on the CPU in float32. Loss that turns NaN or Inf stops the run with
 step; CUDA out of memory halves the micro-batch (same effective batch, gradient
 accumulation) down to a floor. A checkpoint is written atomically after every epoch, and
 ``resume=True`` continues from it exactly.
+
+Inside a process group of several processes (torchrun; :mod:`scaling.distributed`) the
+same call trains data-parallel with DistributedDataParallel: each process takes a
+disjoint shard of every batch (``batch_size / world`` images; the effective batch, the
+steps per epoch and the learning-rate schedule stay those of one process), gradients are
+averaged, evaluation is sharded and its counts summed, so top-1 and top-5 are over the
+whole held-out split. Batch norm normalises with each process's own batch statistics
+(torch's SyncBatchNorm on GPUs with ``sync_bn``); the running statistics are averaged
+over the processes after every epoch, before evaluating and checkpointing. Rank 0 alone
+shows progress and writes files. CUDA graphs and out-of-memory halving are off there
+(see :meth:`_Loop._step`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import gc
 import json
 import os
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -22,7 +35,9 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
+from . import distributed
 from .data import Batches, DataSet
+from .data.batches import _seed as _derive_seed
 from .model import EfficientNet
 from .recipe import Recipe
 from .spec import NetworkSpec
@@ -51,6 +66,7 @@ class TrainResult:
     micro_batch: int | None = None  # the micro-batch it ended with (below batch size after OOM)
     epochs_completed: int = 0
     notes: list[str] = field(default_factory=list)  # what changed on the way (e.g. CUDA graphs given up)
+    processes: int = 1  # data-parallel processes (DistributedDataParallel) that trained it
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -112,7 +128,13 @@ def make_optimizer(model: torch.nn.Module, recipe: Recipe, lr: torch.Tensor | No
 
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, batches: Batches, amp: bool) -> tuple[float, float, float]:
-    """Top-1, top-5 (fractions) and mean loss over one pass of ``batches``."""
+    """Top-1, top-5 (fractions) and mean loss over one pass of ``batches``.
+
+    In a process group each process passes its shard (``Batches(..., shard=...)``) and
+    the counts are summed over the processes: every process returns the whole split's.
+    Pass the bare network, not its DistributedDataParallel wrapper (whose forward would
+    start collectives that processes with fewer batches never join).
+    """
     model.eval()
     correct1 = torch.zeros((), dtype=torch.long, device=batches.device)
     correct5 = torch.zeros((), dtype=torch.long, device=batches.device)
@@ -127,6 +149,11 @@ def evaluate(model: torch.nn.Module, batches: Batches, amp: bool) -> tuple[float
         correct1 += hit[:, 0].sum()
         correct5 += hit.any(dim=1).sum()
         n += y.shape[0]
+    if distributed.world_size() > 1:
+        counts = torch.stack([correct1.double(), correct5.double(), loss_sum,
+                              torch.tensor(float(n), dtype=torch.float64, device=batches.device)])
+        c1, c5, ls, n = distributed.all_reduce_sum(counts).tolist()
+        return c1 / n, c5 / n, ls / n
     return correct1.item() / n, correct5.item() / n, loss_sum.item() / n
 
 
@@ -167,6 +194,8 @@ def train(
     data_seconds: float = 0.0,
     save_weights: str | Path | None = None,
     cuda_graphs: bool | None = None,
+    micro_batch: int | None = None,
+    sync_bn: bool = False,
 ) -> TrainResult:
     """Train ``spec`` on ``data`` with ``recipe`` and evaluate it on the held-out split.
 
@@ -174,30 +203,48 @@ def train(
         spec: the network; its classes and resolution are taken from ``data``.
         data: training and validation splits at one resolution.
         recipe: optimizer, schedule, epochs, batch size (default: the proxy recipe).
-        device: ``cpu``, ``cuda``, ``cuda:N`` or ``None`` for the first GPU if any.
+        device: ``cpu``, ``cuda``, ``cuda:N`` or ``None`` for the first GPU if any; in a
+            process group, this process's device (``cuda:LOCAL_RANK`` or ``cpu``).
         seed: seeds the weights, the shuffling, the augmentation and dropout.
-        checkpoint: a file written atomically after every epoch.
+        checkpoint: a file written atomically after every epoch (by rank 0).
         resume: continue from ``checkpoint`` where it exists.
-        quiet: no progress bar.
+        quiet: no progress bar (always quiet on ranks other than 0).
         deterministic: deterministic algorithms (CPU runs then resume bit-exactly).
         on_epoch: called with (epoch, top1) after each epoch's evaluation; may raise to stop.
         data_seconds: time the caller spent loading the data, reported in ``times``.
         save_weights: where to write the final (EMA, if any) weights of a successful run,
-            readable by ``EfficientNet.from_pretrained``.
+            readable by ``EfficientNet.from_pretrained`` (by rank 0).
         cuda_graphs: capture the training step in a CUDA graph (:mod:`scaling.step`);
-            default: where it applies (a GPU, SGD, no EMA).
+            default: where it applies (a GPU, SGD, no EMA, one process).
+        micro_batch: start with this micro-batch (gradient accumulation over the batch,
+            or over this process's share of it); default: the whole batch.
+        sync_bn: in a process group on GPUs, normalise with batch statistics over all
+            processes' images (SyncBatchNorm) rather than each process's own.
 
     Returns:
         A :class:`TrainResult`; a run that diverged or ran out of memory has status
-        ``nan`` or ``oom``, a reason, and no metric from after the failure.
+        ``nan`` or ``oom``, a reason, and no metric from after the failure. In a process
+        group every process returns the same metrics.
     """
     recipe = recipe or Recipe()
     dev = resolve_device(device)
+    rank, world = distributed.rank(), distributed.world_size()
+    if world > 1:
+        if recipe.batch_size % world:
+            raise ValueError(f"batch size {recipe.batch_size} does not divide among {world} processes")
+        if cuda_graphs:
+            raise ValueError("CUDA graphs are off under DistributedDataParallel")
+        if sync_bn and dev.type != "cuda":
+            raise ValueError("sync_bn needs GPUs (torch's SyncBatchNorm runs on CUDA only)")
+        quiet = quiet or rank != 0
+    per_process = recipe.batch_size // world
+    if micro_batch is not None and not 1 <= micro_batch <= per_process:
+        raise ValueError(f"micro-batch must lie in 1..{per_process}, got {micro_batch}")
     spec = spec.replace(num_classes=data.num_classes, resolution=data.resolution, in_channels=3)
     if recipe.bn_momentum is not None:
         spec = spec.replace(bn_momentum=recipe.bn_momentum)
-    result = TrainResult(status="ok", device=_device_name(dev), seed=seed, recipe=recipe.to_dict(),
-                         spec=spec.to_dict(), times={"data": data_seconds})
+    result = TrainResult(status="ok", device=_device_name(dev, world), seed=seed, recipe=recipe.to_dict(),
+                         spec=spec.to_dict(), times={"data": data_seconds}, processes=world)
     t_start = time.perf_counter()
     cuda = dev.type == "cuda"
     amp = cuda
@@ -207,31 +254,54 @@ def train(
     old_det = torch.are_deterministic_algorithms_enabled()
     if deterministic:
         torch.use_deterministic_algorithms(True)
-    model = opt = ema = state = train_batches = val_batches = None
+    model = net = opt = ema = state = train_batches = val_batches = None
     try:
         torch.manual_seed(seed)
-        model = EfficientNet(spec).to(dev)
+        net = EfficientNet(spec).to(dev)
         if cuda:
-            model = model.to(memory_format=torch.channels_last)
+            net = net.to(memory_format=torch.channels_last)
         if cuda_graphs is None:
-            cuda_graphs = can_capture(dev, recipe.optimizer, recipe.ema)
-        elif cuda_graphs and not can_capture(dev, recipe.optimizer, recipe.ema):
+            cuda_graphs = can_capture(dev, recipe.optimizer, recipe.ema, world)
+        elif cuda_graphs and not can_capture(dev, recipe.optimizer, recipe.ema, world):
             raise ValueError("CUDA graphs need a CUDA device, the sgd optimizer and no EMA")
+        if world > 1 and sync_bn:
+            net = torch.nn.SyncBatchNorm.convert_sync_batchnorm(net)
         lr_tensor = torch.tensor(recipe.peak_lr(), device=dev) if cuda_graphs else None
-        opt = make_optimizer(model, recipe, lr_tensor)
-        ema = _make_ema(model, recipe)
+        opt = make_optimizer(net, recipe, lr_tensor)
+        ema = _make_ema(net, recipe)
+        model = net
+        if world > 1:
+            from torch.nn.parallel import DistributedDataParallel
+
+            # Each process keeps its own batch-norm running statistics (no broadcast of
+            # rank 0's before every forward); _Loop averages them after every epoch.
+            model = DistributedDataParallel(net, device_ids=[dev.index] if cuda else None,
+                                            gradient_as_bucket_view=True, **_no_buffer_sync())
+            # On the CPU, the convolutions' weight gradients of depthwise kernels come with
+            # other strides in their size-1 dimension than DDP's buckets; a copy, not an error.
+            warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
+            result.notes.append(
+                f"data-parallel over {world} processes ({distributed.backend()}): {per_process} images per "
+                f"process and step, effective batch {recipe.batch_size}; batch norm "
+                f"{'synchronised (SyncBatchNorm)' if sync_bn else 'per process'}, running statistics averaged "
+                "after every epoch; CUDA graphs and out-of-memory halving off")
         t0 = time.perf_counter()
         dtype = torch.bfloat16 if cuda else torch.float32
-        train_batches = Batches(data.train, recipe.batch_size, train=True, device=dev, seed=seed, dtype=dtype)
-        val_batches = Batches(data.val, min(recipe.batch_size, 1024), train=False, device=dev, seed=seed, dtype=dtype)
+        shard = (rank, world)
+        train_batches = Batches(data.train, per_process, train=True, device=dev, seed=seed, dtype=dtype, shard=shard)
+        val_batches = Batches(data.val, min(recipe.batch_size, 1024), train=False, device=dev, seed=seed, dtype=dtype,
+                              shard=shard)
         result.times["data"] += time.perf_counter() - t0
-        state = _Loop(model, opt, ema, recipe, train_batches, val_batches, dev, amp, result, lr_tensor)
+        state = _Loop(model, opt, ema, recipe, train_batches, val_batches, dev, amp, result, lr_tensor,
+                      net=net, seed=seed)
+        if micro_batch is not None:
+            state.micro = micro_batch
         start_epoch = 0
         if resume and checkpoint and Path(checkpoint).exists():
             start_epoch = state.restore(Path(checkpoint), spec, seed)
         state.run(start_epoch, checkpoint and Path(checkpoint), quiet, on_epoch)
-        if save_weights is not None:
-            final = ema.module if ema is not None else model
+        if save_weights is not None and rank == 0:
+            final = ema.module if ema is not None else net
             _atomic_save({"format": "scaling/1", "spec": spec.to_dict(), "state_dict": final.state_dict()},
                          Path(save_weights))
     except _Stop as stop:
@@ -243,7 +313,7 @@ def train(
             result.peak_memory_mb = torch.cuda.max_memory_allocated(dev) / 2**20
         if state is not None and state.graph is not None:
             state.graph.release()
-        del model, opt, ema, state, train_batches, val_batches
+        del model, net, opt, ema, state, train_batches, val_batches
         gc.collect()
         if cuda:
             torch.cuda.empty_cache()
@@ -251,7 +321,24 @@ def train(
     return result
 
 
-def _device_name(dev: torch.device) -> str:
+def _no_buffer_sync() -> dict:
+    """DistributedDataParallel's keyword for "no broadcast of buffers before every forward"
+    (``broadcast_buffers`` before torch 2.14). The new one still copies rank 0's buffers
+    once at construction, which changes nothing: every process builds the same network
+    from the seed."""
+    import inspect
+
+    from torch.nn.parallel import DistributedDataParallel
+
+    params = inspect.signature(DistributedDataParallel.__init__).parameters
+    return {"forward_sync_buffers": False} if "forward_sync_buffers" in params else {"broadcast_buffers": False}
+
+
+def _device_name(dev: torch.device, processes: int = 1) -> str:
+    """``cuda:0 (NVIDIA H100 80GB HBM3)``, ``cpu``; ``4 x cuda (NVIDIA H100 80GB HBM3)``, ``2 x cpu``."""
+    if processes > 1:
+        name = f" ({torch.cuda.get_device_name(dev)})" if dev.type == "cuda" else ""
+        return f"{processes} x {dev.type}{name}"
     if dev.type == "cuda":
         return f"{dev} ({torch.cuda.get_device_name(dev)})"
     return "cpu"
@@ -269,12 +356,15 @@ class _Loop:
     """The epoch loop's state, so that checkpointing and resuming see all of it."""
 
     def __init__(self, model, opt, ema, recipe: Recipe, train_b: Batches, val_b: Batches, dev, amp, result,
-                 lr_tensor: torch.Tensor | None = None):
+                 lr_tensor: torch.Tensor | None = None, net=None, seed: int = 0):
         self.model, self.opt, self.ema, self.recipe = model, opt, ema, recipe
+        self.net = model if net is None else net  # the bare network (model may be its DDP wrapper)
+        self.seed = seed
+        self.rank, self.world = distributed.rank(), distributed.world_size()
         self.lr_tensor = lr_tensor  # set: the optimizer reads the learning rate from it
         self.graph: GraphStep | None = None  # captured at the first step when lr_tensor is set
         self.train_b, self.val_b, self.dev, self.amp, self.result = train_b, val_b, dev, amp, result
-        self.micro = recipe.batch_size
+        self.micro = train_b.batch_size  # this process's share of the batch
         self.step = 0  # optimizer steps done
         self.steps_per_epoch = len(train_b)
         self.images_timed = 0
@@ -286,7 +376,7 @@ class _Loop:
     def save(self, path: Path, epoch: int) -> None:
         _atomic_save({
             "format": "scaling-train/1", "epoch": epoch, "step": self.step, "micro": self.micro,
-            "model": self.model.state_dict(), "optimizer": self.opt.state_dict(),
+            "model": self.net.state_dict(), "optimizer": self.opt.state_dict(),
             "ema": self.ema.state_dict() if self.ema is not None else None,
             "rng": torch.get_rng_state(), "result": self.result.to_dict(), "images_timed": self.images_timed,
         }, path)
@@ -296,7 +386,7 @@ class _Loop:
         saved = ck["result"]
         if saved["spec"] != spec.to_dict() or saved["recipe"] != self.recipe.to_dict() or saved["seed"] != seed:
             raise ValueError(f"checkpoint {path} belongs to another run (spec, recipe or seed differ)")
-        self.model.load_state_dict(ck["model"])
+        self.net.load_state_dict(ck["model"])
         self.opt.load_state_dict(ck["optimizer"])
         if self.lr_tensor is not None:  # loading replaced the groups' lr with copies
             for g in self.opt.param_groups:
@@ -304,7 +394,8 @@ class _Loop:
         if self.ema is not None and ck["ema"] is not None:
             self.ema.load_state_dict(ck["ema"])
         torch.set_rng_state(ck["rng"].cpu())
-        self.step, self.micro, self.images_timed = ck["step"], ck["micro"], ck["images_timed"]
+        self.step, self.images_timed = ck["step"], ck["images_timed"]
+        self.micro = min(ck["micro"], self.train_b.batch_size)  # saved by a run with fewer processes, maybe
         self.result.history = saved["history"]
         self.result.epochs_completed = saved["epochs_completed"]
         for k in ("warmup", "train", "eval"):
@@ -327,9 +418,13 @@ class _Loop:
                 task = progress.add_task("", total=self.steps_per_epoch, epoch=f"{epoch + 1}/{epochs}",
                                          loss="-", speed="-", top1="")
                 self.train_b.set_epoch(epoch)
+                if self.world > 1:  # dropout and stochastic depth: other draws on each process
+                    torch.manual_seed(_derive_seed(self.seed, "dropout", self.rank, epoch))
                 loss, lr, seconds = self._epoch(epoch, progress, task)
                 t0 = time.perf_counter()
-                model = self.ema.module if self.ema is not None else self.model
+                if self.world > 1:
+                    self._average_buffers()
+                model = self.ema.module if self.ema is not None else self.net
                 top1, top5, val_loss = evaluate(model, self.val_b, self.amp)
                 self.result.times["eval"] += time.perf_counter() - t0
                 self.result.history.append(dict(epoch=epoch + 1, loss=loss, val_loss=val_loss, top1=top1, top5=top5,
@@ -338,10 +433,21 @@ class _Loop:
                 self.result.epochs_completed = epoch + 1
                 self._speed()
                 progress.update(task, top1=f"top-1 {100 * top1:.1f}%")
-                if checkpoint is not None:
+                if checkpoint is not None and self.rank == 0:
                     self.save(checkpoint, epoch)
                 if on_epoch is not None:
                     on_epoch(epoch, top1)
+
+    def _average_buffers(self) -> None:
+        """Average the floating-point buffers (batch-norm running statistics) over the
+        processes, of the network and of its EMA, so that all hold the same model."""
+        for module in (self.net, self.ema.module if self.ema is not None else None):
+            if module is None:
+                continue
+            with torch.no_grad():
+                for b in module.buffers():
+                    if b.is_floating_point():
+                        distributed.all_reduce_sum(b).div_(self.world)
 
     def _speed(self) -> None:
         t = self.result.times["train"]
@@ -360,6 +466,8 @@ class _Loop:
         for i, (x, y) in enumerate(self.train_b):
             lr = r.lr_at(self.step, self.steps_per_epoch)
             loss = self._step(x, y, lr, epoch, i)
+            if self.world > 1:  # the mean over all processes: every process sees a NaN at the same step
+                loss = distributed.all_reduce_sum(loss.detach().clone()).div_(self.world)
             self.step += 1
             if dev.type == "cuda":
                 if pending is not None:
@@ -368,9 +476,9 @@ class _Loop:
             else:
                 self._check(loss, i, epoch)
             loss_sum += loss
-            marked_images += y.shape[0]
+            marked_images += y.shape[0] * self.world  # every process's images
             if self.ema is not None:
-                self.ema.update_parameters(self.model)
+                self.ema.update_parameters(self.net)
             if epoch == 0 and i + 1 == WARMUP_STEPS:
                 _sync(dev)
                 now = time.perf_counter()
@@ -424,6 +532,13 @@ class _Loop:
                 gc.collect()
                 if self.dev.type == "cuda":
                     torch.cuda.empty_cache()
+                if self.world > 1:
+                    # The other processes may be inside the gradient all-reduce, which this
+                    # one cannot join any more: no retry (torchrun ends them when it exits).
+                    raise _Stop("oom", f"out of memory at micro-batch {self.micro} on process {self.rank} of "
+                                f"{self.world}, epoch {epoch + 1}, step {i + 1}; out-of-memory halving is off "
+                                "under DDP: pass a smaller micro-batch (--micro-batch)",
+                                {"epoch": epoch + 1, "step": i + 1})
                 if self.micro // 2 < self.recipe.min_micro_batch:
                     raise _Stop("oom", f"out of memory at micro-batch {self.micro} (floor "
                                 f"{self.recipe.min_micro_batch}), epoch {epoch + 1}, step {i + 1}",
@@ -434,11 +549,16 @@ class _Loop:
         self.opt.zero_grad(set_to_none=True)
         n = y.shape[0]
         total = torch.zeros((), device=self.dev)
-        for xs, ys in zip(x.split(self.micro), y.split(self.micro)):
-            with torch.autocast(self.dev.type, dtype=torch.bfloat16, enabled=self.amp):
-                logits = self.model(xs)
-            loss = compute_loss(logits, ys, self.recipe.label_smoothing) * (ys.shape[0] / n)
-            loss.backward()
+        chunks = list(zip(x.split(self.micro), y.split(self.micro)))
+        for k, (xs, ys) in enumerate(chunks):
+            # Under DDP gradients are averaged over the processes once, in the last
+            # micro-batch's backward pass; before it they accumulate locally.
+            local = self.model.no_sync() if self.world > 1 and k + 1 < len(chunks) else contextlib.nullcontext()
+            with local:
+                with torch.autocast(self.dev.type, dtype=torch.bfloat16, enabled=self.amp):
+                    logits = self.model(xs)
+                loss = compute_loss(logits, ys, self.recipe.label_smoothing) * (ys.shape[0] / n)
+                loss.backward()
             total += loss.detach()
         self.opt.step()
         return total

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -57,6 +58,7 @@ Device = Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")]
 
 @app.command()
 def train(
+    ctx: typer.Context,
     name: Annotated[Optional[str], typer.Argument(help="efficientnet-b0 .. b8, or none with --width/--depth.")] = None,
     width: Annotated[Optional[float], typer.Option(min=0.01, help="Width multiplier of B0.")] = None,
     depth: Annotated[Optional[float], typer.Option(min=0.01, help="Depth multiplier of B0.")] = None,
@@ -74,12 +76,27 @@ def train(
     resume: Annotated[bool, typer.Option(help="Continue from the run folder's checkpoint.")] = False,
     fresh: Annotated[bool, typer.Option(help="Start again even where a checkpoint exists.")] = False,
     deterministic: Annotated[bool, typer.Option(help="Deterministic algorithms (exact resume on CPU).")] = False,
+    ddp: Annotated[Optional[str], typer.Option(
+        "--ddp", metavar="N|all",
+        help="Data-parallel over N GPUs of this machine ('all': every visible one), or N CPU processes with "
+             "--device cpu: re-runs this command under torchrun. The batch is split among them.")] = None,
+    micro_batch: Annotated[Optional[int], typer.Option(
+        min=1, help="Images per forward pass (gradient accumulation; per process with --ddp). Default: the "
+                    "whole batch, halved on out-of-memory (not under --ddp).")] = None,
+    sync_bn: Annotated[bool, typer.Option(help="With --ddp on GPUs: batch-norm statistics over all GPUs' "
+                                               "images (SyncBatchNorm) rather than each GPU's.")] = False,
+    cuda_graphs: Annotated[Optional[bool], typer.Option(
+        "--cuda-graphs/--no-cuda-graphs", help="Capture the step in a CUDA graph (default: on one GPU with SGD "
+                                               "and no EMA; never with --ddp).")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
 ):
     """Train one network briefly on a proxy task and report held-out accuracy.
 
     Example: scaling train efficientnet-b0 --resolution 128 --data cifar10-jpeg.tar.gz --epochs 15
+
+    Data-parallel over 4 GPUs: the same with --ddp 4 (or run it under torchrun yourself).
     """
+    from .. import distributed
     from ..recipe import get_recipe
     from ..train import train as run_training
 
@@ -88,7 +105,25 @@ def train(
         rec = get_recipe(recipe, epochs=epochs, batch_size=batch_size, lr=lr)
     except ValueError as e:
         raise typer.BadParameter(str(e), param_hint="--recipe")
-    dev = _device(device)
+    child = distributed.is_distributed()
+    if ddp is not None and child:
+        raise InputError("--ddp starts torchrun itself; under torchrun leave it out")
+    if ddp is not None:
+        nproc, dev = _ddp_processes(ddp, device)
+    elif child:
+        nproc, dev = int(os.environ["WORLD_SIZE"]), _ddp_device(device, "torchrun")
+    else:
+        nproc, dev = 1, _device(device)
+    if rec.batch_size % nproc:
+        raise typer.BadParameter(f"{rec.batch_size} does not divide among {nproc} processes",
+                                 param_hint="--batch-size")
+    if micro_batch is not None and micro_batch > rec.batch_size // nproc:
+        raise typer.BadParameter(f"{micro_batch} exceeds the {rec.batch_size // nproc} images per process and step",
+                                 param_hint="--micro-batch")
+    if sync_bn and (nproc == 1 or dev.type != "cuda"):
+        raise InputError("--sync-bn: only with --ddp on GPUs (torch's SyncBatchNorm runs on CUDA only)")
+    if cuda_graphs and (nproc > 1 or dev.type != "cuda"):
+        raise InputError("--cuda-graphs: only on one GPU (not with --ddp)")
     label = spec.name if spec.name.startswith("custom") else f"{spec.name}-r{spec.resolution}"
     run_dir = run_dir or Path("runs") / f"{label}-seed{seed}"
     ckpt = run_dir / "checkpoint.pt"
@@ -96,23 +131,105 @@ def train(
         raise InputError(f"{run_dir} holds a checkpoint: pass --resume to continue it or --fresh to start again")
     if resume and not ckpt.exists():
         raise InputError(f"--resume: no checkpoint in {run_dir}")
-    ds, data_s = _load_data(data, spec.resolution, quiet, train_size=train_size, val_size=val_size)
-    if ds.train.images.shape[0] < rec.batch_size:
-        raise typer.BadParameter(f"{rec.batch_size} exceeds the {len(ds.train)} training images", param_hint="--batch-size")
+    rank = 0
+    if child:  # join the group; rank 0 loads (and caches) the data first, then the others
+        rank, _, _, dev = distributed.init(dev.type)
+        quiet = quiet or rank != 0
+        if rank != 0:
+            distributed.barrier()
     try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise typer.BadParameter(f"cannot create {run_dir}: {e.strerror}", param_hint="--run-dir")
-    if not quiet:
-        err.print(f"training {spec.name or 'custom'} at {spec.resolution}px on {ds.name} ({len(ds.train):,} train, "
-                  f"{len(ds.val):,} val, {ds.num_classes} classes) on {dev}; recipe {rec.name}, {rec.epochs} epochs, "
-                  f"batch {rec.batch_size}")
-    result = run_training(spec, ds, rec, device=dev, seed=seed, checkpoint=ckpt, resume=resume, quiet=quiet,
-                          deterministic=deterministic, data_seconds=data_s, save_weights=run_dir / "weights.pt")
-    result.save(run_dir / "result.json")
-    _print_result(result, run_dir)
-    if result.status != "ok":
-        raise typer.Exit(1)
+        ds, data_s = _load_data(data, spec.resolution, quiet, train_size=train_size, val_size=val_size)
+        if child and rank == 0:
+            distributed.barrier()
+        if ds.train.images.shape[0] < rec.batch_size:
+            raise typer.BadParameter(f"{rec.batch_size} exceeds the {len(ds.train)} training images",
+                                     param_hint="--batch-size")
+        try:
+            run_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise typer.BadParameter(f"cannot create {run_dir}: {e.strerror}", param_hint="--run-dir")
+        if ddp is not None:  # checked and cached: now the same command in nproc processes
+            del ds
+            argv = _relaunch_argv(ctx, device=dev.type, run_dir=run_dir, ddp=None)
+            if not quiet:
+                err.print(f"data-parallel over {nproc} {'GPUs' if dev.type == 'cuda' else 'CPU processes'}: "
+                          f"torchrun {' '.join(distributed.command(argv, nproc)[3:])}", markup=False, highlight=False,
+                          soft_wrap=True)
+            rc = distributed.launch(argv, nproc)
+            if rc:
+                raise typer.Exit(rc)
+            return
+        if not quiet:
+            where = f"{nproc} x {dev.type}" if child else str(dev)
+            err.print(f"training {spec.name or 'custom'} at {spec.resolution}px on {ds.name} ({len(ds.train):,} "
+                      f"train, {len(ds.val):,} val, {ds.num_classes} classes) on {where}; recipe {rec.name}, "
+                      f"{rec.epochs} epochs, batch {rec.batch_size}")
+        result = run_training(spec, ds, rec, device=dev, seed=seed, checkpoint=ckpt, resume=resume, quiet=quiet,
+                              deterministic=deterministic, data_seconds=data_s, save_weights=run_dir / "weights.pt",
+                              micro_batch=micro_batch, sync_bn=sync_bn, cuda_graphs=cuda_graphs)
+        if rank == 0:
+            result.save(run_dir / "result.json")
+            _print_result(result, run_dir)
+        elif result.status != "ok":
+            err.print(f"process {rank}: FAILED ({result.status}): {result.reason}", markup=False, highlight=False)
+        if result.status != "ok":
+            raise typer.Exit(1)
+    finally:
+        if child:
+            distributed.shutdown()
+
+
+def _ddp_device(device: str, why: str):
+    """The device kind of data-parallel processes: cuda (one GPU each) or cpu."""
+    import torch
+
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device not in ("cpu", "cuda"):
+        raise typer.BadParameter(f"with {why} give cpu, cuda or auto (process i uses cuda:i; CUDA_VISIBLE_DEVICES "
+                                 f"picks the GPUs), got {device!r}", param_hint="--device")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise typer.BadParameter("no GPU is visible", param_hint="--device")
+    return torch.device(device)
+
+
+def _ddp_processes(ddp: str, device: str):
+    """(processes, device kind) of --ddp N|all."""
+    import torch
+
+    dev = _ddp_device(device, "--ddp")
+    gpus = torch.cuda.device_count() if dev.type == "cuda" else 0
+    if ddp.strip().lower() == "all":
+        if dev.type != "cuda":
+            raise typer.BadParameter("'all' counts GPUs and none is in use; give N with --device cpu for N CPU "
+                                     "processes", param_hint="--ddp")
+        return gpus, dev
+    try:
+        n = int(ddp)
+    except ValueError:
+        raise typer.BadParameter(f"needs a number of processes or 'all', got {ddp!r}", param_hint="--ddp")
+    if n < 1:
+        raise typer.BadParameter(f"needs at least 1 process, got {n}", param_hint="--ddp")
+    if dev.type == "cuda" and n > gpus:
+        raise typer.BadParameter(f"{n} GPUs asked for, {gpus} visible", param_hint="--ddp")
+    return n, dev
+
+
+def _relaunch_argv(ctx: typer.Context, **replace) -> list[str]:
+    """This command's arguments as given, with ``replace``'s values (None drops one)."""
+    head, opts = [ctx.info_name or "train"], []
+    for p in ctx.command.params:
+        value = replace[p.name] if p.name in replace else ctx.params.get(p.name)
+        if value is None:
+            continue
+        if p.param_type_name == "argument":
+            head.append(str(value))
+        elif getattr(p, "is_flag", False) and isinstance(value, bool):
+            if value != p.default or p.default is None:
+                opts.append(p.opts[0] if value else p.secondary_opts[0])
+        else:
+            opts += [p.opts[0], str(value)]
+    return head + opts
 
 
 def _print_result(result, run_dir: Path) -> None:

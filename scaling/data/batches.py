@@ -46,6 +46,12 @@ class Batches:
     reproducible on the CPU (and on a GPU up to the sampling kernels' rounding). Each
     iteration advances the epoch; :meth:`set_epoch` sets it, e.g. when resuming.
 
+    Sharded (``shard=(rank, world)``, one shard per data-parallel process), training
+    batch ``k`` of rank ``r`` is rows ``r*b .. (r+1)*b`` of the one-process batch ``k`` of
+    ``world * b`` images (the same permutation on every rank, from the seed), augmented
+    exactly as those rows would be there; the ranks' shards are disjoint and together
+    are the one-process epoch. Evaluation shards are contiguous blocks of the split.
+
     Args:
         split: the images and labels.
         batch_size: images per batch.
@@ -62,6 +68,8 @@ class Batches:
         stream: keep the split in host memory (memory-mapped, say) and send each batch
             through pinned memory; default: only when the device is a GPU whose free
             memory the split would take more than 40% of.
+        shard: ``(rank, world)``: this process's part of each epoch; ``batch_size`` is
+            then per process. Training shards need ``drop_last``.
 
     Example:
         >>> split = Split(torch.zeros(10, 3, 8, 8, dtype=torch.uint8), torch.arange(10) % 2, ["a", "b"], "x")
@@ -86,6 +94,7 @@ class Batches:
         crop_ratio: tuple[float, float] = (3 / 4, 4 / 3),
         flip: bool = True,
         stream: bool | None = None,
+        shard: tuple[int, int] = (0, 1),
     ):
         if batch_size < 1:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
@@ -95,13 +104,22 @@ class Batches:
             raise ValueError(f"bad crop_scale {crop_scale} or crop_ratio {crop_ratio}")
         self.split, self.batch_size, self.train, self.seed, self.dtype = split, batch_size, train, seed, dtype
         self.drop_last = train if drop_last is None else drop_last
+        self.rank, self.world = (int(v) for v in shard)
+        if not 0 <= self.rank < self.world:
+            raise ValueError(f"shard must be (rank, world) with 0 <= rank < world, got {shard}")
+        if self.train and self.world > 1 and not self.drop_last:
+            raise ValueError("a sharded training split drops the last partial batch (drop_last)")
         self.crop_scale, self.crop_ratio, self.flip = crop_scale, crop_ratio, flip
         self.device = torch.device(device)
         if self.device.type == "cuda" and self.device.index is None:
             self.device = torch.device("cuda", torch.cuda.current_device())
         self.n = len(split)
-        if self.drop_last and self.n < batch_size:
-            raise ValueError(f"batch_size {batch_size} exceeds the split's {self.n} images: no full "
+        if self.train:  # positions [lo, hi) of the epoch's order; whole batches of world * batch_size
+            self.lo, self.hi, self.step = 0, self.n, batch_size * self.world
+        else:  # a contiguous block of the split
+            self.lo, self.hi, self.step = self.rank * self.n // self.world, (self.rank + 1) * self.n // self.world, batch_size
+        if self.drop_last and self.hi - self.lo < self.step:
+            raise ValueError(f"batch_size {self.step} exceeds the split's {self.hi - self.lo} images: no full "
                              "batch; pass drop_last=False")
         images = split.images
         if stream is None:
@@ -116,7 +134,15 @@ class Batches:
         self.epoch = 0
 
     def __len__(self) -> int:
-        return self.n // self.batch_size if self.drop_last else -(-self.n // self.batch_size)
+        m = self.hi - self.lo
+        return m // self.step if self.drop_last else -(-m // self.step)
+
+    def _spans(self) -> list[tuple[int, int]]:
+        """This rank's batches as [lo, hi) positions in the epoch's order (the split's when evaluating)."""
+        if self.train:
+            off = self.rank * self.batch_size
+            return [(k * self.step + off, min(k * self.step + off + self.batch_size, self.n)) for k in range(len(self))]
+        return [(lo, min(lo + self.step, self.hi)) for lo in range(self.lo, self.hi, self.step)][: len(self)]
 
     def set_epoch(self, epoch: int) -> None:
         """Make the next iteration epoch ``epoch``."""
@@ -128,7 +154,7 @@ class Batches:
         g_order = torch.Generator(device=home).manual_seed(_seed(self.seed, epoch, "order"))
         g_aug = torch.Generator(device=self.device).manual_seed(_seed(self.seed, epoch, "augment"))
         order = torch.randperm(self.n, generator=g_order, device=home) if self.train else None
-        spans = [(b * self.batch_size, min((b + 1) * self.batch_size, self.n)) for b in range(len(self))]
+        spans = self._spans()
         if self.stream:
             batches = self._streamed(order, spans)
         else:
@@ -150,7 +176,11 @@ class Batches:
     def _augment(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         """Random resized crop and horizontal flip, one affine map per sample."""
         b = x.shape[0]
-        u = torch.rand(b, 5, generator=gen, device=x.device)
+        if self.world == 1:
+            u = torch.rand(b, 5, generator=gen, device=x.device)
+        else:  # the whole batch's draws, of which this rank's rows: as one process would augment them
+            off = self.rank * self.batch_size
+            u = torch.rand(self.step, 5, generator=gen, device=x.device)[off: off + b]
         lo, hi = self.crop_scale
         area = lo + (hi - lo) * u[:, 0]
         log_lo, log_hi = math.log(self.crop_ratio[0]), math.log(self.crop_ratio[1])
