@@ -348,7 +348,7 @@ def _provenance(s: _Study) -> list[tuple[str, str]]:
     if s.config is not None:
         out += [("data", _data_text(s.config)), ("recipe", _recipe_text(s.config)), ("grid", _grid_text(s.config))]
     else:
-        out.append(("definition", "not found (no studies/NAME/study.json and no definition in the storage)"))
+        out.append(("definition", "not found (no readable studies/NAME/study.json, no definition in the storage)"))
     return out
 
 

@@ -186,8 +186,12 @@ class _Pages:
 
 
 def _resized(source: Figure, w: float, h: float) -> Figure:
-    """A copy of ``source`` at ``w`` by ``h`` inches (its layout redone at that size)."""
-    fig = pickle.loads(pickle.dumps(source))
+    """A copy of ``source`` at ``w`` by ``h`` inches (its layout redone at that size); the figure
+    itself, resized, if it cannot be copied."""
+    try:
+        fig = pickle.loads(pickle.dumps(source))
+    except (pickle.PicklingError, TypeError, AttributeError):
+        fig = source
     fig.set_size_inches(w, h)
     fig.patch.set_facecolor("white")
     return fig
@@ -275,10 +279,11 @@ def _provenance(pages: _Pages, items: list[tuple[str, str]]) -> None:
     pages.y += 0.2
 
 
-def _heading(pages: _Pages, text: str) -> None:
+def _heading(pages: _Pages, text: str, keep: float) -> None:
+    """A section heading, on the page where ``keep`` inches of what follows fit too."""
     lines = wrap(text, HEADING_PT, WIDTH, bold=True)
     step = HEADING_PT * 1.25 * PT
-    pages.ensure(0.3 + len(lines) * step + 1.4)  # keep the heading with what follows
+    pages.ensure(0.4 + len(lines) * step + keep)
     if pages.y > TOP + 1e-9:
         pages.y += 0.22
     for line in lines:
@@ -417,8 +422,20 @@ def _figure(pages: _Pages, plot: Plot, number: int) -> None:
     pages.lines(cap, CAPTION_PT, color=MUTED, gap_after=0.25)
 
 
+def _first_block(s: Section) -> float:
+    """About how tall the start of the section's first block is: what its heading stays with."""
+    if s.paragraphs:
+        return min(3, len(wrap(_plain(s.paragraphs[0]), BODY_PT, WIDTH))) * BODY_PT * LEADING * PT
+    if s.tables:
+        return 0.3 + (min(3, len(s.tables[0].rows)) + 2) * TABLE_PTS[0] * LEADING * PT
+    if s.figures:
+        w, h = s.figures[0].figure.get_size_inches()
+        return h * min(FIGURE_W, w) / w + 0.3
+    return 0.0
+
+
 def _section(pages: _Pages, s: Section, counter: list[int]) -> None:
-    _heading(pages, s.heading)
+    _heading(pages, s.heading, _first_block(s))
     for p in s.paragraphs:
         _paragraph(pages, p)
     for t in s.tables:
