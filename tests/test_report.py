@@ -16,7 +16,7 @@ from optuna.trial import TrialState
 from typer.testing import CliRunner
 
 from scaling.cli import app
-from scaling.report import Plot, Report, Section, Table, write_html, write_pdf
+from scaling.report import Plot, Report, Section, Table, build_report, write_html, write_pdf
 from scaling.report.content import _fit_section, _fits, flops_text, pct, sig3
 from scaling.report.pdf import _width, wrap
 from scaling.search import create_study, storage_url
@@ -151,6 +151,31 @@ def test_pdf_holds_the_best_triple_the_family_and_the_fits(report, study, monkey
     # Figures are vector graphics: their axis labels are text.
     assert "FLOPs (G multiply-adds, log scale)" in text and "α (depth coefficient)" in text
     assert "torch 2." in text and "seed" in text  # provenance
+
+
+def test_report_content_matches_the_study(study):
+    rep = build_report("tiny", study / "studies")
+    sections = {sec.heading: sec for sec in rep.sections}
+    results = pd.read_csv(study / "studies" / "tiny" / "results.csv")
+    ranking = sections["Search results"].tables[0]
+    assert [row[0] for row in ranking.rows] == [str(r) for r in results["rank"]]
+    assert [row[ranking.columns.index("top-1")] for row in ranking.rows] == [pct(v) for v in results["top1"]]
+    # Each trained candidate shows its top-1; the others (4 of the 8 were queued) a dash.
+    cands = sections["Candidates"].tables[0]
+    shown = [row[-1] for row in cands.rows]
+    assert len(shown) == 8 and sum(v.endswith("%") for v in shown) == len(results) == 4
+    assert sorted(v for v in shown if v.endswith("%")) == sorted(pct(v) for v in results["top1"])
+    # Counted as trained (a 10-class head): the same parameters and FLOPs in both tables.
+    by_triple = {tuple(row[1:4]): row for row in cands.rows}
+    for row in ranking.rows:
+        cand = by_triple[tuple(row[1:4])]
+        for col in ("params (M)", "MFLOPs"):
+            assert cand[cands.columns.index(col)] == row[ranking.columns.index(col)], col
+    family = sections[FAMILY_HEADING].tables[0]
+    assert [row[0] for row in family.rows] == [f"phi={k}" for k in range(5)]
+    fits = sections["Scaling-law fits"].tables[0]
+    assert [row[:2] for row in fits.rows] == [["compound (1.2, 1.1, 1.15)", "5"]]
+    assert dict(rep.provenance)["study"] == "tiny" and "cpu" in dict(rep.provenance)["devices"]
 
 
 def _screenshot(html_path: Path, png: Path, profile: Path) -> np.ndarray:

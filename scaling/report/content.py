@@ -8,6 +8,7 @@ Paragraphs may quote commands between backticks (`scaling family --train`).
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import json
 import math
@@ -402,6 +403,35 @@ def _paper_sentence(s: _Study, cands: pd.DataFrame | None) -> str:
     return f"The paper's {PAPER} has not been trained (yet)."
 
 
+def _num_classes(s: _Study, found: list) -> int | None:
+    """The data's class count: 10 for the embedded set; else read off a trained network's
+    parameter count (linear in the classes); None while nothing has been trained."""
+    if s.config is not None and s.config.source == "default":
+        from ..data.load import DEFAULT_CLASSES
+
+        return DEFAULT_CLASSES
+    if s.results.empty:
+        return None
+    from ..complexity import count as count_spec
+
+    row = s.results.iloc[0]
+    triple = _first_triple(row["triples"])
+    cand = next((c for c in found if triple in re.findall(r"\([^()]*\)", c.label)), None)
+    if cand is None or _missing(row["params"]):
+        return None
+    spec = cand.spec
+    k = spec.num_classes + round((int(row["params"]) - count_spec(spec).params) / (spec.head_width + 1))
+    if k < 2 or count_spec(spec.replace(num_classes=k)).params != int(row["params"]):
+        return None
+    return k
+
+
+def _first_triple(text) -> str:
+    """"(1.2, 1.1, 1.15)" from a trial's triples, "(1.2, 1.1, 1.15) (1.25, 1.1, 1.15)"."""
+    found = re.search(r"\([^()]*\)", str(text))
+    return found.group(0) if found else str(text)
+
+
 def _candidates(s: _Study, cands: pd.DataFrame) -> Section:
     from .. import plots as p
 
@@ -411,16 +441,20 @@ def _candidates(s: _Study, cands: pd.DataFrame) -> Section:
         f"The grid's (α, β, γ) triples with α·β²·γ² within {100 * c.tolerance:g}% of {c.target:g}, scaled at "
         f"φ = {c.phi:g} and merged by the network they round to: {_plural(len(cands), 'distinct network')}. "
         "Rounding moves the realized FLOPs away from the nominal (α·β²·γ²)^φ; the last columns show by how much.")
-    trained = dict(zip(s.results["network"], s.results["top1"])) if not s.results.empty else {}
-    failed = set(s.failures["network"]) if not s.failures.empty else set()
-    in_training = set(s.trials.loc[s.trials["state"] == "RUNNING", "network"]) if not s.trials.empty else set()
+    # Trials go to candidates by triple: a trained network's key also holds the data's class count.
+    trained = {_first_triple(t): v for t, v in zip(s.results["triples"], s.results["top1"])} \
+        if not s.results.empty else {}
+    failed = {_first_triple(t) for t in s.failures["triples"]} if not s.failures.empty else set()
+    in_training = {_first_triple(t) for t in s.trials.loc[s.trials["state"] == "RUNNING", "triples"]} \
+        if not s.trials.empty else set()
     unit, scale = flops_unit(cands["flops"])
     rows = []
     for i, r in enumerate(cands.itertuples(), 1):
-        others = str(r.triples).split(") (")[1:]
-        also = "; ".join("(" + o.rstrip(")") + ")" for o in others)
-        state = (pct(trained[r.network]) if r.network in trained else "running" if r.network in in_training
-                 else "failed" if r.network in failed else DASH)
+        mine = re.findall(r"\([^()]*\)", str(r.triples))
+        also = "; ".join(mine[1:])
+        hit = next((t for t in mine if t in trained), None)
+        state = (pct(trained[hit]) if hit else "running" if any(t in in_training for t in mine)
+                 else "failed" if any(t in failed for t in mine) else DASH)
         rows.append([str(i), num(r.alpha), num(r.beta), num(r.gamma), also or DASH, f"{r.d:.3f}", f"{r.w:.3f}",
                      str(r.resolution), str(r.repeats), params_m(r.params), sig3(r.flops / scale),
                      f"{r.flops_ratio:.3f}", f"{r.nominal_ratio:g}", state])
@@ -666,7 +700,11 @@ def build_report(name: str, studies_dir: Path = Path("studies"), storage: str | 
         from ..tables import candidates_frame
 
         found = study_candidates(s.config)
-        cands = candidates_frame(found, base_spec(s.config)) if found else None
+        classes = _num_classes(s, found)
+        if classes is not None:  # count the candidates as trained, with the data's classifier
+            found = [dataclasses.replace(c, spec=c.spec.replace(num_classes=classes)) for c in found]
+        base = base_spec(s.config) if classes is None else base_spec(s.config).replace(num_classes=classes)
+        cands = candidates_frame(found, base) if found else None
     sections = [_summary(s, cands)]
     if cands is not None:
         sections.append(_candidates(s, cands))
