@@ -9,6 +9,7 @@ from pathlib import Path
 
 import optuna
 import pandas as pd
+import sqlalchemy.exc
 import pytest
 from typer.testing import CliRunner
 
@@ -159,7 +160,7 @@ def _wait_running(folder: Path, proc=None, timeout=120):
                 running = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
                 if any("worker" in t.user_attrs and not t.intermediate_values for t in running):
                     return
-            except KeyError:
+            except (KeyError, sqlalchemy.exc.SQLAlchemyError):  # not created yet, or being created
                 pass
         time.sleep(0.05)
     raise AssertionError("no trial started")

@@ -161,8 +161,9 @@ def execute(config, url: str, study, gpu_ids: list[int], workers: int, quiet: bo
     try:
         if gpu_ids:
             return _run_workers(config, url, [({"CUDA_VISIBLE_DEVICES": str(i)}, "cuda:0") for i in gpu_ids])
-        if workers > 1:
-            return _run_workers(config, url, [({}, "cpu")] * workers)
+        if workers > 1:  # the cores shared out: more threads than cores makes every worker crawl
+            threads = str(max(1, (os.cpu_count() or 1) // workers))
+            return _run_workers(config, url, [({"OMP_NUM_THREADS": threads}, "cpu")] * workers)
         _run_local(config, url, study, quiet)
     except KeyboardInterrupt as e:
         err.print("interrupted: the running trial is marked failed and queued again; run the same command to resume")
