@@ -129,6 +129,27 @@ class Storage(RDBStorage):
                 stale.append(t._trial_id)
         return stale
 
+    def set_trial_state_values(self, trial_id: int, state: TrialState, values=None) -> bool:
+        """Popping a queued trial (WAITING -> RUNNING) is one conditional UPDATE, so two workers
+        can never take the same trial. Optuna's read-then-write lets both take it on SQLite,
+        which has no SELECT ... FOR UPDATE; then one network is trained twice and the slower
+        worker dies telling a finished trial."""
+        if state != TrialState.RUNNING or values is not None:
+            return super().set_trial_state_values(trial_id, state, values)
+        import datetime
+
+        from optuna.storages._rdb import models
+        from optuna.storages._rdb.storage import _create_scoped_session
+
+        with _create_scoped_session(self.scoped_session) as session:
+            taken = session.query(models.TrialModel).filter(
+                models.TrialModel.trial_id == trial_id, models.TrialModel.state == TrialState.WAITING
+            ).update({models.TrialModel.state: TrialState.RUNNING}, synchronize_session=False)
+            if taken == 1:  # same transaction: the row is ours
+                trial = models.TrialModel.find_or_raise_by_id(trial_id, session)
+                trial.datetime_start = datetime.datetime.now()  # the model's setter stores it as Optuna does
+        return taken == 1
+
     def _has_heartbeat(self, trial_id: int) -> bool:
         from optuna.storages._rdb import models
         from optuna.storages._rdb.storage import _create_scoped_session

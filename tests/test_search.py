@@ -104,14 +104,17 @@ def test_small_grid_end_to_end_and_resume(study_file, tmp_path):
     assert "best: (alpha, beta, gamma)" in r.output
     # Running it again trains nothing more.
     before = len(study.trials)
-    r = CliRunner().invoke(app, ["search", "--study", str(study_file), "-q"])
+    r = CliRunner().invoke(app, ["search", "--study", str(study_file), "-q", "--no-report"])
     assert r.exit_code == 0 and len(trials_by_network(folder)[0].trials) == before
     # A changed definition under the same name is refused.
-    r = CliRunner().invoke(app, ["search", "--study", str(study_file), "--trials", "1", "-q"])
+    r = CliRunner().invoke(app, ["search", "--study", str(study_file), "--trials", "1", "-q", "--no-report"])
     assert r.exit_code == 2 and "other settings" in r.output
     # The results command reads it back.
     r = CliRunner().invoke(app, ["results", "tiny"])
     assert r.exit_code == 0 and "networks trained" in r.output
+    # The first run wrote the report (the later ones were told not to).
+    assert (tmp_path / "reports" / "tiny" / "index.html").stat().st_size > 0
+    assert (tmp_path / "reports" / "tiny" / "report.pdf").read_bytes()[:5] == b"%PDF-"
     # optuna-dashboard reads the storage: the study and its trials through its JSON API.
     studies = _dashboard(folder / "optuna.db", "/api/studies")["study_summaries"]
     assert [s["study_name"] for s in studies] == ["tiny"]
@@ -169,7 +172,7 @@ def _wait_running(folder: Path, proc=None, timeout=120):
 def test_sigterm_marks_the_trial_and_rerun_resumes(slow_study_file, tmp_path):
     study_file = slow_study_file
     folder = tmp_path / "studies" / "tiny"
-    p = _spawn(["search", "--study", str(study_file), "-q"], tmp_path)
+    p = _spawn(["search", "--study", str(study_file), "-q", "--no-report"], tmp_path)
     _wait_running(folder, p)
     p.send_signal(signal.SIGTERM)
     out, _ = p.communicate(timeout=120)
@@ -178,7 +181,7 @@ def test_sigterm_marks_the_trial_and_rerun_resumes(slow_study_file, tmp_path):
     assert counts(study)["RUNNING"] == 0
     assert any(t.user_attrs.get("reason") == "interrupted" for t in study.trials)
     assert (folder / "results.csv").exists()
-    p = _spawn(["search", "--study", str(study_file), "-q"], tmp_path)
+    p = _spawn(["search", "--study", str(study_file), "-q", "--no-report"], tmp_path)
     out, _ = p.communicate(timeout=300)
     assert p.returncode == 0, out
     _, nets = trials_by_network(folder)
@@ -211,7 +214,7 @@ def test_sigkill_of_a_worker_retrains_its_network_once(slow_study_file, tmp_path
 
 
 def test_four_workers_share_one_study(study_file, tmp_path):
-    p = _spawn(["search", "--study", str(study_file), "--workers", "4", "-q"], tmp_path)
+    p = _spawn(["search", "--study", str(study_file), "--workers", "4", "-q", "--no-report"], tmp_path)
     out, _ = p.communicate(timeout=400)
     assert p.returncode == 0, out
     study, nets = trials_by_network(tmp_path / "studies" / "tiny")
@@ -268,7 +271,7 @@ def test_four_workers_on_postgresql(study_file, tmp_path):
     if url is None:
         pytest.skip(why)
     name = f"tiny-{os.getpid()}-{int(time.time() * 1000)}"
-    p = _spawn(["search", "--study", str(study_file), "--name", name, "--storage", url, "--workers", "4", "-q"],
+    p = _spawn(["search", "--study", str(study_file), "--name", name, "--storage", url, "--workers", "4", "-q", "--no-report"],
                tmp_path)
     out, _ = p.communicate(timeout=400)
     assert p.returncode == 0, out
@@ -290,7 +293,7 @@ def test_failures_are_recorded_and_the_study_goes_on(study_file, tmp_path, monke
         return loss * float("nan") if calls["n"] == 1 else loss
 
     monkeypatch.setattr(t, "compute_loss", poisoned)
-    r = CliRunner().invoke(app, ["search", "--study", str(study_file), "-q"])
+    r = CliRunner().invoke(app, ["search", "--study", str(study_file), "-q", "--no-report"])
     assert r.exit_code == 0, r.output
     folder = tmp_path / "studies" / "tiny"
     study, nets = trials_by_network(folder)
@@ -304,11 +307,11 @@ def test_failures_are_recorded_and_the_study_goes_on(study_file, tmp_path, monke
 def test_sigkill_of_the_whole_command_then_resume(slow_study_file, tmp_path):
     study_file = slow_study_file
     folder = tmp_path / "studies" / "tiny"
-    p = _spawn(["search", "--study", str(study_file), "-q"], tmp_path)
+    p = _spawn(["search", "--study", str(study_file), "-q", "--no-report"], tmp_path)
     _wait_running(folder, p)
     p.send_signal(signal.SIGKILL)
     p.wait()
-    p = _spawn(["search", "--study", str(study_file), "-q"], tmp_path)  # waits out the stale heartbeat
+    p = _spawn(["search", "--study", str(study_file), "-q", "--no-report"], tmp_path)  # waits out the stale heartbeat
     out, _ = p.communicate(timeout=300)
     assert p.returncode == 0, out
     study, nets = trials_by_network(folder)
@@ -322,7 +325,7 @@ def test_samplers_over_the_constraint_surface(sampler, study_file, tmp_path):
     study_file.write_text(TOML.replace('alpha = [1.0, 1.2]', 'alpha = [1.0, 2.0]')
                           .replace('gamma = [1.0, 1.2]', 'gamma = [1.0, 1.5]')
                           .replace('sampler = "grid"', f'sampler = "{sampler}"'))
-    r = CliRunner().invoke(app, ["search", "--study", str(study_file), "--trials", "4", "-q"])
+    r = CliRunner().invoke(app, ["search", "--study", str(study_file), "--trials", "4", "-q", "--no-report"])
     assert r.exit_code == 0, r.output
     study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{tmp_path / 'studies' / 'tiny' / 'optuna.db'}")
     real = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
@@ -350,3 +353,35 @@ def test_a_trial_that_never_beat_goes_stale(tmp_path, monkeypatch):
     s.fail_stale_trials(study)
     c = counts(study)
     assert c["RUNNING"] == 0 and c["FAIL"] == 1 and c["WAITING"] == 1  # failed, and queued again once
+
+
+def test_a_queued_trial_is_taken_by_one_worker_only(tmp_path):
+    """Many processes' storages pop the same WAITING trials at once: each goes to exactly one."""
+    import threading
+
+    from scaling.search import open_storage
+
+    url = f"sqlite:///{tmp_path / 'race.db'}"
+    study = optuna.create_study(study_name="race", storage=open_storage(url))
+    for k in range(10):
+        study.enqueue_trial({"x": k})
+    ids = [t._trial_id for t in study.get_trials(deepcopy=False)]
+    storages = [open_storage(url) for _ in range(4)]
+    wins = {i: 0 for i in ids}
+    lock = threading.Lock()
+
+    def take(storage, barrier):
+        for trial_id in ids:
+            barrier.wait()
+            if storage.set_trial_state_values(trial_id, optuna.trial.TrialState.RUNNING):
+                with lock:
+                    wins[trial_id] += 1
+
+    barrier = threading.Barrier(len(storages))
+    threads = [threading.Thread(target=take, args=(s, barrier)) for s in storages]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert wins == {i: 1 for i in ids}
+    assert counts(optuna.load_study(study_name="race", storage=url))["RUNNING"] == 10

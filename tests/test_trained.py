@@ -36,7 +36,7 @@ def n_trials(tmp_path, study):
 
 
 def invoke(*args):
-    return CliRunner().invoke(app, [*args, "-q"])
+    return CliRunner().invoke(app, [*args, "-q", "--no-report"])
 
 
 def test_family_and_official_train_once_and_resume(study_file, tmp_path):
