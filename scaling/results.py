@@ -72,11 +72,11 @@ def _plan_order(df: pd.DataFrame) -> pd.DataFrame:
     return df.assign(_key=key.astype(float)).sort_values("_key", kind="stable").drop(columns="_key")
 
 
-def series_frame(url: str, name: str) -> pd.DataFrame:
-    """Every trained member of every family, official and sweep study of ``name``: one row
-    per network (seeds averaged), series by series, each in the order of its parameter."""
+def series_frame(studies: list[optuna.Study]) -> pd.DataFrame:
+    """Every trained member of the family, official and sweep ``studies`` (see plan_studies):
+    one row per network (seeds averaged), series by series, each in the order of its parameter."""
     parts = []
-    for study in plan_studies(url, name):
+    for study in studies:
         df = trials_frame(study, SERIES_COLUMNS)
         if df.empty or not (df["state"] == "COMPLETE").any():
             continue
@@ -89,10 +89,10 @@ def series_frame(url: str, name: str) -> pd.DataFrame:
     return out[SERIES_COLUMNS]
 
 
-def series_failures(url: str, name: str) -> pd.DataFrame:
-    """Failed trials of the family, official and sweep studies of ``name``."""
+def series_failures(studies: list[optuna.Study]) -> pd.DataFrame:
+    """Failed trials of the family, official and sweep ``studies``."""
     rows = []
-    for study in plan_studies(url, name):
+    for study in studies:
         df = trials_frame(study, SERIES_COLUMNS)
         if df.empty:
             continue

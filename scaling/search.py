@@ -224,6 +224,7 @@ def create_study(config: StudyConfig, url: str) -> optuna.Study:
             for key in plan.keys:
                 if (key, seed) not in have:
                     study.enqueue_trial({plan.param: key, "seed": seed})
+        study.set_user_attr("enqueued", len(plan.keys) * config.seeds)  # the progress bar's total
         study.set_user_attr("plan", json.dumps(plan.to_dict()))
         study.set_user_attr("definition", json.dumps(config.to_dict()))
     elif config.sampler == "grid" and not study.user_attrs.get("enqueued"):

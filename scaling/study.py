@@ -107,6 +107,14 @@ class StudyConfig:
         d["alpha"], d["beta"], d["gamma"] = list(self.alpha), list(self.beta), list(self.gamma)
         return d
 
+    @classmethod
+    def from_json(cls, text: str) -> "StudyConfig":
+        """A definition saved by :meth:`to_dict` (study.json, the study's "definition" attribute)."""
+        try:
+            return cls(**json.loads(text))
+        except (ValueError, TypeError) as e:  # StudyError is a ValueError too
+            raise StudyError(f"unreadable study definition: {e}") from None
+
     def replace(self, **changes) -> "StudyConfig":
         return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
 

@@ -9,22 +9,13 @@ from typer.testing import CliRunner
 from scaling.cli import app
 from scaling.complexity import count
 from scaling.plans import Plan, member
-from scaling.results import series_failures, series_frame
+from scaling.results import plan_studies, series_failures, series_frame
 from scaling.search import base_spec
 from scaling.study import resolve
 
-from test_search import TOML
+from test_search import study_file  # noqa: F401 - the tiny study's TOML in a fresh folder (a fixture)
 
 FAMILY = "compound (1.2, 1.1, 1.15)"
-
-
-@pytest.fixture
-def study_file(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("SCALING_CACHE", str(tmp_path / "cache"))
-    f = tmp_path / "tiny.toml"
-    f.write_text(TOML)
-    return f
 
 
 def url(tmp_path):
@@ -44,7 +35,7 @@ def invoke(*args):
 def test_family_and_official_train_once_and_resume(study_file, tmp_path):
     r = invoke("family", "--train", "--study", str(study_file), "--phi", "0-1", "--official")
     assert r.exit_code == 0, r.output
-    df = series_frame(url(tmp_path), "tiny")
+    df = series_frame(plan_studies(url(tmp_path), "tiny"))
     assert list(df["series"]) == [FAMILY, FAMILY, "official", "official"]
     assert list(df["label"]) == ["phi=0", "phi=1", "B0", "B1"]
     assert list(df["kind"]) == ["family", "family", "official", "official"]
@@ -60,7 +51,7 @@ def test_family_and_official_train_once_and_resume(study_file, tmp_path):
     assert df["top1"].between(0, 1).all() and (df["seeds"] == 1).all()
     assert math.isclose(df.loc[1, "d"], 1.2) and math.isclose(df.loc[1, "w"], 1.1)
     assert "phi=1" in r.output and "B1" in r.output and "latency ms" in r.output
-    assert series_failures(url(tmp_path), "tiny").empty
+    assert series_failures(plan_studies(url(tmp_path), "tiny")).empty
     family = "tiny.family-1.2-1.1-1.15"
     assert n_trials(tmp_path, family) == 2 and n_trials(tmp_path, "tiny.official") == 2
     # The same command trains nothing more; a wider phi range trains only the new member, with 2 workers.
@@ -69,7 +60,7 @@ def test_family_and_official_train_once_and_resume(study_file, tmp_path):
     r = invoke("family", "--train", "--study", str(study_file), "--phi", "0-2", "--workers", "2")
     assert r.exit_code == 0, r.output
     assert n_trials(tmp_path, family) == 3
-    df = series_frame(url(tmp_path), "tiny")
+    df = series_frame(plan_studies(url(tmp_path), "tiny"))
     assert list(df[df["series"] == FAMILY]["label"]) == ["phi=0", "phi=1", "phi=2"]
 
 
@@ -78,7 +69,7 @@ def test_sweeps_train_given_and_matched_multipliers(study_file, tmp_path):
     assert r.exit_code == 0, r.output
     r = invoke("sweep", "--dimension", "width", "--match", "family", "--phi", "1", "--train", "--study", str(study_file))
     assert r.exit_code == 0, r.output
-    df = series_frame(url(tmp_path), "tiny")
+    df = series_frame(plan_studies(url(tmp_path), "tiny"))
     depth, width = df[df["series"] == "depth"], df[df["series"] == "width"]
     assert list(depth["multiplier"]) == [2.0, 4.0] and list(depth["d"]) == [2.0, 4.0] and (depth["w"] == 1).all()
     assert len(width) == 1 and width.iloc[0]["matched_phi"] == 1

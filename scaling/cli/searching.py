@@ -244,23 +244,17 @@ def worker(
 
     Example: scaling worker cifar10 --storage postgresql://user@host/scaling --device cuda:0
     """
-    import json
 
     from ..search import install_signal_handlers, load_study, run_worker
     from ..study import StudyConfig, StudyError
 
     dev = _device(device)
     try:
-        from ..search import open_storage
-
-        open_storage(storage)
-        config = StudyConfig(name=name)
-        study = load_study(config, storage)
+        study = load_study(StudyConfig(name=name), storage)  # a bad URL: StudyError, one line
         definition = study.user_attrs.get("definition")
         if definition is None:
             raise StudyError(f"study {name!r} has no definition; start it with `scaling search`")
-        d = json.loads(definition)
-        config = StudyConfig(**{**d, "alpha": tuple(d["alpha"]), "beta": tuple(d["beta"]), "gamma": tuple(d["gamma"])})
+        config = StudyConfig.from_json(definition)
     except StudyError as e:
         raise InputError(str(e))
     install_signal_handlers()

@@ -29,7 +29,7 @@ def train_plans(make_plans: Callable, *, study_file, name, data, storage, gpus, 
                 studies_dir: Path, quiet: bool, report: bool = True) -> int:
     """Train the plans ``make_plans(config, base_spec)`` returns, one study each, and print
     their members with accuracy and speed; the exit code of the workers."""
-    from ..results import series_failures, series_frame
+    from ..results import plan_studies, series_failures, series_frame
     from ..search import base_spec, create_study
     from .searching import execute, prepare_study, refresh_report
     from .training import _load_data
@@ -47,9 +47,10 @@ def train_plans(make_plans: Callable, *, study_file, name, data, storage, gpus, 
         code = execute(sub, url, study, gpu_ids, workers, quiet)
         if code:
             break
-    df = series_frame(url, config.name)
+    studies = plan_studies(url, config.name)
+    df = series_frame(studies)
     show_trained(df[df["series"].isin([p.series() for p in plans])])
-    fails = series_failures(url, config.name)
+    fails = series_failures(studies)
     for r in fails.itertuples():
         console.print(f"failed: {r.study} {r.label}: {r.reason or 'error'}", markup=False)
     if report:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-import json
 import math
 import re
 from collections import Counter
@@ -25,7 +24,8 @@ from matplotlib.figure import Figure
 
 from .. import laws, plots
 from ..compound import PAPER
-from ..results import failures_frame, paper_rank, results_frame, running, trials_frame
+from ..results import (failures_frame, paper_rank, plan_studies, results_frame, running, series_failures,
+                       series_frame, trials_frame)
 from ..study import StudyConfig, StudyError
 
 PACKAGES = ("torch", "torchvision", "optuna", "fvcore", "pandas", "matplotlib")
@@ -203,33 +203,9 @@ def _config(study: optuna.Study, folder: Path) -> StudyConfig | None:
     if not text:
         return None
     try:
-        d = json.loads(text)
-        return StudyConfig(**{**d, "alpha": tuple(d["alpha"]), "beta": tuple(d["beta"]),
-                              "gamma": tuple(d["gamma"])})
-    except (ValueError, TypeError, KeyError, StudyError):
+        return StudyConfig.from_json(text)
+    except StudyError:
         return None
-
-
-def _series(url: str, name: str) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The trained family, official and sweep members (results.series_frame) and their failures;
-    empty frames where this version of results.py cannot read them."""
-    from .. import results
-
-    frame = getattr(results, "series_frame", None)
-    fails = getattr(results, "series_failures", None)
-    df = frame(url, name) if frame else pd.DataFrame()
-    bad = fails(url, name) if fails else pd.DataFrame()
-    return (df if df is not None else pd.DataFrame()), (bad if bad is not None else pd.DataFrame())
-
-
-def _series_attrs(name: str, storage) -> list[dict]:
-    """User attrs of the trials of every study named NAME.something (families, sweeps)."""
-    out = []
-    for other in optuna.get_all_study_names(storage=storage):
-        if other.startswith(name + "."):
-            s = optuna.load_study(study_name=other, storage=storage)
-            out += [dict(t.user_attrs) for t in s.get_trials(deepcopy=False)]
-    return out
 
 
 def load(name: str, studies_dir: Path = Path("studies"), storage: str | None = None) -> _Study:
@@ -242,12 +218,11 @@ def load(name: str, studies_dir: Path = Path("studies"), storage: str | None = N
         raise StudyError(f"no study {name!r} in {studies_dir}")
     url = storage_url(config, folder, storage)
     study = load_study(config, url)
-    series, series_fails = _series(url, name)
-    attrs = [dict(t.user_attrs) for t in study.get_trials(deepcopy=False)]
-    attrs += _series_attrs(name, study._storage)
+    plans = plan_studies(url, name)
+    attrs = [dict(t.user_attrs) for s in [study, *plans] for t in s.get_trials(deepcopy=False)]
     return _Study(name=name, url=url, study=study, config=_config(study, folder), results=results_frame(study),
-                  failures=failures_frame(study), running=running(study), series=series,
-                  series_failures=series_fails, trials=trials_frame(study), attrs=attrs)
+                  failures=failures_frame(study), running=running(study), series=series_frame(plans),
+                  series_failures=series_failures(plans), trials=trials_frame(study), attrs=attrs)
 
 
 # ----------------------------------------------------------------------------- provenance
