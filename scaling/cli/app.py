@@ -9,7 +9,6 @@ from enum import Enum
 from pathlib import Path
 from typing import Optional
 
-import click
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -46,8 +45,9 @@ class OneLineErrors(TyperGroup):
         sys.exit(rv if isinstance(rv, int) else 0)
 
 
-# Typer 0.2x vendors click as typer._click; older Typer raises click's own exceptions.
-_CLICK_ERRORS = tuple({click.ClickException, getattr(typer, "TyperException", click.ClickException)})
+# Typer 0.26 and later vendor click as typer._click (and no longer install click); older Typer
+# raises click's own exceptions. typer.BadParameter is that click's, so its bases name the right class.
+_CLICK_ERRORS = tuple(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
 
 
 class InputError(Exception):
