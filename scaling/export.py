@@ -9,6 +9,16 @@ import torch
 from .model import EfficientNet
 
 
+def check_onnx() -> None:
+    """Raise ImportError, saying how to install them, where onnx or onnxscript is missing."""
+    try:
+        import onnx  # noqa: F401
+        import onnxscript  # noqa: F401
+    except ImportError as e:
+        raise ImportError(f"ONNX export needs the export extra: pip install 'scaling[export]' "
+                          f"(onnx and onnxscript; {e})") from e
+
+
 def export_onnx(model: EfficientNet, path: str | Path, resolution: int | None = None) -> Path:
     """Write ``model`` (eval mode) to an ONNX file with a dynamic batch axis.
 
@@ -16,13 +26,9 @@ def export_onnx(model: EfficientNet, path: str | Path, resolution: int | None = 
     default): the exported graph then takes images of exactly that size.
 
     Raises:
-        ImportError: where onnx or onnxscript is missing (``pip install onnx onnxscript``).
+        ImportError: where onnx or onnxscript is missing (``pip install 'scaling[export]'``).
     """
-    try:
-        import onnx  # noqa: F401
-        import onnxscript  # noqa: F401
-    except ImportError as e:
-        raise ImportError(f"ONNX export needs onnx and onnxscript: pip install onnx onnxscript ({e})") from e
+    check_onnx()
     spec = model.spec
     resolution = resolution or spec.resolution
     if spec.padding == "same" and (not spec.static_padding or resolution != spec.resolution):

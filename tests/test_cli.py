@@ -164,3 +164,13 @@ def test_sweep_matches_the_family(tmp_path):
                  ["--dimension", "width", "--values", "0.5"], ["--dimension", "depth", "--match", "paper"]):
         r = run("sweep", *args)
         assert r.exit_code == 2 and len(r.output.strip().splitlines()) == 1, (args, r.output)
+
+
+@pytest.mark.parametrize("module", ["onnx", "onnxscript"])
+def test_export_without_the_export_extra_says_how_to_install_it(module, tmp_path, monkeypatch):
+    monkeypatch.setitem(__import__("sys").modules, module, None)  # `import onnx` raises ImportError
+    r = run("export", "efficientnet-b0", "--onnx", tmp_path / "b0.onnx")
+    assert r.exit_code == 2, r.output
+    lines = r.output.strip().splitlines()
+    assert len(lines) == 1 and "pip install 'scaling[export]'" in lines[0] and module in lines[0], r.output
+    assert not (tmp_path / "b0.onnx").exists()

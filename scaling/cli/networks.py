@@ -276,7 +276,7 @@ def export(
 
     Example: scaling export efficientnet-b0 --onnx b0.onnx
     """
-    from ..export import export_onnx
+    from ..export import check_onnx, export_onnx
     from ..model import EfficientNet
     from ..spec import canonical_name
 
@@ -285,6 +285,10 @@ def export(
     except ValueError as e:
         raise typer.BadParameter(str(e), param_hint="NAME")
     _check_output_path(onnx, "--onnx")
+    try:
+        check_onnx()  # before any work: a plain `pip install .` has no exporter
+    except ImportError as e:
+        raise InputError(str(e))
     if weights is not None and not weights.is_file():
         raise typer.BadParameter(f"no such file: {weights}", param_hint="--weights")
     if weights is not None:
