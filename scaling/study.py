@@ -19,8 +19,13 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr, ValidationError
+from pydantic import field_validator
+
 from .compound import Grid
-from .recipe import Recipe, get_recipe
+from .recipe import RECIPES, Recipe, get_recipe
 
 SAMPLERS = ("grid", "tpe", "random")
 SECTIONS = {
@@ -119,8 +124,108 @@ class StudyConfig:
         return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
 
 
+# ---------------------------------------------------------------------------- study files
+
+def _num(description: str, **limits):
+    return Annotated[StrictFloat | None, Field(description=description, **limits)]
+
+
+def _int(description: str, **limits):
+    return Annotated[StrictInt | None, Field(description=description, **limits)]
+
+
+_Range = tuple[Annotated[StrictFloat, Field(ge=1)], Annotated[StrictFloat, Field(ge=1)]]
+_RANGE = "[low, high] with 1 <= low <= high"
+
+
+class _Values(BaseModel):
+    """Each key's type and allowed range; a key the file does not set stays None (the default)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: Annotated[StrictStr | None, Field(description="a plain folder name (no '/', not starting with '.')",
+                                            pattern=r"^[^/.][^/]*$")] = None
+    # [data]
+    source: Annotated[StrictStr | None, Field(description="'default' or a path", min_length=1)] = None
+    base_resolution: _int("a whole number in 8..4096", ge=8, le=4096) = None
+    train_size: _int("a whole number >= 1", ge=1) = None
+    val_size: _int("a whole number >= 1", ge=1) = None
+    # [grid]
+    phi: _num("a number in 0..10", ge=0, le=10) = None
+    alpha: Annotated[_Range | None, Field(description=_RANGE)] = None
+    beta: Annotated[_Range | None, Field(description=_RANGE)] = None
+    gamma: Annotated[_Range | None, Field(description=_RANGE)] = None
+    step: _num("a number > 0", gt=0) = None
+    tolerance: _num("a number in (0, 1)", gt=0, lt=1) = None
+    target: _num("a number > 1", gt=1) = None
+    multiple: _int("a whole number in 1..256", ge=1, le=256) = None
+    base_width: _num("a number in (0, 64]", gt=0, le=64) = None
+    base_depth: _num("a number in (0, 64]", gt=0, le=64) = None
+    # [search]
+    sampler: Annotated[Literal["grid", "tpe", "random"] | None, Field(description="grid, tpe or random")] = None
+    trials: _int("a whole number >= 1", ge=1) = None
+    seeds: _int("a whole number >= 1", ge=1) = None
+    prune: Annotated[StrictBool | None, Field(description="true or false")] = None
+
+    @field_validator("alpha", "beta", "gamma")
+    @classmethod
+    def _ordered(cls, v):
+        if v is not None and v[0] > v[1]:
+            raise ValueError("low > high")
+        return v
+
+
+class _RecipeValues(BaseModel):
+    """The [recipe] table: a Recipe's fields (tests check they are the same), each with its range."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: Annotated[Literal[tuple(RECIPES)] | None, Field(description=" or ".join(RECIPES))] = None
+    epochs: _int("a whole number >= 1", ge=1) = None
+    batch_size: _int("a whole number >= 1", ge=1) = None
+    optimizer: Annotated[Literal["sgd", "adamw", "rmsprop"] | None, Field(description="sgd, adamw or rmsprop")] = None
+    lr: _num("a number > 0", gt=0) = None
+    momentum: _num("a number in [0, 1)", ge=0, lt=1) = None
+    weight_decay: _num("a number >= 0", ge=0) = None
+    warmup_epochs: _num("a number >= 0", ge=0) = None
+    schedule: Annotated[Literal["cosine", "step"] | None, Field(description="cosine or step")] = None
+    decay_rate: _num("a number in (0, 1]", gt=0, le=1) = None
+    decay_epochs: _num("a number > 0", gt=0) = None
+    label_smoothing: _num("a number in [0, 1)", ge=0, lt=1) = None
+    ema: _num("a number in [0, 1)", ge=0, lt=1) = None
+    rmsprop_alpha: _num("a number in (0, 1)", gt=0, lt=1) = None
+    rmsprop_eps: _num("a number > 0", gt=0) = None
+    min_micro_batch: _int("a whole number >= 1", ge=1) = None
+    bn_momentum: _num("a number in (0, 1]", gt=0, le=1) = None
+
+
+def _validated(model: type[BaseModel], values: dict, path: Path, where) -> dict:
+    """``values`` checked against ``model``; the first bad one as a StudyError naming file, key and range."""
+    try:
+        return model(**values).model_dump(exclude_unset=True)
+    except ValidationError as e:
+        first = e.errors()[0]
+        key = str(first["loc"][0])
+        if first["type"] == "extra_forbidden":  # read_toml names unknown keys itself; kept for safety
+            raise StudyError(f"{path}: unknown key {where(key)}") from None
+        field = model.model_fields[key]
+        raise StudyError(f"{path}: {where(key)} = {_toml(values[key])}: must be {field.description}") from None
+
+
+def _toml(value) -> str:
+    """A value as the file wrote it."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, str):
+        return json.dumps(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml(v) for v in value) + "]"
+    return str(value)
+
+
 def read_toml(path: str | Path) -> dict:
-    """A study file's settings as StudyConfig fields; unknown keys are errors naming them."""
+    """A study file's settings as StudyConfig fields, each value checked (type and range);
+    an unknown key or a bad value is a StudyError naming the file and the key."""
     path = Path(path)
     try:
         raw = tomllib.loads(path.read_text())
@@ -135,6 +240,10 @@ def read_toml(path: str | Path) -> dict:
         elif key == "recipe":
             if not isinstance(value, dict):
                 raise StudyError(f"{path}: [recipe] must be a table")
+            known = [f.name for f in dataclasses.fields(Recipe)]
+            for k in value:
+                if k not in known:
+                    raise StudyError(f"{path}: unknown key {k!r} in [recipe]; known: {', '.join(known)}")
             out["recipe"] = dict(value)
         elif key in SECTIONS:
             if not isinstance(value, dict):
@@ -145,6 +254,12 @@ def read_toml(path: str | Path) -> dict:
                 out["source" if (key, k) == ("data", "source") else k] = v
         else:
             raise StudyError(f"{path}: unknown key {key!r}; known: name, {', '.join(SECTIONS)}, recipe")
+    section = {"name": "", "source": "[data] "} | {k: f"[{s}] " for s, keys in SECTIONS.items() for k in keys
+                                                   if k != "source"}
+    recipe = out.pop("recipe", None)
+    out = _validated(_Values, out, path, lambda k: f"{section[k]}{k}")
+    if recipe is not None:
+        out["recipe"] = _validated(_RecipeValues, recipe, path, lambda k: f"[recipe] {k}")
     return out
 
 
