@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import optuna
@@ -117,11 +115,10 @@ def paper_rank(results: pd.DataFrame) -> int | None:
 
 def write_csv(df: pd.DataFrame, path: Path) -> None:
     """Atomically: a reader sees the old file or the new one, never half of one."""
+    from .files import write_text_atomic
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        df.to_csv(f, index=False)
-    os.replace(tmp, path)
+    write_text_atomic(path, df.to_csv(index=False))
 
 
 def running(study: optuna.Study) -> int:

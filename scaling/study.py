@@ -277,6 +277,29 @@ def study_dir(root: str | Path, name: str) -> Path:
     return Path(root) / name
 
 
+def saved_config(folder: Path) -> StudyConfig | None:
+    """The definition saved in a study folder (study.json), whatever created it; None without one."""
+    path = Path(folder) / "study.json"
+    if not path.is_file():
+        return None
+    return StudyConfig.from_json(path.read_text())
+
+
+def existing_studies(root: str | Path) -> list[str]:
+    """Names of the studies under ``root``: folders holding a definition or an Optuna database."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    return sorted(p.name for p in root.iterdir()
+                  if p.is_dir() and ((p / "study.json").is_file() or (p / "optuna.db").is_file()))
+
+
+def no_study(name: str, where: str | Path, names: list[str]) -> StudyError:
+    """The one-line error for a study that does not exist, listing those that do."""
+    listing = ", ".join(names) if names else "none yet (`scaling search` creates one)"
+    return StudyError(f"no study {name!r} in {where}; studies there: {listing}")
+
+
 def check_or_save(config: StudyConfig, folder: Path) -> None:
     """Save the resolved definition, or refuse one that differs from the saved one."""
     path = folder / "study.json"

@@ -174,3 +174,91 @@ def test_export_without_the_export_extra_says_how_to_install_it(module, tmp_path
     lines = r.output.strip().splitlines()
     assert len(lines) == 1 and "pip install 'scaling[export]'" in lines[0] and module in lines[0], r.output
     assert not (tmp_path / "b0.onnx").exists()
+
+
+# ---------------------------------------------------------------------------- formats, files, help
+
+
+def test_output_files_get_the_umask_mode(tmp_path):
+    import os
+
+    old = os.umask(0o027)
+    try:
+        for cmd in (["candidates", "--format", "csv"], ["flops", "b0", "--format", "json"]):
+            out = tmp_path / f"{cmd[0]}.out"
+            r = run(*cmd, "-o", out)
+            assert r.exit_code == 0, r.output
+            assert out.stat().st_mode & 0o777 == 0o640, oct(out.stat().st_mode)
+    finally:
+        os.umask(old)
+
+
+@pytest.mark.parametrize("fmt, parse", [("json", json.loads), ("csv", lambda t: pd.read_csv(__import__("io").StringIO(t)))])
+def test_format_with_output_also_prints(fmt, parse, tmp_path):
+    out = tmp_path / f"c.{fmt}"
+    r = run("candidates", "--phi", 1, "--format", fmt, "-o", out)
+    assert r.exit_code == 0, r.output
+    assert len(parse(r.stdout)) == len(parse(out.read_text())) == 65  # "Also write": both
+
+
+def test_table_with_output_prints_the_table_and_writes_by_extension(tmp_path):
+    out = tmp_path / "c.json"
+    r = run("candidates", "--phi", 1, "-o", out)
+    assert r.exit_code == 0 and "65 distinct networks" in r.stdout
+    assert len(json.loads(out.read_text())) == 65
+
+
+def test_plurals():
+    r = run("candidates", "--alpha-range", "1.2,1.2", "--beta-range", "1.1,1.1", "--gamma-range", "1.15,1.15")
+    assert r.exit_code == 0, r.output
+    assert "1 triple -> 1 distinct network" in r.output and "networks" not in r.output.split("\n")[0]
+
+
+@pytest.mark.parametrize("cmd", [[], ["family"], ["search"], ["train"], ["flops"]])
+def test_help_has_no_type_after_flags(cmd):
+    r = run(*cmd, "-h")
+    assert r.exit_code == 0 and "--help" in r.output
+    assert "<bool>" not in r.output, r.output
+
+
+def test_version_and_completion():
+    from importlib.metadata import version
+
+    r = run("--version")
+    assert r.exit_code == 0 and r.output.strip() == f"scaling {version('scaling')}"
+    r = run("-h")
+    assert "--install-completion" in r.output and "--show-completion" in r.output
+
+
+def test_python_dash_m_scaling(tmp_path):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]), SCALING_CACHE=str(tmp_path))
+    r = subprocess.run([sys.executable, "-m", "scaling", "flops", "b0", "--by", "total"], capture_output=True,
+                       text=True, env=env, cwd=tmp_path, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "FLOPs 385,814,752" in r.stdout
+    r = subprocess.run([sys.executable, "-m", "scaling"], capture_output=True, text=True, env=dict(
+        env, _SCALING_COMPLETE="complete_bash", COMP_WORDS="scaling cand", COMP_CWORD="1"), cwd=tmp_path, timeout=120)
+    assert r.returncode == 0 and r.stdout.split() == ["candidates"], (r.stdout, r.stderr)
+
+
+def test_base_width_and_depth_options():
+    from scaling.complexity import count
+    from scaling.spec import spec_for
+
+    base = spec_for("efficientnet-b0", resolution=64, width=0.5, depth=0.25)
+    args = ["--base-resolution", 64, "--base-width", 0.5, "--base-depth", 0.25, "--format", "json"]
+    rows = json.loads(run("candidates", "--phi", 1, *args).stdout)
+    base_flops = count(base).flops
+    assert rows and all(x["flops_ratio"] == round(x["flops"] / base_flops, 4) for x in rows)
+    fam = [x for x in json.loads(run("family", "--phi", "0-1", *args).stdout) if x["series"].startswith("compound")]
+    assert fam[0]["flops"] == base_flops and fam[0]["params"] == count(base).params
+    sw = json.loads(run("sweep", "--dimension", "width", "--values", "2", *args).stdout)
+    assert sw[0]["flops"] == count(base.replace(width=1.0)).flops
+    for cmd in (["candidates"], ["family"], ["sweep", "--dimension", "width", "--values", "2"]):
+        r = run(*cmd, "--base-width", 0)
+        assert r.exit_code == 2 and "--base-width" in r.output

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import os
 import sys
-import tempfile
 from enum import Enum
 from pathlib import Path
-from typing import Optional
+from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
 from rich.table import Table
 from typer.core import TyperGroup
+
+from ..files import write_text_atomic
 
 # Logs and pipes get a wide table rather than one squeezed to 80 columns.
 console = Console(width=None if sys.stdout.isatty() else 180)
@@ -20,7 +21,18 @@ err = Console(stderr=True)
 
 
 class OneLineErrors(TyperGroup):
-    """Bad input ends with one line on stderr and exit code 2, never a traceback."""
+    """Bad input ends with one line on stderr and exit code 2, never a traceback; -h shows no
+    type column for on/off flags (Typer's rich help would print <bool> after each, -h too)."""
+
+    def get_command(self, ctx, cmd_name):
+        cmd = super().get_command(ctx, cmd_name)
+        if cmd is not None:
+            _untyped_flags(cmd, ctx)
+        return cmd
+
+    def format_help(self, ctx, formatter):
+        _untyped_flags(self, ctx)
+        return super().format_help(ctx, formatter)
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
         try:
@@ -45,6 +57,13 @@ class OneLineErrors(TyperGroup):
         sys.exit(rv if isinstance(rv, int) else 0)
 
 
+def _untyped_flags(cmd, ctx) -> None:
+    """An empty metavar for each on/off flag (the help option included): nothing in the type column."""
+    for param in cmd.get_params(ctx):
+        if getattr(param, "is_flag", False) and getattr(param, "metavar", "") is None:
+            param.metavar = ""
+
+
 # Typer 0.26 and later vendor click as typer._click (and no longer install click); older Typer
 # raises click's own exceptions. typer.BadParameter is that click's, so its bases name the right class.
 _CLICK_ERRORS = tuple(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
@@ -59,9 +78,31 @@ app = typer.Typer(
     help="Compound-scaling studies of ConvNets, in the manner of EfficientNet.",
     context_settings={"help_option_names": ["-h", "--help"]},
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,  # --install-completion / --show-completion for bash, zsh, fish, PowerShell
     pretty_exceptions_enable=False,
 )
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        from .. import __version__
+
+        try:
+            v = version("scaling")
+        except PackageNotFoundError:  # run from a source tree that is not installed
+            v = __version__
+        console.print(f"scaling {v}", markup=False, highlight=False)
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _root(
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                          help="Print the version and exit.")] = False,
+) -> None:
+    pass
 
 
 class Format(str, Enum):
@@ -102,32 +143,25 @@ def _check_output(path: Optional[Path]) -> None:
         raise typer.BadParameter(f"{path} is not writable", param_hint="--output")
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _emit(df, fmt: Format, output: Optional[Path], show) -> None:
-    """Print or write a DataFrame: rich table, CSV or JSON; --output picks by extension for tables."""
+    """Print the rows (rich table, CSV or JSON) and, with --output, also write them to that file:
+    as --format says, or for a table as the file's extension says (.json, else CSV)."""
     if output is not None:
         kind = fmt.value if fmt != Format.table else ("json" if output.suffix == ".json" else "csv")
-        text = df.to_json(orient="records", indent=2) if kind == "json" else df.to_csv(index=False)
-        _write_atomic(output, text)
-        err.print(f"wrote {len(df)} rows to {output}")
-        if fmt != Format.table:
-            return
+        text = df.to_json(orient="records", indent=2) + "\n" if kind == "json" else df.to_csv(index=False)
+        write_text_atomic(output, text)
+        err.print(f"wrote {plural(len(df), 'row')} to {output}", markup=False, highlight=False, soft_wrap=True)
     if fmt == Format.csv:
         sys.stdout.write(df.to_csv(index=False))
     elif fmt == Format.json:
         sys.stdout.write(df.to_json(orient="records", indent=2) + "\n")
     else:
         show()
+
+
+def plural(n: int, word: str) -> str:
+    """'1 epoch', '2 epochs'."""
+    return f"{n:,} {word}" + ("" if n == 1 else "s")
 
 
 def _ends(channels: str) -> str:

@@ -9,7 +9,7 @@ import typer
 
 from . import trained as T
 from .app import (Format, By, InputError, _check_output, _check_output_path, _emit, _ends, _g, _m, _range,
-                  _table, app, console)
+                  _table, app, console, plural)
 
 
 # ---------------------------------------------------------------------------- candidates
@@ -18,6 +18,8 @@ Phi = Annotated[float, typer.Option("--phi", min=0, max=10, help="Compound coeff
 Step = Annotated[float, typer.Option(help="Grid step of alpha, beta and gamma (> 0).")]
 Tol = Annotated[float, typer.Option(help="Relative tolerance around the target product (> 0).")]
 BaseRes = Annotated[int, typer.Option("--base-resolution", min=8, max=4096, help="Base network's image size.")]
+BaseWidth = Annotated[float, typer.Option("--base-width", min=0.01, max=64, help="Base network: B0's width times this.")]
+BaseDepth = Annotated[float, typer.Option("--base-depth", min=0.01, max=64, help="Base network: B0's depth times this.")]
 Multiple = Annotated[int, typer.Option(min=1, max=256, help="Round resolutions to this multiple.")]
 Fmt = Annotated[Format, typer.Option("--format", help="table, csv or json.")]
 Out = Annotated[Optional[Path], typer.Option("--output", "-o", help="Also write the rows to this file (CSV or JSON).")]
@@ -33,6 +35,8 @@ def candidates(
     tolerance: Tol = 0.05,
     target: Annotated[float, typer.Option(min=1.01, help="Target of alpha*beta^2*gamma^2 (> 1).")] = 2.0,
     base_resolution: BaseRes = 224,
+    base_width: BaseWidth = 1.0,
+    base_depth: BaseDepth = 1.0,
     multiple: Multiple = 8,
     fmt: Fmt = Format.table,
     output: Out = None,
@@ -52,7 +56,7 @@ def candidates(
     grid = Grid(alpha=_range(alpha_range, "--alpha-range"), beta=_range(beta_range, "--beta-range"),
                 gamma=_range(gamma_range, "--gamma-range"), step=step, target=target, tolerance=tolerance)
     _check_output(output)
-    base = spec_for("efficientnet-b0", resolution=base_resolution)
+    base = spec_for("efficientnet-b0", resolution=base_resolution, width=base_width, depth=base_depth)
     cands = make_candidates(phi, grid, base, multiple)
     if not cands:
         raise InputError(
@@ -76,7 +80,7 @@ def candidates(
                 ("repeats", "left"), ("stem/head", "left"), ("params M", "right"), ("GFLOPs", "right"),
                 ("FLOPs x", "right"), (f"vs 2^{phi:g}", "right"), ("same network from (a/b/g)", "left")]
         console.print(_table(
-            f"Candidates at phi={phi:g}: {n_triples} triples -> {len(df)} distinct networks",
+            f"Candidates at phi={phi:g}: {plural(n_triples, 'triple')} -> {plural(len(df), 'distinct network')}",
             cols, rows,
             caption=("FLOPs are multiply-adds at batch 1 (fvcore). 'FLOPs x' is realized over B0; the last column "
                      "is its difference from 2^phi, which rounding causes. * marks the network the paper's (1.2, 1.1, "
@@ -117,6 +121,8 @@ def family(
     gamma: Annotated[float, typer.Option(help="Resolution base gamma (>= 1).")] = 1.15,
     phi: Annotated[str, typer.Option("--phi", help="Range such as 0-7, or a list such as 1,3,5 (0..10).")] = "0-7",
     base_resolution: BaseRes = 224,
+    base_width: BaseWidth = 1.0,
+    base_depth: BaseDepth = 1.0,
     multiple: Multiple = 8,
     official: Annotated[Optional[bool], typer.Option(
         help="Show the official B0..B7 beside the family (default); with --train, also train them.")] = None,
@@ -169,7 +175,7 @@ def family(
         raise typer.Exit(code)
     official = True if official is None else official
     _check_output(output)
-    base = spec_for("efficientnet-b0", resolution=base_resolution)
+    base = spec_for("efficientnet-b0", resolution=base_resolution, width=base_width, depth=base_depth)
     fam = family_frame(make_family(triple, phis, base, multiple), base)
     off = official_frame(official_specs()) if official else fam.iloc[0:0]
     df = pd.concat([fam, off], ignore_index=True) if official else fam
@@ -314,6 +320,8 @@ def sweep(
     gamma: Annotated[float, typer.Option(help="The family's gamma.")] = 1.15,
     phi: Annotated[str, typer.Option("--phi", help="The family's phi range, such as 1-7.")] = "1-7",
     base_resolution: BaseRes = 224,
+    base_width: BaseWidth = 1.0,
+    base_depth: BaseDepth = 1.0,
     multiple: Multiple = 8,
     fmt: Fmt = Format.table,
     output: Out = None,
@@ -360,7 +368,7 @@ def sweep(
                              studies_dir=studies_dir, quiet=quiet, report=report)
         raise typer.Exit(code)
     _check_output(output)
-    base = spec_for("efficientnet-b0", resolution=base_resolution)
+    base = spec_for("efficientnet-b0", resolution=base_resolution, width=base_width, depth=base_depth)
     base_flops = count(base).flops
     rows = []
     if values is not None:

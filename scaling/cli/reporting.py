@@ -21,10 +21,12 @@ def report(
     """Write reports/NAME/index.html (self-contained) and reports/NAME/report.pdf from the study,
     its family and its sweeps: provenance, candidates, ranking, family, sweeps, fits, figures, failures.
 
-    Example: scaling report default   |   scaling report cifar10 --storage postgresql://user@host/db
+    Example: scaling report default-cpu   |   scaling report cifar10 --storage postgresql://user@host/db
     """
     from ..study import StudyError
+    from .searching import require_study
 
+    require_study(name, studies_dir, storage)
     folder = output_dir / name
     for path in (output_dir, folder):
         if path.exists() and not path.is_dir():

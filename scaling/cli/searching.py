@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from .app import (InputError, _f, _flops_unit, _m, _table, app, console, err)
+from .app import (Format, InputError, _check_output, _emit, _f, _flops_unit, _m, _table, app, console, err, plural)
 from .training import Device, _device, _load_data
 
 
@@ -59,7 +59,7 @@ def _summarize(study, config, folder: Path) -> None:
         cols = [("rank", "right"), ("alpha", "right"), ("beta", "right"), ("gamma", "right"), ("res", "right"),
                 ("repeats", "left"), ("params M", "right"), (unit, "right"), ("top-1 %", "right"),
                 ("std", "right"), ("seeds", "right")]
-        console.print(_table(f"Study {config.name}: {len(df)} networks trained"
+        console.print(_table(f"Study {config.name}: {plural(len(df), 'network')} trained"
                              + (f", {n_run} running" if n_run else ""), cols, rows))
         best = df.iloc[0]
         console.print(f"best: (alpha, beta, gamma) = ({best.alpha:g}, {best.beta:g}, {best.gamma:g}), top-1 "
@@ -80,6 +80,8 @@ def search(
     data: Annotated[Optional[str], typer.Option(help="'default' or an ImageFolder folder / archive.")] = None,
     phi: Annotated[Optional[float], typer.Option("--phi", min=0, max=10, help="Compound coefficient, 0..10.")] = None,
     base_resolution: Annotated[Optional[int], typer.Option(min=8, max=4096, help="B0's image size.")] = None,
+    base_width: Annotated[Optional[float], typer.Option(min=0.01, max=64, help="Base network: B0's width times this.")] = None,
+    base_depth: Annotated[Optional[float], typer.Option(min=0.01, max=64, help="Base network: B0's depth times this.")] = None,
     sampler: Annotated[Optional[str], typer.Option(help="grid (each network once), tpe or random.")] = None,
     trials: Annotated[Optional[int], typer.Option(min=1, help="Networks (grid) or trials (tpe, random).")] = None,
     seeds: Annotated[Optional[int], typer.Option(min=1, help="Train each network with this many seeds.")] = None,
@@ -95,16 +97,27 @@ def search(
 ):
     """Train each candidate network briefly (an Optuna study) and rank them by held-out top-1.
 
-    Example: scaling search --phi 1   |   scaling search --study studies/cifar10.toml --gpus all
+    Example: scaling search --phi 1   |   scaling search --study studies/proxy.toml --data cifar10-jpeg.tar.gz --gpus all
     """
     from ..search import create_study
 
     config, gpu_ids, folder, url = prepare_study(
         study_file, studies_dir, storage, gpus, epochs=epochs, batch_size=batch_size, name=name, source=data,
-        phi=phi, base_resolution=base_resolution, sampler=sampler, trials=trials, seeds=seeds, prune=prune)
-    _load_data(config.source, config.base_resolution, quiet, train_size=config.train_size, val_size=config.val_size)
+        phi=phi, base_resolution=base_resolution, base_width=base_width, base_depth=base_depth, sampler=sampler,
+        trials=trials, seeds=seeds, prune=prune)
+    data, _ = _load_data(config.source, config.base_resolution, quiet, train_size=config.train_size,
+                         val_size=config.val_size)
+    if not gpu_ids:
+        err.print(cpu_estimate([s.replace(num_classes=data.num_classes) for s in search_specs(config)],
+                               len(data.train), len(data.val), config.training_recipe().epochs, config.seeds),
+                  soft_wrap=True)
     study = create_study(config, url)
     code = execute(config, url, study, gpu_ids, workers, quiet)
+    if code in INTERRUPTED:  # said in one line; the ranking so far is kept in results.csv
+        from ..results import results_frame, write_csv
+
+        write_csv(results_frame(study), folder / "results.csv")
+        raise typer.Exit(code)
     _summarize(study, config, folder)
     if report:
         refresh_report(config.name, studies_dir, storage)
@@ -112,34 +125,45 @@ def search(
         raise typer.Exit(code)
 
 
-def prepare_study(study_file, studies_dir: Path, storage, gpus, *, epochs=None, batch_size=None, **explicit):
+def prepare_study(study_file, studies_dir: Path, storage, gpus, *, epochs=None, batch_size=None, must_exist=False,
+                  **explicit):
     """The study's resolved definition (a reduced budget on a CPU for the embedded default,
-    said on stderr), checked against what studies/NAME/ holds; its GPUs, folder and storage URL."""
+    said on stderr), checked against what studies/NAME/ holds; its GPUs, folder and storage URL.
+
+    ``--name`` without ``--study`` reopens study NAME as it was defined (by options or by a
+    TOML file); options given beside it must agree with that definition. With ``must_exist``
+    (family and sweep training) a NAME that does not exist is refused, listing those that do.
+    """
     import torch
 
     from ..search import open_storage, storage_url, study_candidates
     from ..study import StudyError, check_or_save, resolve
 
     gpu_ids = _gpus(gpus) if gpus is not None else (list(range(torch.cuda.device_count())) if torch.cuda.is_available() else [])
+    name = explicit.get("name")
     try:
-        config = resolve(study_file, **explicit)
+        if storage is not None:
+            open_storage(storage)  # refuse a bad URL before anything is created
+        saved = _saved_definition(name, studies_dir, storage) if name and study_file is None else None
         budget_note = ""
-        if not gpu_ids and study_file is None and config.source == "default":
-            reduced = {k: v for k, v in CPU_BUDGET.items() if explicit.get(k) is None}
-            config = config.replace(**reduced, name=explicit.get("name") or "default-cpu")
-            budget_note = ("no GPU: a reduced budget - 12 of the grid's networks (spread over it), each 4 epochs on "
-                           "2,000 images of the embedded data, from a base of B0 at width 0.25, depth 0.25, 32 px. "
-                           "The full study, on a GPU: scaling search --phi 1 --name default --base-resolution 224")
-        elif not gpu_ids:
-            budget_note = (f"no GPU: this study trains its networks on the CPU from B0 at {config.base_resolution} px, "
-                           "which can take hours; --base-resolution, --trials and --epochs make it smaller")
+        if saved is not None:
+            config = saved.replace(**{k: v for k, v in explicit.items() if k != "name"})
+        elif must_exist and name and study_file is None:
+            raise study_missing(name, studies_dir, storage)
+        else:
+            config = resolve(study_file, **explicit)
+            if not gpu_ids and study_file is None and config.source == "default":
+                reduced = {k: v for k, v in CPU_BUDGET.items() if explicit.get(k) is None}
+                config = config.replace(**reduced, name=name or "default-cpu")
+                budget_note = ("no GPU: a reduced budget - 12 of the grid's networks (spread over it), each 4 epochs "
+                               "on 2,000 images of the embedded data, from a base of B0 at width 0.25, depth 0.25, "
+                               "32 px. The full study, on a GPU: scaling search --phi 1 --name default "
+                               "--base-resolution 224")
         if epochs or batch_size:
             config = config.replace(recipe={**config.recipe, **{k: v for k, v in
                                                                 (("epochs", epochs), ("batch_size", batch_size)) if v}})
         if config.source != "default" and not Path(config.source).expanduser().exists():
             raise typer.BadParameter(f"no such file or folder: {config.source}", param_hint="--data")
-        if storage is not None:
-            open_storage(storage)  # refuse a bad URL before anything is created
         if not study_candidates(config):
             raise InputError("the grid has no candidate network; widen its ranges or tolerance")
         folder = studies_dir / config.name
@@ -147,8 +171,85 @@ def prepare_study(study_file, studies_dir: Path, storage, gpus, *, epochs=None, 
     except StudyError as e:
         raise InputError(str(e))
     if budget_note:
-        err.print(budget_note)
+        err.print(budget_note, soft_wrap=True)
     return config, gpu_ids, folder, storage_url(config, folder, storage)
+
+
+# A rough guide for a CPU, not a measurement: PyTorch on a few cores sustains a few G
+# multiply-adds/s when training small ConvNets. A training image costs about three forward
+# passes (forward, and backward's two products), a held-out image one.
+CPU_MACS_PER_S = 4e9
+
+
+def cpu_estimate(specs, n_train: int, n_val: int, epochs: int, seeds: int) -> str:
+    """One line: how long ``specs`` (each ``seeds`` times) would train on the CPU, from their counted FLOPs."""
+    from ..complexity import count
+
+    per_image = [count(s).flops for s in specs]
+    macs = sum(per_image) * seeds * epochs * (3 * n_train + n_val)
+    return (f"no GPU: {plural(len(specs), 'network')} x {plural(seeds, 'seed')} x {plural(epochs, 'epoch')} on "
+            f"{n_train:,} images: {_macs(macs)} multiply-adds (fvcore's count), about {_duration(macs / CPU_MACS_PER_S)} "
+            f"on the CPU at an assumed {CPU_MACS_PER_S / 1e9:g} G multiply-adds/s; --base-resolution, --trials and "
+            "--epochs make it smaller")
+
+
+def _macs(macs: float) -> str:
+    return f"{macs / 1e12:.3g} T" if macs >= 1e12 else f"{macs / 1e9:.3g} G"
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{max(1, round(seconds))} s"
+    if seconds < 90 * 60:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def search_specs(config) -> list:
+    """The networks a search of ``config`` trains (grid: the first --trials in spread order)."""
+    from ..search import DEFAULT_TRIALS, spread_order, study_candidates
+
+    cands = study_candidates(config)
+    if config.sampler == "grid":
+        order = spread_order(cands)
+        return [cands[i].spec for i in order[:config.trials or len(order)]]
+    n = config.trials or DEFAULT_TRIALS  # tpe and random: any candidate; the grid's mean stands for them
+    return [cands[i % len(cands)].spec for i in range(n)]
+
+
+def _saved_definition(name: str, studies_dir: Path, storage):
+    """Study NAME's definition: studies/NAME/study.json, else the storage's record of it; None where neither."""
+    from ..search import load_study
+    from ..study import StudyConfig, StudyError, saved_config
+
+    config = saved_config(studies_dir / name)
+    if config is None and storage is not None:
+        try:
+            definition = load_study(StudyConfig(name=name), storage).user_attrs.get("definition")
+        except StudyError:
+            definition = None
+        if definition:
+            config = StudyConfig.from_json(definition)
+    return config
+
+
+def study_missing(name: str, studies_dir: Path, storage=None):
+    """The StudyError for a study NAME that does not exist, listing those that do (in the folder or the storage)."""
+    from ..study import existing_studies, no_study
+
+    if storage is None:
+        return no_study(name, studies_dir, existing_studies(studies_dir))
+    import optuna
+
+    from sqlalchemy.engine import make_url
+
+    from ..search import open_storage
+
+    names = sorted(n for n in optuna.get_all_study_names(storage=open_storage(storage)) if "." not in n)
+    return no_study(name, make_url(storage).render_as_string(hide_password=True), names)
+
+
+INTERRUPTED = (130, 143)  # exit codes of Ctrl+C and SIGTERM
 
 
 def execute(config, url: str, study, gpu_ids: list[int], workers: int, quiet: bool) -> int:
@@ -166,7 +267,8 @@ def execute(config, url: str, study, gpu_ids: list[int], workers: int, quiet: bo
             return _run_workers(config, url, [({"OMP_NUM_THREADS": threads}, "cpu")] * workers)
         _run_local(config, url, study, quiet)
     except KeyboardInterrupt as e:
-        err.print("interrupted: the running trial is marked failed and queued again; run the same command to resume")
+        err.print("interrupted: the running trial is marked failed and queued again; run the same command to resume",
+                  soft_wrap=True)
         return getattr(e, "exit_code", 130)
     except StudyError as e:  # e.g. a sampler that finds nothing feasible
         err.print(f"error: {e}", markup=False)
@@ -264,25 +366,52 @@ def worker(
         raise typer.Exit(getattr(e, "exit_code", 130))
 
 
+def require_study(name: str, studies_dir: Path, storage) -> None:
+    """Refuse (one line, listing the studies that exist) a study NAME that does not exist."""
+    from ..search import open_storage
+    from ..study import StudyConfig, StudyError
+
+    try:
+        StudyConfig(name=name)  # a plain folder name
+        if storage is None:
+            exists = (studies_dir / name / "optuna.db").is_file()
+        else:
+            import optuna
+
+            exists = name in optuna.get_all_study_names(storage=open_storage(storage))
+        if not exists:
+            raise study_missing(name, studies_dir, storage)
+    except StudyError as e:
+        raise InputError(str(e))
+
+
 @app.command()
 def results(
     name: Annotated[str, typer.Argument(help="The study's name.")],
     storage: Annotated[Optional[str], typer.Option(help="Database URL (default: SQLite in the study folder).")] = None,
     studies_dir: Annotated[Path, typer.Option(help="Where study folders live.")] = Path("studies"),
+    fmt: Annotated[Format, typer.Option("--format", help="table, csv or json.")] = Format.table,
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Also write the rows to this file (CSV or JSON).")] = None,
 ):
     """Print a study's ranking and write studies/NAME/results.csv.
 
-    Example: scaling results default
+    Example: scaling results default-cpu   |   scaling results default-cpu --format json -o ranking.json
     """
+    from ..results import results_frame, write_csv
     from ..search import load_study, storage_url
     from ..study import StudyConfig, StudyError
 
+    _check_output(output)
+    require_study(name, studies_dir, storage)
     folder = studies_dir / name
-    if storage is None and not (folder / "optuna.db").exists():
-        raise typer.BadParameter(f"no study {name!r} in {studies_dir}", param_hint="NAME")
     try:
         config = StudyConfig(name=name)
         study = load_study(config, storage_url(config, folder, storage))
     except StudyError as e:
         raise InputError(str(e))
-    _summarize(study, config, folder)
+    if fmt == Format.table and output is None:
+        _summarize(study, config, folder)
+        return
+    df = results_frame(study)
+    write_csv(df, folder / "results.csv")
+    _emit(df, fmt, output, lambda: _summarize(study, config, folder))

@@ -8,7 +8,7 @@ from typing import Annotated, Callable, Optional
 
 import typer
 
-from .app import _f, _flops_unit, _m, _table, console, err
+from .app import _f, _flops_unit, _m, _table, console, err, plural
 
 StudyFile = Annotated[Optional[Path], typer.Option("--study", help="With --train: a study TOML file (studies/*.toml).")]
 Name = Annotated[Optional[str], typer.Option(help="With --train: the study (folder under --studies-dir) whose data "
@@ -31,20 +31,29 @@ def train_plans(make_plans: Callable, *, study_file, name, data, storage, gpus, 
     their members with accuracy and speed; the exit code of the workers."""
     from ..results import plan_studies, series_failures, series_frame
     from ..search import base_spec, create_study
-    from .searching import execute, prepare_study, refresh_report
+    from ..plans import members
+    from .searching import INTERRUPTED, cpu_estimate, execute, prepare_study, refresh_report
     from .training import _load_data
 
     config, gpu_ids, folder, url = prepare_study(study_file, studies_dir, storage, gpus, epochs=epochs,
-                                                 batch_size=batch_size, name=name, source=data)
+                                                 batch_size=batch_size, name=name, source=data, must_exist=True)
     data, _ = _load_data(config.source, config.base_resolution, quiet, train_size=config.train_size,
                          val_size=config.val_size)
-    plans = make_plans(config, base_spec(config).replace(num_classes=data.num_classes))  # FLOPs as trained
+    base = base_spec(config).replace(num_classes=data.num_classes)  # FLOPs as trained
+    plans = make_plans(config, base)
+    if not gpu_ids:
+        specs = [m.spec for plan in plans for m in members(plan, base, config.multiple)]
+        err.print(cpu_estimate(specs, len(data.train), len(data.val), config.training_recipe().epochs, seeds),
+                  soft_wrap=True)
     code = 0
     for plan in plans:
         sub = config.replace(name=f"{config.name}.{plan.suffix()}", plan=plan.to_dict(), seeds=seeds)
-        err.print(f"training {plan.series()}: {len(plan.keys)} member(s) x {seeds} seed(s) in study {sub.name}")
+        err.print(f"training {plan.series()}: {plural(len(plan.keys), 'member')} x {plural(seeds, 'seed')} in "
+                  f"study {sub.name}", soft_wrap=True)
         study = create_study(sub, url)
         code = execute(sub, url, study, gpu_ids, workers, quiet)
+        if code in INTERRUPTED:  # said in one line; a re-run trains what is missing
+            return code
         if code:
             break
     studies = plan_studies(url, config.name)
@@ -75,6 +84,6 @@ def show_trained(df) -> None:
                 ("latency ms", "right"), ("infer img/s", "right"), ("peak MB", "right"), ("device", "left")]
         batch = part["inference_batch"].dropna()
         console.print(_table(
-            f"{series}: {len(part)} member(s) trained", cols, rows,
+            f"{series}: {plural(len(part), 'member')} trained", cols, rows,
             caption=(f"latency: one image (batch 1); infer img/s: batch {int(batch.iloc[0]) if len(batch) else '?'}; "
                      "peak MB: GPU memory while training (blank on the CPU).")))

@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from .app import (InputError, app, console, err)
+from .app import (InputError, app, console, err, plural)
 
 
 # ---------------------------------------------------------------------------- train, evaluate
@@ -28,13 +28,18 @@ def _network(name: Optional[str], width, depth, resolution) -> "NetworkSpec":  #
         raise typer.BadParameter(str(e), param_hint="NAME")
 
 
+def _check_data(data: str) -> None:
+    """Refuse a --data path that does not exist, naming it."""
+    if data not in ("default", "") and not Path(data).expanduser().exists():
+        raise typer.BadParameter(f"no such file or folder: {data}", param_hint="--data")
+
+
 def _load_data(data: str, resolution: int, quiet: bool, **kw):
     import time
 
     from ..data import DataError, load_data
 
-    if data not in ("default", "") and not Path(data).expanduser().exists():
-        raise typer.BadParameter(f"no such file or folder: {data}", param_hint="--data")
+    _check_data(data)
     t0 = time.perf_counter()
     try:
         ds = load_data(None if data in ("default", "") else Path(data).expanduser(), resolution, quiet=quiet, **kw)
@@ -101,6 +106,7 @@ def train(
     from ..train import train as run_training
 
     spec = _network(name, width, depth, resolution)
+    _check_data(data)  # before the run folder's checkpoint is looked at
     try:
         rec = get_recipe(recipe, epochs=epochs, batch_size=batch_size, lr=lr)
     except ValueError as e:
@@ -163,7 +169,7 @@ def train(
             where = f"{nproc} x {dev.type}" if child else str(dev)
             err.print(f"training {spec.name or 'custom'} at {spec.resolution}px on {ds.name} ({len(ds.train):,} "
                       f"train, {len(ds.val):,} val, {ds.num_classes} classes) on {where}; recipe {rec.name}, "
-                      f"{rec.epochs} epochs, batch {rec.batch_size}")
+                      f"{plural(rec.epochs, 'epoch')}, batch {rec.batch_size}")
         result = run_training(spec, ds, rec, device=dev, seed=seed, checkpoint=ckpt, resume=resume, quiet=quiet,
                               deterministic=deterministic, data_seconds=data_s, save_weights=run_dir / "weights.pt",
                               micro_batch=micro_batch, sync_bn=sync_bn, cuda_graphs=cuda_graphs)
@@ -236,7 +242,7 @@ def _print_result(result, run_dir: Path) -> None:
     t = result.times
     if result.status == "ok":
         console.print(f"top-1 {100 * result.top1:.2f}%  top-5 {100 * result.top5:.2f}%  after "
-                      f"{result.epochs_completed} epochs on {result.device}")
+                      f"{plural(result.epochs_completed, 'epoch')} on {result.device}")
     else:
         console.print(f"FAILED ({result.status}): {result.reason}")
     speed = f"{result.images_per_second:,.0f} img/s" if result.images_per_second else "-"
