@@ -129,7 +129,7 @@ def test_cli_train_and_evaluate(tmp_path, monkeypatch):
     assert r.exit_code == 0, r.output
     result = json.loads((run / "result.json").read_text())
     assert result["status"] == "ok" and result["epochs_completed"] == 1
-    assert "top-1" in r.output
+    assert "top-1" in r.output and "after 1 epoch on cpu" in r.output
     again = CliRunner().invoke(app, args)  # a checkpoint is there: refuse to overwrite it silently
     assert again.exit_code == 2 and "--resume" in again.output
     r = CliRunner().invoke(app, ["evaluate", "custom", "--weights", str(run / "weights.pt"), "--val-size", "100",
@@ -163,3 +163,16 @@ def test_cli_unreadable_archive(tmp_path, monkeypatch):
     bad.write_bytes(b"not a tar file")
     r = CliRunner().invoke(app, ["train", "efficientnet-b0", "--resolution", "32", "--data", str(bad)])
     assert r.exit_code == 2 and len(r.output.strip().splitlines()) == 1 and "data.tar.gz" in r.output
+
+
+def test_cli_wrong_data_path_is_named_before_the_checkpoint(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "checkpoint.pt").write_bytes(b"x")  # a run folder that holds a checkpoint
+    r = CliRunner().invoke(app, ["train", "--width", "0.25", "--depth", "0.25", "--resolution", "32",
+                                 "--data", "/no/such/cifar.tar.gz", "--run-dir", str(run)])
+    assert r.exit_code == 2, r.output
+    lines = r.output.strip().splitlines()
+    assert len(lines) == 1 and "--data" in lines[0] and "/no/such/cifar.tar.gz" in lines[0], r.output
+    assert "checkpoint" not in r.output
