@@ -70,6 +70,12 @@ def test_family_train_with_the_name_of_a_file_study(studies):
     r = run("family", "--train", "--name", "cifar-small", "--phi", "0", "--gpus", "none", "-q", "--no-report")
     assert r.exit_code == 0, r.output
     assert "1 member trained" in r.output and "other settings" not in r.output
+    r = run("family", "--train", "--name", "cifar-small", "--phi", "0", "--gpus", "none", "-q", "--no-report",
+            "--format", "json", "-o", studies / "f.json")  # trained already: nothing to train, rows again
+    assert r.exit_code == 0, r.output
+    rows = json.loads(r.stdout)
+    assert rows == json.loads((studies / "f.json").read_text())
+    assert [(x["label"], x["resolution"]) for x in rows] == [("phi=0", 32)]
 
 
 @pytest.mark.parametrize("cmd", [["family", "--train"], ["sweep", "--dimension", "width", "--values", "1.5", "--train"]])

@@ -156,6 +156,7 @@ def family(
     from ..tables import family_frame, official_frame
 
     triple, phis = _triple_and_phis(alpha, beta, gamma, phi)
+    _check_output(output)
     if train:
         from ..plans import Plan
 
@@ -171,10 +172,9 @@ def family(
 
         code = T.train_plans(plans, study_file=study_file, name=name, data=data, storage=storage, gpus=gpus,
                              workers=workers, seeds=seeds, epochs=epochs, batch_size=batch_size,
-                             studies_dir=studies_dir, quiet=quiet, report=report)
+                             studies_dir=studies_dir, quiet=quiet, report=report, fmt=fmt, output=output)
         raise typer.Exit(code)
     official = True if official is None else official
-    _check_output(output)
     base = spec_for("efficientnet-b0", resolution=base_resolution, width=base_width, depth=base_depth)
     fam = family_frame(make_family(triple, phis, base, multiple), base)
     off = official_frame(official_specs()) if official else fam.iloc[0:0]
@@ -359,15 +359,15 @@ def sweep(
     if match is not None and match != "family":
         raise typer.BadParameter(f"only 'family' is known, got {match!r}", param_hint="--match")
     vals = _multipliers(values) if values is not None else None
+    _check_output(output)
     if train:
         def plans(config, base):
             return [_sweep_plan(dimension, values, match, alpha, beta, gamma, phi, base, config.multiple)]
 
         code = T.train_plans(plans, study_file=study_file, name=name, data=data, storage=storage, gpus=gpus,
                              workers=workers, seeds=seeds, epochs=epochs, batch_size=batch_size,
-                             studies_dir=studies_dir, quiet=quiet, report=report)
+                             studies_dir=studies_dir, quiet=quiet, report=report, fmt=fmt, output=output)
         raise typer.Exit(code)
-    _check_output(output)
     base = spec_for("efficientnet-b0", resolution=base_resolution, width=base_width, depth=base_depth)
     base_flops = count(base).flops
     rows = []

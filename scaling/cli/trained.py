@@ -8,7 +8,7 @@ from typing import Annotated, Callable, Optional
 
 import typer
 
-from .app import _f, _flops_unit, _m, _table, console, err, plural
+from .app import Format, _emit, _f, _flops_unit, _m, _table, console, err, plural
 
 StudyFile = Annotated[Optional[Path], typer.Option("--study", help="With --train: a study TOML file (studies/*.toml).")]
 Name = Annotated[Optional[str], typer.Option(help="With --train: the study (folder under --studies-dir) whose data "
@@ -26,9 +26,10 @@ Report = Annotated[bool, typer.Option(help="With --train: write or refresh repor
 
 
 def train_plans(make_plans: Callable, *, study_file, name, data, storage, gpus, workers, seeds, epochs, batch_size,
-                studies_dir: Path, quiet: bool, report: bool = True) -> int:
+                studies_dir: Path, quiet: bool, report: bool = True, fmt: Format = Format.table,
+                output: Optional[Path] = None) -> int:
     """Train the plans ``make_plans(config, base_spec)`` returns, one study each, and print
-    their members with accuracy and speed; the exit code of the workers."""
+    their members with accuracy and speed (``fmt``, also written to ``output``); the exit code of the workers."""
     from ..results import plan_studies, series_failures, series_frame
     from ..search import base_spec, create_study
     from ..plans import members
@@ -58,7 +59,8 @@ def train_plans(make_plans: Callable, *, study_file, name, data, storage, gpus, 
             break
     studies = plan_studies(url, config.name)
     df = series_frame(studies)
-    show_trained(df[df["series"].isin([p.series() for p in plans])])
+    df = df[df["series"].isin([p.series() for p in plans])]
+    _emit(df, fmt, output, lambda: show_trained(df))
     fails = series_failures(studies)
     for r in fails.itertuples():
         console.print(f"failed: {r.study} {r.label}: {r.reason or 'error'}", markup=False)
