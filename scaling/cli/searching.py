@@ -16,7 +16,7 @@ from .training import Device, _device, _load_data
 # ---------------------------------------------------------------------------- search
 
 # On a machine without a GPU, the default study shrinks to this and says so.
-CPU_BUDGET = dict(base_resolution=32, base_width=0.25, base_depth=0.25, train_size=2000, val_size=500, trials=12,
+CPU_BUDGET = dict(base_resolution=40, base_width=0.25, base_depth=0.25, train_size=2000, val_size=500, trials=12,
                   recipe={"name": "proxy", "epochs": 4, "batch_size": 64, "lr": 0.4})
 
 
@@ -98,12 +98,17 @@ def search(
     Example: scaling search --phi 1   |   scaling search --study studies/cifar10.toml --gpus all
     """
     from ..search import create_study
+    from ..study import StudyError
 
     config, gpu_ids, folder, url = prepare_study(
         study_file, studies_dir, storage, gpus, epochs=epochs, batch_size=batch_size, name=name, source=data,
         phi=phi, base_resolution=base_resolution, sampler=sampler, trials=trials, seeds=seeds, prune=prune)
-    _load_data(config.source, config.base_resolution, quiet, train_size=config.train_size, val_size=config.val_size)
-    study = create_study(config, url)
+    data, _ = _load_data(config.source, config.base_resolution, quiet, train_size=config.train_size,
+                         val_size=config.val_size)
+    try:
+        study = create_study(config, url, num_classes=data.num_classes)  # candidates counted as trained
+    except StudyError as e:
+        raise InputError(str(e))
     code = execute(config, url, study, gpu_ids, workers, quiet)
     _summarize(study, config, folder)
     if report:
@@ -128,7 +133,7 @@ def prepare_study(study_file, studies_dir: Path, storage, gpus, *, epochs=None, 
             reduced = {k: v for k, v in CPU_BUDGET.items() if explicit.get(k) is None}
             config = config.replace(**reduced, name=explicit.get("name") or "default-cpu")
             budget_note = ("no GPU: a reduced budget - 12 of the grid's networks (spread over it), each 4 epochs on "
-                           "2,000 images of the embedded data, from a base of B0 at width 0.25, depth 0.25, 32 px. "
+                           "2,000 images of the embedded data, from a base of B0 at width 0.25, depth 0.25, 40 px. "
                            "The full study, on a GPU: scaling search --phi 1 --name default --base-resolution 224")
         elif not gpu_ids:
             budget_note = (f"no GPU: this study trains its networks on the CPU from B0 at {config.base_resolution} px, "
