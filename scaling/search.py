@@ -373,11 +373,13 @@ class Objective:
             data, data_s = self._data(spec.resolution)
         spec = spec.replace(num_classes=data.num_classes)  # counted as trained: the data's classifier
         n = count(spec)
+        base_flops = count(base_spec(self.config).replace(num_classes=data.num_classes)).flops
         key = spec.architecture_key()
         attrs = dict(attrs, resolution=spec.resolution, network=key,
                      repeats="-".join(str(s.repeats) for s in spec.stages()),
                      channels="-".join(str(s.w_out) for s in spec.stages()),
                      params=n.params, flops=n.flops, activations=n.activations, seed=seed,
+                     flops_ratio=round(n.flops / base_flops, 4),
                      worker=self.worker, code_version=self.version)
         for k, v in attrs.items():
             trial.set_user_attr(k, None if isinstance(v, float) and math.isnan(v) else v)

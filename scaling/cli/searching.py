@@ -43,6 +43,8 @@ def _gpus(text: Optional[str]) -> list[int]:
 
 
 def _summarize(study, config, folder: Path) -> None:
+    import pandas as pd
+
     from ..results import failures_frame, paper_rank, results_frame, running, write_csv
 
     df = results_frame(study)
@@ -53,17 +55,31 @@ def _summarize(study, config, folder: Path) -> None:
         console.print(f"study {config.name}: no completed trial yet" + (f" ({n_run} running)" if n_run else ""))
     else:
         unit, scale = _flops_unit(df["flops"])
-        rows = [[str(r.rank), f"{r.alpha:g}", f"{r.beta:g}", f"{r.gamma:g}", str(r.resolution), r.repeats,
-                 _m(r.params), _f(r.flops, scale), f"{100 * r.top1:.2f}",
-                 "" if r.seeds < 2 else f"{100 * r.top1_std:.2f}", str(r.seeds)] for r in df.head(15).itertuples()]
-        cols = [("rank", "right"), ("alpha", "right"), ("beta", "right"), ("gamma", "right"), ("res", "right"),
-                ("repeats", "left"), ("params M", "right"), (unit, "right"), ("top-1 %", "right"),
-                ("std", "right"), ("seeds", "right")]
+
+        def opt(v, fmt: str) -> str:
+            return "" if v is None or pd.isna(v) else format(v, fmt)
+
+        rows = [[str(r.rank), f"{r.alpha:g}", f"{r.beta:g}", f"{r.gamma:g}", str(r.resolution), _m(r.params),
+                 _f(r.flops, scale), opt(r.flops_ratio, ".3f"), f"{100 * r.top1:.2f}",
+                 "" if r.seeds < 2 else f"{100 * r.top1_std:.2f}", str(r.seeds),
+                 opt(None if pd.isna(r.top1_residual) else 100 * r.top1_residual, "+.2f"), opt(r.rank_matched, "d")]
+                for r in df.head(15).itertuples()]
+        cols = [("rank", "right"), ("α", "right"), ("β", "right"), ("γ", "right"), ("res", "right"),
+                ("params M", "right"), (unit, "right"), ("× base", "right"), ("top-1 %", "right"),
+                ("std", "right"), ("seeds", "right"), ("vs fit", "right"), ("rank@F", "right")]
         console.print(_table(f"Study {config.name}: {len(df)} networks trained"
-                             + (f", {n_run} running" if n_run else ""), cols, rows))
+                             + (f", {n_run} running" if n_run else ""), cols, rows,
+                             caption=("rank: by top-1. × base: realized FLOPs over the base's. vs fit: top-1 minus "
+                                      "the grid's line of top-1 against log FLOPs, in points; rank@F: by it, the "
+                                      "ranking at matched FLOPs.")))
         best = df.iloc[0]
-        console.print(f"best: (alpha, beta, gamma) = ({best.alpha:g}, {best.beta:g}, {best.gamma:g}), top-1 "
+        console.print(f"best by top-1: (alpha, beta, gamma) = ({best.alpha:g}, {best.beta:g}, {best.gamma:g}), top-1 "
                       f"{100 * best.top1:.2f}% at {_f(best.flops, scale)} {unit}")
+        matched = df[df["rank_matched"] == 1]
+        if len(matched):
+            m = matched.iloc[0]
+            console.print(f"best at matched FLOPs: ({m.alpha:g}, {m.beta:g}, {m.gamma:g}), "
+                          f"{100 * m.top1_residual:+.2f} points over the grid's line of top-1 against log FLOPs")
         rank = paper_rank(df)
         console.print("the paper's (1.2, 1.1, 1.15): " + (f"rank {rank} of {len(df)}" if rank else "not trained"))
     if len(fails):
@@ -291,3 +307,19 @@ def results(
     except StudyError as e:
         raise InputError(str(e))
     _summarize(study, config, folder)
+    _show_laws(storage_url(config, folder, storage), name)
+
+
+def _show_laws(url: str, name: str) -> None:
+    """One line per trained series: its law, or "no law fits" / "not fitted" and why."""
+    from ..laws import fit_series
+    from ..results import plan_studies, series_frame
+
+    df = series_frame(plan_studies(url, name))
+    if df.empty:
+        return
+    for series, fit in fit_series(df, bootstrap=0).items():
+        extra = ""
+        if fit.law is not None:
+            extra = f" (a={fit.law.a:.3g}, b={fit.law.b:.3g}, c={fit.law.c:.3g}, RMSE {100 * fit.law.rmse:.2f} pp)"
+        console.print(f"law of {series}: {fit.text()}" + (extra if fit.ok else ""), markup=False)

@@ -27,6 +27,7 @@ from ..compound import PAPER
 from ..results import (failures_frame, paper_rank, plan_studies, results_frame, running, series_failures,
                        series_frame, trials_frame)
 from ..study import StudyConfig, StudyError
+from ..tables import flops_unit
 
 PACKAGES = ("torch", "torchvision", "optuna", "fvcore", "pandas", "matplotlib")
 BOOTSTRAP = 200  # resamples for the fits' 95% intervals (1000 take seconds per series)
@@ -134,12 +135,6 @@ def pct(v, digits: int = 2) -> str:
 def points(v) -> str:
     """A spread of a fraction in percentage points: 0.0012 -> "±0.12"."""
     return DASH if _missing(v) else f"±{100 * float(v):.2f}"
-
-
-def flops_unit(values) -> tuple[str, float]:
-    """("GFLOPs", 1e9) when the largest value reaches 1 G multiply-adds, else ("MFLOPs", 1e6)."""
-    vals = [float(v) for v in values if not _missing(v)]
-    return ("GFLOPs", 1e9) if vals and max(vals) >= 1e9 else ("MFLOPs", 1e6)
 
 
 def flops_text(v) -> str:
