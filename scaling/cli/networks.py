@@ -8,8 +8,8 @@ from typing import Annotated, Optional
 import typer
 
 from . import trained as T
-from .app import (Format, By, InputError, _check_output, _check_output_path, _emit, _ends, _g, _m, _range,
-                  _table, app, console)
+from .app import (Format, By, InputError, _check_output, _check_output_path, _emit, _ends, _f, _flops_unit, _g, _m,
+                  _range, _table, app, console)
 
 
 # ---------------------------------------------------------------------------- candidates
@@ -81,6 +81,8 @@ def candidates(
     df = candidates_frame(cands, base, target=target)
     n_triples = int(df["n_triples"].sum())
 
+    unit, scale = _flops_unit(df["flops"])
+
     def show():
         cols = [("#", "right"), ("α", "right"), ("β", "right"), ("γ", "right")]
         if wide:
@@ -88,7 +90,7 @@ def candidates(
         cols += [("res", "right")]
         if wide:
             cols += [("repeats", "left"), ("stem/head", "left")]
-        cols += [("params M", "right"), ("GFLOPs", "right"), ("× B0", "right"), (f"vs {target:g}^{phi:g}", "right")]
+        cols += [("params M", "right"), (unit, "right"), ("× B0", "right"), (f"vs {target:g}^{phi:g}", "right")]
         if wide:
             cols += [("nominal ×", "right"), ("same network from (α/β/γ)", "left")]
         rows = []
@@ -101,7 +103,7 @@ def candidates(
             row += [res]
             if wide:
                 row += [r.repeats, _ends(r.channels)]
-            row += [_m(r.params), _g(r.flops), f"{r.flops_ratio:.3f}", f"{100 * r.ratio_error:+.1f}%"]
+            row += [_m(r.params), _f(r.flops, scale), f"{r.flops_ratio:.3f}", f"{100 * r.ratio_error:+.1f}%"]
             if wide:
                 row += [f"{r.nominal_ratio:.3f}", " ".join(f"{t.alpha:g}/{t.beta:g}/{t.gamma:g}" for t in c.triples[1:])]
             rows.append(row)
@@ -206,18 +208,20 @@ def family(
     off = official_frame(official_specs()) if official else fam.iloc[0:0]
     df = pd.concat([fam, off], ignore_index=True) if official else fam
 
+    unit, scale = _flops_unit(df["flops"])
+
     def rows(frame):
         out = []
         for r in frame.itertuples():
             nominal = "" if r.nominal_ratio is None or pd.isna(r.nominal_ratio) else f"{r.nominal_ratio:.2f}"
             row = [r.name, f"{r.d:.3f}", f"{r.w:.3f}", f"{r.r:.3f}", str(r.resolution)]
             row += [r.repeats, r.channels] if wide else []
-            out.append(row + [_m(r.params), _g(r.flops), f"{r.flops_ratio:.2f}", nominal])
+            out.append(row + [_m(r.params), _f(r.flops, scale), f"{r.flops_ratio:.2f}", nominal])
         return out
 
     cols = [("network", "left"), ("d", "right"), ("w", "right"), ("r", "right"), ("res", "right")]
     cols += [("repeats", "left"), ("channels", "left")] if wide else []
-    cols += [("params M", "right"), ("GFLOPs", "right"), ("× B0", "right"), ("nominal ×", "right")]
+    cols += [("params M", "right"), (unit, "right"), ("× B0", "right"), ("nominal ×", "right")]
 
     def show():
         console.print(_table(

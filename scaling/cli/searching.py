@@ -78,8 +78,10 @@ def _summarize(study, config, folder: Path) -> None:
         matched = df[df["rank_matched"] == 1]
         if len(matched):
             m = matched.iloc[0]
+            ties = int((df["top1_residual"] - m.top1_residual).abs().lt(1e-9).sum())
             console.print(f"best at matched FLOPs: ({m.alpha:g}, {m.beta:g}, {m.gamma:g}), "
-                          f"{100 * m.top1_residual:+.2f} points over the grid's line of top-1 against log FLOPs")
+                          f"{100 * m.top1_residual:+.2f} points over the grid's line of top-1 against log FLOPs"
+                          + (f" ({ties} networks tie)" if ties > 1 else ""))
         rank = paper_rank(df)
         console.print("the paper's (1.2, 1.1, 1.15): " + (f"rank {rank} of {len(df)}" if rank else "not trained"))
     if len(fails):

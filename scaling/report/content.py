@@ -370,8 +370,10 @@ def _best_sentence(r: pd.DataFrame) -> str:
     if len(matched):
         m = matched.iloc[0]
         same = " — the same network" if m["network"] == best["network"] else ""
+        ties = int((r["top1_residual"] - m["top1_residual"]).abs().lt(1e-9).sum())
+        tied = f" ({ties} networks tie; the first by top-1 is listed)" if ties > 1 else ""
         out += (f" Best at matched FLOPs: {triple_text(m['alpha'], m['beta'], m['gamma'])}, "
-                f"{100 * float(m['top1_residual']):+.2f} points over the line{same}.")
+                f"{100 * float(m['top1_residual']):+.2f} points over the line{same}{tied}.")
     return out
 
 
