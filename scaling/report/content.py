@@ -385,10 +385,11 @@ def _paper_sentence(s: _Study, cands: pd.DataFrame | None) -> str:
         same = f"; it rounds to the same network as {', '.join(others)}" if others else ""
         return f"The paper's {PAPER} ranks {rank} of {len(s.results)} (top-1 {pct(row['top1'])}{same})."
     if cands is not None and not cands["triples"].astype(str).str.contains(str(PAPER), regex=False).any():
-        held = s.config is not None and s.config.flops_tolerance is not None
-        return (f"The paper's {PAPER} is not among the candidates" +
-                (f": no resolution in the grid's γ range holds its network within "
-                 f"{100 * s.config.flops_tolerance:g}% of the FLOPs budget." if held else "."))
+        in_grid = s.config is not None and PAPER in s.config.grid().iter_triples()
+        if not in_grid:
+            return f"The paper's {PAPER} is not in this grid."
+        return (f"The paper's {PAPER} is in the grid but not among the candidates: no resolution in the grid's "
+                f"γ range holds its network within {100 * s.config.flops_tolerance:g}% of the FLOPs budget.")
     return f"The paper's {PAPER} has not been trained (yet)."
 
 
