@@ -353,3 +353,18 @@ def test_a_failed_fit_is_shown_as_no_law():
     (flops_figure,) = sec.figures
     assert "no law is drawn for compound (1.2, 1.1, 1.15)" in flops_figure.caption
     assert not [ln for ln in flops_figure.figure.axes[0].get_lines() if ln.get_linestyle() == "--"]
+
+
+def test_results_says_whether_a_law_fits(study, monkeypatch):
+    from scaling.results import plan_studies, series_frame
+
+    monkeypatch.chdir(study)
+    r = invoke("results", "tiny")
+    assert r.exit_code == 0, r.output
+    series = series_frame(plan_studies(f"sqlite:///{study / 'studies' / 'tiny' / 'optuna.db'}", "tiny"))
+    fit, _ = _fits(series)["compound (1.2, 1.1, 1.15)"]
+    line = next(line for line in r.output.splitlines() if line.startswith("law of compound (1.2, 1.1, 1.15): "))
+    if fit.ok:
+        assert f"top-1 limit {100 * (1 - fit.law.c):.2f}%" in line
+    else:
+        assert line == f"law of compound (1.2, 1.1, 1.15): {fit.status}: {fit.reason}" and "limit" not in line

@@ -407,3 +407,12 @@ def test_candidates_are_held_to_their_flops_as_trained():
     assert old.flops_tolerance is None and len(study_candidates(old)) > len(held)
     with pytest.raises(StudyError, match="flops_tolerance"):
         StudyConfig(flops_tolerance=0)
+
+
+def test_a_study_grid_too_large_is_refused_in_one_line(study_file, tmp_path):
+    study_file.write_text(TOML.replace("step = 0.1", "step = 0.00001"))
+    r = CliRunner().invoke(app, ["search", "--study", str(study_file), "-q"])
+    assert r.exit_code == 2, r.output
+    size = resolve(study_file).grid().size
+    assert size == 20001**3 and r.stderr.strip().count("\n") == 0 and f"the grid has {size:,} points" in r.stderr
+    assert not (tmp_path / "studies" / "tiny" / "optuna.db").exists()

@@ -519,14 +519,14 @@ def _family(s: _Study) -> Section:
         sec.paragraphs.append("No family or official network has been trained for this study: "
                               "`scaling family --train` adds them.")
     else:
-        beside = (" beside the official EfficientNets' coefficients" if "official" in kinds else
-                  "; no official network was trained (`scaling family --train --official` adds B0..B7's "
-                  "coefficients)")
+        beside = (" beside the official EfficientNets' coefficients." if "official" in kinds else
+                  ". No official network was trained: `scaling family --train --official` adds B0..B7's "
+                  "coefficients.")
         sec.paragraphs.append(
-            "Each compound-scaled family member (B0 scaled by d = α^φ, w = β^φ, r = γ^φ)" + beside + ", trained "
-            "with the study's recipe. Latency is inference at batch 1, "
-            f"infer img/s inference at batch {_inference_batch(part)}, train img/s the training speed, memory "
-            "the training peak.")
+            "Each compound-scaled family member (B0 scaled by d = α^φ, w = β^φ, r = γ^φ), trained with the "
+            "study's recipe" + beside + " × base is the member's realized FLOPs over the base's. Latency is "
+            f"inference at batch 1, infer img/s inference at batch {_inference_batch(part)}, train img/s the "
+            "training speed, memory the training peak.")
         sec.tables.append(_series_table(part, "The compound-scaled family" + (" and the official networks"
                                                                               if "official" in kinds else ""),
                                         first=("series", "network", "φ")))
