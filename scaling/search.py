@@ -258,9 +258,9 @@ def create_study(config: StudyConfig, url: str, num_classes: int | None = None) 
     if config.sampler == "grid" and not study.user_attrs.get("enqueued"):
         cands = study_candidates(config, study.user_attrs["num_classes"])
         if not cands:
-            raise StudyError(f"study {config.name!r}: the grid has no candidate network within "
-                             f"{config.flops_tolerance:.0%} of its FLOPs budget; widen its ranges or "
-                             "flops_tolerance")
+            held = "" if config.flops_tolerance is None else f" within {config.flops_tolerance:.0%} of its FLOPs budget"
+            raise StudyError(f"study {config.name!r}: the grid has no candidate network{held}; widen its ranges, "
+                             "tolerance or flops_tolerance")
         order = spread_order(cands)[: config.trials or None]
         for seed in range(config.seeds):
             for k in order:
