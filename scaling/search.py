@@ -258,7 +258,8 @@ def create_study(config: StudyConfig, url: str, num_classes: int | None = None) 
     if config.sampler == "grid" and not study.user_attrs.get("enqueued"):
         cands = study_candidates(config, study.user_attrs["num_classes"])
         if not cands:
-            held = "" if config.flops_tolerance is None else f" within {config.flops_tolerance:.0%} of its FLOPs budget"
+            held = ("" if config.flops_tolerance is None
+                    else f" within {config.flops_tolerance:.0%} of its FLOPs budget")
             raise StudyError(f"study {config.name!r}: the grid has no candidate network{held}; widen its ranges, "
                              "tolerance or flops_tolerance")
         order = spread_order(cands)[: config.trials or None]
@@ -300,7 +301,8 @@ class Objective:
         self.config, self.device, self.quiet = config, device, quiet
         self.plan = plan_of(config)
         self.num_classes = study_classes(config, num_classes)
-        self.cands = study_candidates(config, self.num_classes) if self.plan is None and config.sampler == "grid" else []
+        grid = self.plan is None and config.sampler == "grid"
+        self.cands = study_candidates(config, self.num_classes) if grid else []
         self.recipe = config.training_recipe()
         self.version = code_version()
         self.worker = f"{socket.gethostname()}:{os.getpid()}"

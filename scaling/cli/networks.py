@@ -105,7 +105,8 @@ def candidates(
                 row += [r.repeats, _ends(r.channels)]
             row += [_m(r.params), _f(r.flops, scale), f"{r.flops_ratio:.3f}", f"{100 * r.ratio_error:+.1f}%"]
             if wide:
-                row += [f"{r.nominal_ratio:.3f}", " ".join(f"{t.alpha:g}/{t.beta:g}/{t.gamma:g}" for t in c.triples[1:])]
+                also = " ".join(f"{t.alpha:g}/{t.beta:g}/{t.gamma:g}" for t in c.triples[1:])
+                row += [f"{r.nominal_ratio:.3f}", also]
             rows.append(row)
         console.print(_table(
             f"phi={phi:g}: {len(df)} networks from {n_triples} of {n_grid} triples, FLOPs within "
