@@ -2,6 +2,8 @@
 
 Depth d = alpha^phi, width w = beta^phi, resolution r = gamma^phi, with
 alpha * beta^2 * gamma^2 ~ 2 so that FLOPs grow by about 2^phi (Tan & Le 2019, eq. 3).
+Rounding moves the realized FLOPs far from 2^phi, so candidates are held to them
+(:func:`hold_to_budget`); the grid's size is checked before it is enumerated.
 """
 
 from __future__ import annotations
