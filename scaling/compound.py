@@ -2,11 +2,14 @@
 
 Depth d = alpha^phi, width w = beta^phi, resolution r = gamma^phi, with
 alpha * beta^2 * gamma^2 ~ 2 so that FLOPs grow by about 2^phi (Tan & Le 2019, eq. 3).
+Rounding moves the realized FLOPs far from 2^phi, so candidates are held to them
+(:func:`hold_to_budget`); the grid's size is checked before it is enumerated.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from .spec import NetworkSpec, round_resolution, spec_for
@@ -55,6 +58,12 @@ def scaled_spec(base: NetworkSpec, triple: Triple, phi: float, multiple: int = 8
 
 # ---------------------------------------------------------------------------- grid
 
+MAX_GRID_POINTS = 2_000_000  # grid points (alpha x beta x gamma values) enumerated without asking
+
+
+class GridTooLarge(ValueError):
+    """A grid with more points than the limit: refused before any is built."""
+
 
 @dataclass(frozen=True)
 class Grid:
@@ -83,20 +92,101 @@ class Grid:
             if not 1.0 <= lo <= hi:
                 raise ValueError(f"{name} range must satisfy 1 <= low <= high, got [{lo}, {hi}]")
 
+    def count(self, lo: float, hi: float) -> int:
+        """How many values ``values(lo, hi)`` holds, without building them."""
+        return int(math.floor((hi - lo) / self.step + 1e-9)) + 1
+
     def values(self, lo: float, hi: float) -> list[float]:
-        n = int(math.floor((hi - lo) / self.step + 1e-9))
-        return [round(lo + i * self.step, 10) for i in range(n + 1)]
+        return [self._value(lo, i) for i in range(self.count(lo, hi))]
+
+    def _value(self, lo: float, i: int) -> float:
+        return round(lo + i * self.step, 10)
+
+    @property
+    def size(self) -> int:
+        """Grid points before the constraint: alpha values x beta values x gamma values."""
+        return self.count(*self.alpha) * self.count(*self.beta) * self.count(*self.gamma)
+
+    def check_size(self, limit: int = MAX_GRID_POINTS) -> None:
+        """Refuse a grid of more than ``limit`` points, saying how many it has.
+
+        Raises:
+            GridTooLarge: its message is one line, with the size and what to change.
+        """
+        if self.size > limit:
+            sizes = " x ".join(f"{self.count(*getattr(self, k)):,} {k}" for k in ("alpha", "beta", "gamma"))
+            raise GridTooLarge(f"the grid has {self.size:,} points ({sizes} values), more than the limit of "
+                               f"{limit:,}; use a larger step or narrower ranges, or raise the limit")
+
+    def iter_triples(self) -> Iterator[Triple]:
+        """Every grid point whose product lies within the tolerance of the target, lazily.
+
+        For each (alpha, beta) only the gammas near sqrt(target / (alpha * beta^2)) are
+        tried, so the work grows with the triples kept, not with the gamma axis.
+        """
+        bound = self.tolerance * self.target
+        g_lo, g_hi = self.gamma
+        n_g = self.count(g_lo, g_hi)
+        for i in range(self.count(*self.alpha)):
+            a = self._value(self.alpha[0], i)
+            for j in range(self.count(*self.beta)):
+                b = self._value(self.beta[0], j)
+                ab2 = a * b * b
+                lo = math.sqrt(max(self.target - bound, 0.0) / ab2)
+                hi = math.sqrt((self.target + bound) / ab2)
+                first = max(0, math.floor((lo - g_lo) / self.step) - 1)
+                last = min(n_g - 1, math.ceil((hi - g_lo) / self.step) + 1)
+                for k in range(first, last + 1):
+                    g = self._value(g_lo, k)
+                    if abs(constraint(a, b, g) - self.target) < bound - 1e-12:
+                        yield Triple(a, b, g)
 
     def triples(self) -> list[Triple]:
         """Every grid point whose product lies within the tolerance of the target."""
-        bound = self.tolerance * self.target
-        return [
-            Triple(a, b, g)
-            for a in self.values(*self.alpha)
-            for b in self.values(*self.beta)
-            for g in self.values(*self.gamma)
-            if abs(constraint(a, b, g) - self.target) < bound - 1e-12
-        ]
+        return list(self.iter_triples())
+
+
+# ---------------------------------------------------------------------------- budget
+
+FLOPS_TOLERANCE = 0.10  # realized FLOPs within 10% of target^phi times the base's
+
+
+def hold_to_budget(spec: NetworkSpec, target_flops: float, tolerance: float, resolutions: tuple[int, int],
+                   multiple: int, flops: Callable[[NetworkSpec], int]) -> NetworkSpec | None:
+    """The network nearest ``spec`` whose realized FLOPs lie within ``tolerance`` of the target.
+
+    Depth and width keep what alpha^phi and beta^phi round to; the resolution moves from
+    ``spec``'s one (gamma^phi rounded to ``multiple``), one multiple at a time, towards the
+    budget, and the first size inside it is taken: the smallest change to the network the
+    triple asked for. None when no size within ``resolutions`` (the grid's gamma range at
+    phi) lands inside: the walk stops at the range's end or where FLOPs jump over the band.
+
+    Why the resolution: once repeats are rounded up and channels to multiples of 8, it is
+    the finest knob left (8 px at 224 px moves FLOPs by about 7%, where one block or one
+    channel step moves them by more); it changes no parameter, so depth and width stay
+    what alpha and beta made them; and FLOPs never decrease with it (every feature map is
+    ceil(size / stride)), so walking one way finds the nearest size in budget. Dropping
+    the triples that rounding pushes out of budget would keep only 12 of the 65 networks
+    at 224 px; rounding depth to nearest instead of up would change every network of the
+    family and the official table as well.
+    """
+    lo_res, hi_res = resolutions
+    lo, hi = target_flops * (1 - tolerance), target_flops * (1 + tolerance)
+    res = spec.resolution
+    f = flops(spec)
+    if lo <= f <= hi:
+        return spec
+    step = multiple if f < lo else -multiple
+    while True:
+        res += step
+        if not lo_res <= res <= hi_res:
+            return None
+        moved = spec.replace(resolution=res)
+        f = flops(moved)
+        if lo <= f <= hi:
+            return moved
+        if (step > 0 and f > hi) or (step < 0 and f < lo):
+            return None
 
 
 # ---------------------------------------------------------------------------- candidates
@@ -104,11 +194,16 @@ class Grid:
 
 @dataclass
 class Candidate:
-    """One distinct network of a grid, with every triple that rounds to it."""
+    """One distinct network of a grid, with every triple that rounds to it.
+
+    ``nominal_resolution`` is what the representative's gamma^phi rounds to; ``spec``'s
+    resolution differs from it where the candidate was held to its FLOPs budget.
+    """
 
     spec: NetworkSpec
     triples: list[Triple] = field(default_factory=list)
     phi: float = 1.0
+    nominal_resolution: int = 0
 
     @property
     def triple(self) -> Triple:
@@ -121,26 +216,55 @@ class Candidate:
 
 
 def candidates(phi: float = 1.0, grid: Grid | None = None, base: NetworkSpec | None = None,
-               multiple: int = 8) -> list[Candidate]:
-    """The grid's triples at ``phi``, merged by the network they round to.
+               multiple: int = 8, flops_tolerance: float | None = FLOPS_TOLERANCE,
+               max_points: int = MAX_GRID_POINTS) -> list[Candidate]:
+    """The grid's triples at ``phi``, held to their FLOPs budget and merged by the network they round to.
+
+    With ``flops_tolerance`` (default 10%), every candidate's realized FLOPs (counted with
+    :func:`scaling.complexity.count`, ``base``'s classifier included) lie within it of
+    ``grid.target ** phi`` times the base's: a triple whose rounded network misses is moved
+    to the nearest resolution in budget (:func:`hold_to_budget`), or dropped where none is.
+    ``None`` keeps every triple at its nominal rounding (studies defined before the hold).
 
     No network appears twice, so none is ever trained twice. Each candidate lists its
     triples nearest-to-target first; the first is its representative, and candidates
     are sorted by it.
+
+    Raises:
+        GridTooLarge: the grid has more than ``max_points`` points (checked before building it).
     """
+    from .complexity import count
+
     grid = grid or Grid()
     base = base or spec_for("efficientnet-b0")
+    grid.check_size(max_points)
+    memo: dict[tuple, int] = {}
+
+    def flops(spec: NetworkSpec) -> int:
+        key = spec.architecture()
+        if key not in memo:
+            memo[key] = count(spec).flops
+        return memo[key]
+
+    target_flops = flops(base) * grid.target**phi
+    resolutions = tuple(round_resolution(base.resolution * g**phi, multiple) for g in grid.gamma)
     merged: dict[tuple, Candidate] = {}
-    for t in grid.triples():
+    specs: dict[Triple, tuple[NetworkSpec, int]] = {}
+    for t in grid.iter_triples():
         spec = scaled_spec(base, t, phi, multiple)
+        nominal = spec.resolution
+        if flops_tolerance is not None:
+            spec = hold_to_budget(spec, target_flops, flops_tolerance, resolutions, multiple, flops)
+            if spec is None:
+                continue
         key = spec.architecture()
         if key not in merged:
             merged[key] = Candidate(spec=spec, phi=phi)
         merged[key].triples.append(t)
+        specs[t] = (spec, nominal)
     for c in merged.values():
         c.triples.sort(key=lambda t: (abs(t.product - grid.target), t.alpha, t.beta, t.gamma))
-        t = c.triples[0]
-        c.spec = scaled_spec(base, t, phi, multiple)
+        c.spec, c.nominal_resolution = specs[c.triples[0]]
     return sorted(merged.values(), key=lambda c: (c.triple.alpha, c.triple.beta, c.triple.gamma))
 
 

@@ -7,6 +7,11 @@ squares fit; b itself is found by a coarse grid then golden-section search on th
 error. No optimizer library is needed and the fit is deterministic. Uncertainty comes from
 a seeded bootstrap over the points; a held-out check fits all but the largest members and
 predicts the largest.
+
+A fit is not always a law: :func:`fit_law` returns a :class:`Fit` whose status says
+whether the law describes the series ("fitted"), was fitted but does not ("no law
+fits": a parameter at its bound, a series whose error rises with FLOPs, or an error
+larger than the spread the law explains), or could not be fitted ("not fitted").
 """
 
 from __future__ import annotations
@@ -18,6 +23,9 @@ import numpy as np
 
 MIN_POINTS = 4  # three parameters need at least one point to spare
 B_RANGE = (1e-3, 3.0)
+MONOTONE_SLACK = 0.005  # error may rise by half a point between neighbours (seed noise) and stay monotone
+BOUND_REL = 0.01  # b within 1% of an end of B_RANGE is at its bound
+FITTED, NO_LAW, NOT_FITTED = "fitted", "no law fits", "not fitted"
 
 
 class TooFewPoints(ValueError):
@@ -126,15 +134,76 @@ def holdout_check(gflops, error, holdout: int = 1, bootstrap: int = 0) -> dict:
             "abs_error": abs(predicted - actual), "rel_error": abs(predicted - actual) / actual if actual else math.inf}
 
 
-def fit_series(df, by: str = "series", bootstrap: int = 1000) -> dict:
-    """One law per series of a DataFrame with columns ``by``, ``flops`` and ``top1``.
+@dataclass(frozen=True)
+class Fit:
+    """A series' fit and whether it is a law.
 
-    Returns series -> PowerLaw, or series -> the reason it was not fitted.
+    ``status`` is FITTED, NO_LAW (``law`` holds the rejected fit, ``reason`` why it is not a
+    law) or NOT_FITTED (``law`` is None, ``reason`` why).
     """
-    out: dict = {}
-    for name, g in df.dropna(subset=["top1"]).groupby(by, sort=False):
-        try:
-            out[name] = fit_power_law(g["flops"] / 1e9, 1.0 - g["top1"], bootstrap=bootstrap)
-        except TooFewPoints as e:
-            out[name] = f"not fitted: {e}"
+
+    status: str
+    reason: str = ""
+    law: PowerLaw | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status == FITTED
+
+    def text(self) -> str:
+        """"top-1 limit 84.13%", or the status and its reason, for tables and the CLI."""
+        if self.ok:
+            return f"top-1 limit {100 * (1 - self.law.c):.2f}%"
+        return f"{self.status}: {self.reason}"
+
+
+def _not_a_law(law: PowerLaw, x: np.ndarray, y: np.ndarray) -> list[str]:
+    """Why a fitted law does not describe the series (empty when it does)."""
+    reasons = []
+    order = np.argsort(x, kind="stable")
+    xs, ys = x[order], y[order]
+    rises = [(xs[i], xs[i + 1], ys[i + 1] - ys[i]) for i in range(len(xs) - 1)
+             if xs[i + 1] > xs[i] and ys[i + 1] - ys[i] > MONOTONE_SLACK]
+    if rises:
+        x0, x1, by = max(rises, key=lambda r: r[2])
+        reasons.append(f"top-1 falls as FLOPs grow (by {100 * by:.1f} points from {x0:.3g} to {x1:.3g} GFLOPs)")
+    lo, hi = B_RANGE
+    if law.b <= lo * (1 + BOUND_REL) or law.b >= hi * (1 - BOUND_REL):
+        reasons.append(f"b = {law.b:.3g} at its bound ({lo:g}..{hi:g})")
+    if law.a <= 1e-9:
+        reasons.append("a = 0 at its bound: the error does not fall with FLOPs")
+    if law.c <= 1e-9:
+        reasons.append("c = 0 at its bound: no irreducible error found")
+    explained = float(np.std(law.error(x)))
+    if law.rmse > explained:
+        reasons.append(f"RMSE {100 * law.rmse:.2f} points exceeds the spread the law explains "
+                       f"({100 * explained:.2f} points)")
+    return reasons
+
+
+def fit_law(gflops, error, *, bootstrap: int = 1000, seed: int = 0) -> Fit:
+    """Fit error = a * gflops^-b + c and judge it (see :class:`Fit`); never raises for data."""
+    x = np.asarray(gflops, dtype=float)
+    y = np.asarray(error, dtype=float)
+    try:
+        law = fit_power_law(x, y, bootstrap=bootstrap, seed=seed)
+    except TooFewPoints as e:
+        return Fit(NOT_FITTED, str(e))
+    except (ValueError, FloatingPointError, np.linalg.LinAlgError) as e:
+        return Fit(NOT_FITTED, f"{type(e).__name__}: {e}")
+    keep = np.isfinite(x) & np.isfinite(y) & (x > 0)
+    reasons = _not_a_law(law, x[keep], y[keep])
+    return Fit(NO_LAW, "; ".join(reasons), law) if reasons else Fit(FITTED, "", law)
+
+
+def fit_series(df, by: str = "series", bootstrap: int = 1000) -> dict[str, Fit]:
+    """One :class:`Fit` per series of a DataFrame with columns ``by``, ``flops`` and ``top1``."""
+    out: dict[str, Fit] = {}
+    import pandas as pd
+
+    data = df.copy()
+    for col in ("flops", "top1"):
+        data[col] = pd.to_numeric(data[col], errors="coerce")
+    for name, g in data.dropna(subset=["flops", "top1"]).groupby(by, sort=False):
+        out[str(name)] = fit_law(g["flops"] / 1e9, 1.0 - g["top1"], bootstrap=bootstrap)
     return out

@@ -14,6 +14,8 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
 from matplotlib.tri import Triangulation
 
+from .tables import flops_unit
+
 # One colour per kind of series (Okabe-Ito, colour-blind safe); the order is the legend order.
 SERIES_COLORS: dict[str, str] = {
     "compound": "#0072B2",
@@ -27,7 +29,7 @@ EXTRA_COLORS = ("#56B4E9", "#D55E00", "#882255", "#44AA99", "#999933", "#AA4499"
 SERIES_MARKERS: dict[str, str] = {"official": "s"}
 
 ACCURACY_LABEL = "top-1 accuracy (%)"
-GFLOPS_LABEL = "FLOPs (G multiply-adds, log scale)"
+FLOPS_LABEL = "FLOPs ({unit} multiply-adds, log scale)"
 DIMENSIONS: dict[str, tuple[str, str]] = {
     "depth": ("d", "depth multiplier d (× base layers)"),
     "width": ("w", "width multiplier w (× base channels)"),
@@ -124,11 +126,13 @@ def _grid(ax: Axes) -> None:
     ax.grid(True, which="minor", axis="x", alpha=0.1)
 
 
-def _legend(ax: Axes, **kwargs) -> None:
-    """A legend only when there is more than one labelled artist."""
+def _legend(ax: Axes) -> None:
+    """A legend only when there is more than one labelled artist; below the plot, outside the
+    axes, where it can cover no point (the constrained layout makes room for it)."""
     handles, labels = ax.get_legend_handles_labels()
     if len(handles) > 1:
-        ax.legend(handles, labels, fontsize=8, **kwargs)
+        ax.figure.legend(handles, labels, fontsize=8, loc="outside lower center", ncols=min(3, len(handles)),
+                         frameon=False)
 
 
 def _label_sides(data: pd.DataFrame) -> dict[str, bool]:
@@ -151,7 +155,8 @@ def _annotate(ax: Axes, xs: Iterable[float], ys: Iterable[float], texts: Iterabl
         if pd.isna(text) or str(text) == "":
             continue
         ax.annotate(str(text), (x, y), xytext=offset, textcoords="offset points", ha=ha, va=va, fontsize=7,
-                    color=color, bbox={"boxstyle": "square,pad=0.05", "fc": "white", "ec": "none", "alpha": 0.7})
+                    color=color, annotation_clip=False,
+                    bbox={"boxstyle": "square,pad=0.05", "fc": "white", "ec": "none", "alpha": 0.7})
 
 
 # ----------------------------------------------------------------------------- figures
@@ -163,18 +168,22 @@ def accuracy_vs_flops(df: pd.DataFrame, fits: Mapping[str, tuple[float, float, f
         df: Columns ``series``, ``flops`` (multiply-adds), ``top1`` (fraction); optional
             ``top1_std`` (error bars) and ``label`` (text by each point).
         fits: Series -> (a, b, c) of error = a * GFLOPs**(-b) + c, drawn dashed from the
-            series' smallest FLOPs to twice its largest.
+            series' smallest FLOPs to twice its largest. Only laws that describe their
+            series belong here (laws.Fit.ok).
+
+    The axis is in GFLOPs or MFLOPs by the rule of the tables (:func:`scaling.tables.flops_unit`).
 
     Returns:
         The figure; "no data" when no row has both FLOPs and top-1.
     """
-    fig, ax = _new_figure("Top-1 accuracy vs FLOPs", GFLOPS_LABEL, ACCURACY_LABEL)
     data = _clean(df, ["series", "flops", "top1"], ["flops", "top1"])
     if not data.empty:
         data = data[data["flops"] > 0].copy()
+    unit, scale = flops_unit(data["flops"] if not data.empty else [])
+    fig, ax = _new_figure("Top-1 accuracy vs FLOPs", FLOPS_LABEL.format(unit=unit[0]), ACCURACY_LABEL)
     if data.empty:
         return _no_data(fig, ax)
-    data["gflops"] = data["flops"] / 1e9
+    data["gflops"] = data["flops"] / scale  # in the axis' unit
     data["series"] = data["series"].astype(str)
     colors = _palette(data["series"])
     lo, hi = data["gflops"].min(), data["gflops"].max()
@@ -197,14 +206,14 @@ def accuracy_vs_flops(df: pd.DataFrame, fits: Mapping[str, tuple[float, float, f
         a, b, c = (float(p) for p in params)
         part = data.loc[data["series"] == name, "gflops"]
         x = np.geomspace(part.min(), 2 * part.max(), 100)
-        y = (1 - (a * x ** (-b) + c)) * 100
+        y = (1 - (a * (x * scale / 1e9) ** (-b) + c)) * 100
         ax.plot(x, y, linestyle="--", linewidth=1.2, color=colors[name][0],
                 label=f"{name} fit (→ {100 * (1 - c):.1f}%)")
         hi = max(hi, 2 * part.max())
     _log_x(ax, lo, hi)
-    ax.margins(x=0.06)
+    ax.margins(x=0.1, y=0.1)  # room for the labels by the first and last points
     _grid(ax)
-    _legend(ax, loc="lower right")
+    _legend(ax)
     return fig
 
 
@@ -213,7 +222,8 @@ def accuracy_vs_dimension(df: pd.DataFrame, dimension: str) -> Figure:
 
     A series with several points all at one value of the dimension (the depth series on a
     width plot) would be a vertical line over the others; it is named in a note instead,
-    unless no series varies.
+    unless no series varies. Where members of a series share a value (two family members
+    at 40 px), each is marked and the line goes through their mean, never up and down.
 
     Args:
         df: Columns ``series``, ``top1`` (fraction) and ``d``, ``w`` or ``resolution``.
@@ -237,13 +247,19 @@ def accuracy_vs_dimension(df: pd.DataFrame, dimension: str) -> Figure:
         if name in held:
             continue
         part = data[data["series"] == name].sort_values(col, kind="stable")
-        ax.plot(part[col], part["top1"] * 100, marker=marker, color=color, label=name, markersize=5)
+        line = part.groupby(col, sort=True)["top1"].mean()
+        ax.plot(line.index, line.to_numpy() * 100, marker=marker, color=color, label=name, markersize=5)
+        shared = part[part.duplicated(col, keep=False)]
+        if not shared.empty:  # the members behind a mean, each marked
+            ax.scatter(shared[col], shared["top1"] * 100, marker=marker, facecolors="none", edgecolors=color, s=25,
+                       zorder=3)
     if held:
         ax.text(0.01, 0.99, f"not varied in {dimension}, not shown: {', '.join(held)}", transform=ax.transAxes,
                 ha="left", va="top", fontsize=7, color="0.4")
     ax.xaxis.set_major_formatter(FuncFormatter(_number))
+    ax.margins(x=0.06, y=0.1)
     _grid(ax)
-    _legend(ax, loc="lower right")
+    _legend(ax)
     return fig
 
 
@@ -310,30 +326,38 @@ def search_landscape(results: pd.DataFrame, paper: tuple[float, float, float] | 
     return fig
 
 
-def realized_vs_nominal_flops(cands: pd.DataFrame) -> Figure:
+def realized_vs_nominal_flops(cands: pd.DataFrame, tolerance: float | None = None) -> Figure:
     """Realized FLOPs ratio of each candidate against its nominal (alpha*beta^2*gamma^2)^phi.
 
-    Points off the y = x diagonal show what rounding depth, width and resolution does.
+    Points off the y = x diagonal show what rounding depth, width and resolution does; the
+    shaded band is the budget the candidates are held to.
 
     Args:
-        cands: Columns ``nominal_ratio`` (2^phi), ``product`` (alpha*beta^2*gamma^2), ``flops_ratio``.
+        cands: Columns ``nominal_ratio`` ((alpha*beta^2*gamma^2)^phi), ``flops_ratio``
+            (realized), and optionally ``budget_ratio`` (target^phi) and ``phi``.
+        tolerance: The band around ``budget_ratio`` (e.g. 0.1), or None for no band.
     """
     xlabel = r"nominal FLOPs ratio $(\alpha\beta^2\gamma^2)^\phi$ (× base)"
     fig, ax = _new_figure("Realized vs nominal FLOPs", xlabel, "realized FLOPs ratio (× base)")
-    cols = ["nominal_ratio", "product", "flops_ratio"]
+    cols = ["nominal_ratio", "flops_ratio"]
     data = _clean(cands, cols, cols)
     if not data.empty:
-        data = data[(data["nominal_ratio"] > 0) & (data["product"] > 0)].copy()
+        data = data[data["nominal_ratio"] > 0].copy()
     if data.empty:
         return _no_data(fig, ax)
-    phi = np.log2(data["nominal_ratio"].to_numpy())
-    x, y = data["product"].to_numpy() ** phi, data["flops_ratio"].to_numpy()
-    phis = np.unique(np.round(phi, 6))
-    if len(phis) == 1:
-        ax.set_title(f"Realized vs nominal FLOPs at $\\phi$ = {phis[0]:g} ($2^\\phi$ = {2 ** phis[0]:g})")
+    x, y = data["nominal_ratio"].to_numpy(), data["flops_ratio"].to_numpy()
+    budgets = np.unique(pd.to_numeric(data.get("budget_ratio", pd.Series(dtype=float)), errors="coerce").dropna())
+    phis = np.unique(pd.to_numeric(data.get("phi", pd.Series(dtype=float)), errors="coerce").dropna())
+    if len(phis) == 1 and len(budgets) == 1:
+        ax.set_title(f"Realized vs nominal FLOPs at $\\phi$ = {phis[0]:g} (budget {budgets[0]:g}× base)")
     lo, hi = float(min(x.min(), y.min())), float(max(x.max(), y.max()))
+    if tolerance is not None and len(budgets) == 1:
+        lo, hi = min(lo, budgets[0] * (1 - tolerance)), max(hi, budgets[0] * (1 + tolerance))
     pad = max(hi - lo, 0.02 * hi, 1e-3) * 0.08
     lo, hi = lo - pad, hi + pad
+    if tolerance is not None and len(budgets) == 1:
+        ax.axhspan(budgets[0] * (1 - tolerance), budgets[0] * (1 + tolerance), color="#E69F00", alpha=0.15,
+                   label=f"budget {budgets[0]:g}× ± {100 * tolerance:g}%")
     ax.plot([lo, hi], [lo, hi], linestyle="--", color="0.5", linewidth=1, label="y = x (no rounding)")
     ax.scatter(x, y, s=30, color=SERIES_COLORS["compound"], edgecolors="white", linewidths=0.5,
                label="candidates", zorder=3)
@@ -341,7 +365,7 @@ def realized_vs_nominal_flops(cands: pd.DataFrame) -> Figure:
     ax.set_ylim(lo, hi)
     ax.set_aspect("equal", adjustable="box")
     _grid(ax)
-    _legend(ax, loc="best")
+    _legend(ax)
     return fig
 
 
@@ -385,9 +409,9 @@ def accuracy_vs_latency(df: pd.DataFrame) -> Figure:
     front = pareto_front(data)
     ax.step(front["latency_ms"], front["top1"] * 100, where="post", color="0.2", linewidth=1.2,
             alpha=0.8, label="Pareto front", zorder=2)
-    ax.margins(x=0.06)
+    ax.margins(x=0.1, y=0.1)
     _grid(ax)
-    _legend(ax, loc="lower right")
+    _legend(ax)
     return fig
 
 

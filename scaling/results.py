@@ -11,16 +11,16 @@ from optuna.trial import TrialState
 from .compound import PAPER
 
 COLUMNS = ["rank", "alpha", "beta", "gamma", "triples", "product", "d", "w", "r", "resolution", "repeats",
-           "channels", "params", "flops", "top1", "top1_std", "seeds", "top5", "images_per_second", "wall_s",
-           "device", "network"]
+           "channels", "params", "flops", "flops_ratio", "top1", "top1_std", "seeds", "top1_residual", "rank_matched",
+           "top5", "images_per_second", "wall_s", "device", "network"]
 
 
 # A family, official or sweep study: one row per member, in the plan's order.
 SERIES_COLUMNS = ["series", "kind", "label", "phi", "multiplier", "matched_phi", "alpha", "beta", "gamma", "d", "w",
-                  "r", "resolution", "repeats", "channels", "params", "flops", "top1", "top1_std", "seeds", "top5",
-                  "images_per_second", "latency_ms", "throughput", "inference_batch", "peak_memory_mb", "wall_s",
+                  "r", "resolution", "repeats", "channels", "params", "flops", "flops_ratio", "top1", "top1_std",
+                  "seeds", "top5", "images_per_second", "latency_ms", "throughput", "inference_batch", "peak_memory_mb", "wall_s",
                   "device", "network"]
-_AGGREGATED = ("rank", "top1", "top1_std", "seeds")
+_AGGREGATED = ("rank", "top1", "top1_std", "seeds", "top1_residual", "rank_matched")
 
 
 def trials_frame(study: optuna.Study, columns: list[str] = COLUMNS) -> pd.DataFrame:
@@ -52,7 +52,32 @@ def results_frame(study: optuna.Study) -> pd.DataFrame:
     out = _per_network(df)
     out = out.sort_values("top1", ascending=False, kind="stable").reset_index(drop=True)
     out["rank"] = range(1, len(out) + 1)
-    return out[COLUMNS]
+    return matched_flops(out)[COLUMNS]
+
+
+MIN_MATCHED = 3  # networks of distinct FLOPs for a line through top-1 against log FLOPs
+
+
+def matched_flops(results: pd.DataFrame) -> pd.DataFrame:
+    """The ranking at matched FLOPs: ``top1_residual`` is each network's top-1 minus the
+    grid's own least-squares line of top-1 against log FLOPs, ``rank_matched`` its rank by
+    that residual (1 is the most accurate for its FLOPs). Both are empty with fewer than
+    3 distinct FLOPs values. ``rank`` stays the ranking by top-1 alone.
+    """
+    import numpy as np
+
+    out = results.copy()
+    out["top1_residual"], out["rank_matched"] = np.nan, pd.array([pd.NA] * len(out), dtype="Int64")
+    flops = pd.to_numeric(out["flops"], errors="coerce")
+    ok = flops.gt(0) & out["top1"].notna()
+    if flops[ok].nunique() < MIN_MATCHED:
+        return out
+    x, y = np.log(flops[ok].to_numpy(dtype=float)), out.loc[ok, "top1"].to_numpy(dtype=float)
+    slope, intercept = np.polyfit(x, y, 1)
+    out.loc[ok, "top1_residual"] = y - (intercept + slope * x)
+    order = out.loc[ok, "top1_residual"].rank(ascending=False, method="first")
+    out.loc[ok, "rank_matched"] = order.astype(int).to_numpy()
+    return out
 
 
 def plan_studies(url: str, name: str) -> list[optuna.Study]:

@@ -27,7 +27,8 @@ import sqlalchemy.exc
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback, fail_stale_trials
 from optuna.trial import TrialState
 
-from .compound import PAPER, Candidate, Triple, candidates, constraint, multipliers, scaled_spec
+from .compound import (PAPER, Candidate, GridTooLarge, Triple, candidates, constraint, hold_to_budget, multipliers,
+                       round_resolution, scaled_spec)
 from .complexity import count
 from .plans import MULTIPLIER_RANGE, PHI_RANGE, Plan, member
 from .spec import spec_for
@@ -179,8 +180,29 @@ def base_spec(config: StudyConfig):
                     depth=config.base_depth)
 
 
-def study_candidates(config: StudyConfig) -> list[Candidate]:
-    return candidates(config.phi, config.grid(), base_spec(config), config.multiple)
+def study_classes(config: StudyConfig, num_classes: int | None = None) -> int:
+    """The classes a study's networks are counted with: the data's (given, or the embedded
+    set's 10), else the 1000 of ImageNet that `scaling candidates` counts with."""
+    if num_classes is not None:
+        return int(num_classes)
+    if config.source == "default":
+        from .data.load import DEFAULT_CLASSES
+
+        return DEFAULT_CLASSES
+    return base_spec(config).num_classes
+
+
+def study_candidates(config: StudyConfig, num_classes: int | None = None) -> list[Candidate]:
+    """The grid's candidates, held to their FLOPs as trained (with the data's classifier).
+
+    Raises:
+        StudyError: the grid is too large to enumerate.
+    """
+    base = base_spec(config).replace(num_classes=study_classes(config, num_classes))
+    try:
+        return candidates(config.phi, config.grid(), base, config.multiple, flops_tolerance=config.flops_tolerance)
+    except GridTooLarge as e:
+        raise StudyError(f"study {config.name!r}: {e}") from None
 
 
 def spread_order(cands: list[Candidate]) -> list[int]:
@@ -207,9 +229,12 @@ def queued(config: StudyConfig) -> bool:
     return config.sampler == "grid" or config.plan is not None
 
 
-def create_study(config: StudyConfig, url: str) -> optuna.Study:
+def create_study(config: StudyConfig, url: str, num_classes: int | None = None) -> optuna.Study:
     """Create or load the study; in grid mode enqueue each network and seed once; for a
-    plan (family, official, sweep) each member and seed, adding members a re-run asks for."""
+    plan (family, official, sweep) each member and seed, adding members a re-run asks for.
+
+    ``num_classes`` (the data's) is what the candidates are counted with; it is recorded in
+    the study, so that every worker and the report hold the same candidates to their FLOPs."""
     storage = open_storage(url)
     sampler = {"grid": optuna.samplers.RandomSampler(seed=0), "random": optuna.samplers.RandomSampler(),
                "tpe": optuna.samplers.TPESampler()}[config.sampler]
@@ -227,8 +252,16 @@ def create_study(config: StudyConfig, url: str) -> optuna.Study:
         study.set_user_attr("enqueued", len(plan.keys) * config.seeds)  # the progress bar's total
         study.set_user_attr("plan", json.dumps(plan.to_dict()))
         study.set_user_attr("definition", json.dumps(config.to_dict()))
-    elif config.sampler == "grid" and not study.user_attrs.get("enqueued"):
-        cands = study_candidates(config)
+        return study
+    if "num_classes" not in study.user_attrs:  # fixed at creation: the candidates never change under a study
+        study.set_user_attr("num_classes", study_classes(config, num_classes))
+    if config.sampler == "grid" and not study.user_attrs.get("enqueued"):
+        cands = study_candidates(config, study.user_attrs["num_classes"])
+        if not cands:
+            held = ("" if config.flops_tolerance is None
+                    else f" within {config.flops_tolerance:.0%} of its FLOPs budget")
+            raise StudyError(f"study {config.name!r}: the grid has no candidate network{held}; widen its ranges, "
+                             "tolerance or flops_tolerance")
         order = spread_order(cands)[: config.trials or None]
         for seed in range(config.seeds):
             for k in order:
@@ -264,10 +297,12 @@ def code_version() -> str:
 class Objective:
     """Trains one network per trial and returns its held-out top-1."""
 
-    def __init__(self, config: StudyConfig, device=None, quiet: bool = True):
+    def __init__(self, config: StudyConfig, device=None, quiet: bool = True, num_classes: int | None = None):
         self.config, self.device, self.quiet = config, device, quiet
         self.plan = plan_of(config)
-        self.cands = study_candidates(config) if self.plan is None else []
+        self.num_classes = study_classes(config, num_classes)
+        grid = self.plan is None and config.sampler == "grid"
+        self.cands = study_candidates(config, self.num_classes) if grid else []
         self.recipe = config.training_recipe()
         self.version = code_version()
         self.worker = f"{socket.gethostname()}:{os.getpid()}"
@@ -300,8 +335,21 @@ class Objective:
             trial.set_user_attr("skipped", True)
             raise optuna.TrialPruned(f"gamma {gamma:.3f} outside {c.gamma} for alpha {alpha}, beta {beta}")
         t = Triple(alpha, beta, round(gamma, 4))
-        spec = scaled_spec(base_spec(c), t, c.phi, c.multiple)
+        spec = self._held(scaled_spec(base_spec(c).replace(num_classes=self.num_classes), t, c.phi, c.multiple))
+        if spec is None:
+            trial.set_user_attr("skipped", True)
+            raise optuna.TrialPruned(f"no resolution holds {t} within {c.flops_tolerance:.0%} of its FLOPs budget")
         return spec, self._triple_attrs(t, str(t)), trial.number % c.seeds
+
+    def _held(self, spec):
+        """A sampled triple's network held to its FLOPs budget, as the grid's candidates are."""
+        c = self.config
+        if c.flops_tolerance is None:
+            return spec
+        base = base_spec(c).replace(num_classes=self.num_classes)
+        resolutions = tuple(round_resolution(base.resolution * g**c.phi, c.multiple) for g in c.gamma)
+        return hold_to_budget(spec, count(base).flops * c.target**c.phi, c.flops_tolerance, resolutions,
+                              c.multiple, lambda s: count(s).flops)
 
     def _triple_attrs(self, triple: Triple, label: str) -> dict:
         d, w, r = multipliers(triple, self.config.phi)
@@ -331,11 +379,13 @@ class Objective:
             data, data_s = self._data(spec.resolution)
         spec = spec.replace(num_classes=data.num_classes)  # counted as trained: the data's classifier
         n = count(spec)
+        base_flops = count(base_spec(self.config).replace(num_classes=data.num_classes)).flops
         key = spec.architecture_key()
         attrs = dict(attrs, resolution=spec.resolution, network=key,
                      repeats="-".join(str(s.repeats) for s in spec.stages()),
                      channels="-".join(str(s.w_out) for s in spec.stages()),
                      params=n.params, flops=n.flops, activations=n.activations, seed=seed,
+                     flops_ratio=round(n.flops / base_flops, 4),
                      worker=self.worker, code_version=self.version)
         for k, v in attrs.items():
             trial.set_user_attr(k, None if isinstance(v, float) and math.isnan(v) else v)
@@ -409,7 +459,7 @@ def run_worker(config: StudyConfig, url: str, device=None, quiet: bool = True, o
     after a crash retrains what the crash lost.
     """
     study = load_study(config, url)
-    objective = Objective(config, device=device, quiet=quiet)
+    objective = Objective(config, device=device, quiet=quiet, num_classes=study.user_attrs.get("num_classes"))
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     while True:
         check_signals()

@@ -3,7 +3,8 @@
     name = "default"
     [data]      source, base_resolution, train_size, val_size
     [grid]      phi, alpha, beta, gamma (each [low, high]), step, tolerance, target, multiple,
-                base_width, base_depth (B0's multipliers for the base network; default 1)
+                base_width, base_depth (B0's multipliers for the base network; default 1),
+                flops_tolerance (realized FLOPs within it of target^phi x the base's; default 0.1)
     [search]    sampler (grid, tpe, random), trials, seeds, prune
     [recipe]    name (proxy, paper) and any Recipe field
 
@@ -24,14 +25,14 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr, ValidationError
 from pydantic import field_validator
 
-from .compound import Grid
+from .compound import FLOPS_TOLERANCE, Grid
 from .recipe import RECIPES, Recipe, get_recipe
 
 SAMPLERS = ("grid", "tpe", "random")
 SECTIONS = {
     "data": ("source", "base_resolution", "train_size", "val_size"),
     "grid": ("phi", "alpha", "beta", "gamma", "step", "tolerance", "target", "multiple", "base_width",
-             "base_depth"),
+             "base_depth", "flops_tolerance"),
     "search": ("sampler", "trials", "seeds", "prune"),
 }
 
@@ -59,6 +60,7 @@ class StudyConfig:
     tolerance: float = 0.05
     target: float = 2.0
     multiple: int = 8
+    flops_tolerance: float | None = FLOPS_TOLERANCE  # None: nominal rounding only (definitions before the hold)
     # search
     sampler: str = "grid"
     trials: int | None = None  # grid: the first N networks in spread order; tpe/random: N trials
@@ -82,6 +84,8 @@ class StudyConfig:
             raise StudyError(f"seeds must be at least 1, got {self.seeds}")
         if self.base_resolution < 8:
             raise StudyError(f"base_resolution must be at least 8, got {self.base_resolution}")
+        if self.flops_tolerance is not None and not 0 < self.flops_tolerance < 10:
+            raise StudyError(f"flops_tolerance must lie in (0, 10), got {self.flops_tolerance}")
         for key in ("alpha", "beta", "gamma"):
             object.__setattr__(self, key, tuple(float(v) for v in getattr(self, key)))
         try:
@@ -116,7 +120,10 @@ class StudyConfig:
     def from_json(cls, text: str) -> "StudyConfig":
         """A definition saved by :meth:`to_dict` (study.json, the study's "definition" attribute)."""
         try:
-            return cls(**json.loads(text))
+            fields = json.loads(text)
+            if isinstance(fields, dict):  # saved before candidates were held to their FLOPs
+                fields.setdefault("flops_tolerance", None)
+            return cls(**fields)
         except (ValueError, TypeError) as e:  # StudyError is a ValueError too
             raise StudyError(f"unreadable study definition: {e}") from None
 
@@ -161,6 +168,7 @@ class _Values(BaseModel):
     multiple: _int("a whole number in 1..256", ge=1, le=256) = None
     base_width: _num("a number in (0, 64]", gt=0, le=64) = None
     base_depth: _num("a number in (0, 64]", gt=0, le=64) = None
+    flops_tolerance: _num("a number in (0, 10)", gt=0, lt=10) = None
     # [search]
     sampler: Annotated[Literal["grid", "tpe", "random"] | None, Field(description="grid, tpe or random")] = None
     trials: _int("a whole number >= 1", ge=1) = None

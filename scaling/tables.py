@@ -9,6 +9,13 @@ from .compound import Candidate, Member, multipliers
 from .spec import NetworkSpec, spec_for
 
 
+def flops_unit(values) -> tuple[str, float]:
+    """The one unit rule of tables, figures and the report: ("GFLOPs", 1e9) when the largest
+    value reaches 1 G multiply-adds, else ("MFLOPs", 1e6)."""
+    vals = [float(v) for v in values if v is not None and not pd.isna(v)]
+    return ("GFLOPs", 1e9) if vals and max(vals) >= 1e9 else ("MFLOPs", 1e6)
+
+
 def _structure(spec: NetworkSpec) -> dict:
     stages = spec.stages()
     return {
@@ -19,11 +26,15 @@ def _structure(spec: NetworkSpec) -> dict:
 
 
 def candidates_frame(cands: list[Candidate], base: NetworkSpec | None = None,
-                     cache: CountCache | None = None) -> pd.DataFrame:
+                     cache: CountCache | None = None, target: float = 2.0) -> pd.DataFrame:
     """One row per distinct network: its triples, d/w/r, rounded structure and complexity.
 
-    ``flops_ratio`` is realized FLOPs over the base's; ``ratio_error`` is how far that
-    is from 2^phi (nominal) because of rounding, as a fraction.
+    ``flops_ratio`` is realized FLOPs over the base's; ``budget_ratio`` the budget
+    ``target ** phi`` (2^phi) the candidates are held to, and ``ratio_error`` how far the
+    realized ratio is from it, as a fraction; ``nominal_ratio`` is the representative
+    triple's own (alpha * beta^2 * gamma^2)^phi. ``d``, ``w``, ``r`` are alpha^phi, beta^phi,
+    gamma^phi; ``resolution`` is the network's image size and ``nominal_resolution`` what
+    gamma^phi rounds to: they differ where the candidate was held to its budget.
     """
     base = base or spec_for("efficientnet-b0")
     counts = count_many([base] + [c.spec for c in cands], cache)
@@ -32,16 +43,18 @@ def candidates_frame(cands: list[Candidate], base: NetworkSpec | None = None,
     for c, n in zip(cands, rest):
         t = c.triple
         d, w, r = multipliers(t, c.phi)
-        nominal = 2.0**c.phi
+        budget = target**c.phi
         rows.append({
             "alpha": t.alpha, "beta": t.beta, "gamma": t.gamma, "product": round(t.product, 4),
-            "triples": c.label, "n_triples": len(c.triples),
+            "triples": c.label, "n_triples": len(c.triples), "phi": c.phi,
             "d": round(d, 4), "w": round(w, 4), "r": round(r, 4),
             **_structure(c.spec),
+            "nominal_resolution": c.nominal_resolution or c.spec.resolution,
             "params": n.params, "flops": n.flops, "activations": n.activations,
             "flops_ratio": round(n.flops / base_c.flops, 4),
-            "nominal_ratio": nominal,
-            "ratio_error": round(n.flops / base_c.flops / nominal - 1.0, 4),
+            "budget_ratio": budget,
+            "ratio_error": round(n.flops / base_c.flops / budget - 1.0, 4),
+            "nominal_ratio": round(t.product**c.phi, 4),
             "network": c.spec.architecture_key(),
         })
     return pd.DataFrame(rows)

@@ -34,19 +34,54 @@ def test_candidates_csv(tmp_path):
     r = run("candidates", "--phi", 1, "--format", "csv", "--output", out)
     assert r.exit_code == 0, r.output
     df = pd.read_csv(out)
-    assert len(df) == 65 and df["n_triples"].sum() == 108
+    assert len(df) == 25 and df["n_triples"].sum() == 73
     paper = df[df["triples"].str.contains(r"\(1.2, 1.1, 1.15\)", regex=True)]
-    assert len(paper) == 1 and paper.iloc[0]["resolution"] == 256
+    # held to its FLOPs: 2.40x of B0 at the 256 px gamma gives, 2.19x at 248 px
+    assert len(paper) == 1 and paper.iloc[0]["resolution"] == 248 and paper.iloc[0]["nominal_resolution"] == 256
     assert (df["flops_ratio"] == (df["flops"] / 385814752).round(4)).all()
+    assert df["flops_ratio"].between(1.8, 2.2).all()
+    loose = pd.read_csv(out) if run("candidates", "--flops-tolerance", 9, "-o", out).exit_code == 0 else None
+    assert len(loose) == 65 and loose["n_triples"].sum() == 108  # a tolerance that holds nothing back
 
 
 def test_candidates_table_and_json(tmp_path):
     r = run("candidates", "--phi", 1)
-    assert r.exit_code == 0 and "108 triples -> 65 distinct networks" in r.output
+    assert r.exit_code == 0 and "phi=1: 25 networks from 73 of 108 triples, FLOPs within 10% of 2^1 x the base" in r.output
     r = run("candidates", "--phi", 2, "--step", 0.1, "--format", "json")
     rows = json.loads(r.stdout)
     assert r.exit_code == 0 and rows and all(abs(x["product"] - 2) < 0.1 for x in rows)
-    assert all(x["nominal_ratio"] == 4.0 for x in rows)
+    assert all(x["budget_ratio"] == 4.0 and 3.6 <= x["flops_ratio"] <= 4.4 for x in rows)
+    assert all(x["nominal_ratio"] == pytest.approx(x["product"] ** 2, abs=1e-3) for x in rows)
+
+
+@pytest.mark.parametrize("args, grid", [(["--step", "0.0001"], dict(step=0.0001)),
+                                        (["--alpha-range", "1,1e9"], dict(alpha=(1.0, 1e9)))])
+def test_candidates_refuse_a_grid_too_large_to_build(args, grid):
+    from scaling.compound import Grid
+
+    size = f"{Grid(**grid).size:,}"
+    assert len(size) > 12  # hundreds of billions of points: it hung before
+    r = run("candidates", *args)
+    assert r.exit_code == 2 and r.stdout == ""
+    assert r.stderr.count("\n") == 1 and f"the grid has {size} points" in r.stderr and "--max-grid" in r.stderr
+    assert run("candidates", "--max-grid", 2000).exit_code == 2  # 2,541 points
+    assert run("candidates", "--max-grid", 2541, "--format", "csv").exit_code == 0
+
+
+@pytest.mark.parametrize("command", [["candidates"], ["candidates", "--base-resolution", "32"],
+                                     ["family", "--phi", "0-7"]])
+def test_tables_fit_100_columns(command, monkeypatch):
+    from scaling.cli.app import console
+
+    monkeypatch.setenv("COLUMNS", "100")
+    monkeypatch.setattr(console, "width", 100)
+    r = run(*command)
+    assert r.exit_code == 0, r.output
+    assert "…" not in r.stdout and "..." not in r.stdout
+    assert max(len(line) for line in r.stdout.splitlines()) <= 100
+    wide = run(*command, "--wide")
+    heads = [next(line for line in out.splitlines() if "┃" in line).count("┃") for out in (r.stdout, wide.stdout)]
+    assert wide.exit_code == 0 and heads[1] > heads[0]  # --wide: every column
 
 
 def test_family_json(tmp_path):
@@ -198,20 +233,21 @@ def test_format_with_output_also_prints(fmt, parse, tmp_path):
     out = tmp_path / f"c.{fmt}"
     r = run("candidates", "--phi", 1, "--format", fmt, "-o", out)
     assert r.exit_code == 0, r.output
-    assert len(parse(r.stdout)) == len(parse(out.read_text())) == 65  # "Also write": both
+    assert len(parse(r.stdout)) == len(parse(out.read_text())) == 25  # "Also write": both (25 networks held to their FLOPs)
 
 
 def test_table_with_output_prints_the_table_and_writes_by_extension(tmp_path):
     out = tmp_path / "c.json"
     r = run("candidates", "--phi", 1, "-o", out)
-    assert r.exit_code == 0 and "65 distinct networks" in r.stdout
-    assert len(json.loads(out.read_text())) == 65
+    assert r.exit_code == 0 and "phi=1: 25 networks from 73 of 108 triples" in r.stdout
+    assert len(json.loads(out.read_text())) == 25
 
 
 def test_plurals():
-    r = run("candidates", "--alpha-range", "1.2,1.2", "--beta-range", "1.1,1.1", "--gamma-range", "1.15,1.15")
+    # (1, 1, 1.4) alone: B0 at 312 px, 2.004x its FLOPs, within the budget by itself
+    r = run("candidates", "--alpha-range", "1,1", "--beta-range", "1,1", "--gamma-range", "1.4,1.4")
     assert r.exit_code == 0, r.output
-    assert "1 triple -> 1 distinct network" in r.output and "networks" not in r.output.split("\n")[0]
+    assert "phi=1: 1 network from 1 of 1 triple," in r.output and "networks" not in r.output.split("\n")[0]
 
 
 @pytest.mark.parametrize("cmd", [[], ["family"], ["search"], ["train"], ["flops"]])

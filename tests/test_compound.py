@@ -3,7 +3,9 @@
 import numpy as np
 import pytest
 
-from scaling.compound import PAPER, Grid, Triple, candidates, constraint, family, multipliers, parse_phis, scaled_spec
+from scaling.complexity import count
+from scaling.compound import (FLOPS_TOLERANCE, PAPER, Grid, GridTooLarge, Triple, candidates, constraint, family,
+                              hold_to_budget, multipliers, parse_phis, scaled_spec)
 from scaling.spec import spec_for
 
 
@@ -22,8 +24,8 @@ def test_default_grid():
     assert len(g.values(1.0, 1.5)) == 11 and len(g.values(1.0, 2.0)) == 21
 
 
-def test_default_candidates_merge_to_65_networks():
-    cands = candidates(1.0)
+def test_nominal_candidates_merge_to_65_networks():
+    cands = candidates(1.0, flops_tolerance=None)
     assert len(cands) == 65
     assert sum(len(c.triples) for c in cands) == 108
     assert len({c.spec.architecture() for c in cands}) == 65
@@ -34,6 +36,75 @@ def test_default_candidates_merge_to_65_networks():
             assert scaled_spec(base, t, 1.0).architecture() == c.spec.architecture()
     paper = [c for c in cands if PAPER in c.triples]
     assert len(paper) == 1
+
+
+def _ratios(cands, base):
+    base_flops = count(base).flops
+    return [count(c.spec).flops / base_flops for c in cands]
+
+
+# Distinct networks held within 10% of 2x B0's FLOPs at phi = 1 (stored reference counts).
+HELD = {224: 25, 64: 15, 32: 12}
+
+
+@pytest.mark.parametrize("resolution", sorted(HELD))
+def test_default_candidates_are_held_to_their_flops(resolution):
+    base = spec_for("efficientnet-b0", resolution=resolution)
+    cands = candidates(1.0, base=base)
+    assert FLOPS_TOLERANCE == 0.1 and len(cands) == HELD[resolution]
+    assert all(1.8 <= r <= 2.2 for r in _ratios(cands, base))
+    assert len({c.spec.architecture() for c in cands}) == len(cands)
+    lo, hi = resolution, round(1.5 * resolution / 8) * 8  # the gamma range [1, 1.5], in multiples of 8
+    for c in cands:
+        for t in c.triples:  # depth and width are what the triple rounds to; only the resolution moved
+            nominal = scaled_spec(base, t, 1.0)
+            assert c.spec.replace(resolution=nominal.resolution).architecture() == nominal.architecture()
+            assert lo <= c.spec.resolution <= hi and c.spec.resolution % 8 == 0
+    if resolution == 224:
+        assert len(cands) >= 20 and any(PAPER in c.triples for c in cands)
+        # Unheld, 53 of the 65 networks were more than 10% off.
+        assert sum(abs(r / 2 - 1) > 0.1 for r in _ratios(candidates(1.0, flops_tolerance=None), base)) == 53
+
+
+def test_flops_tolerance_is_an_option():
+    base = spec_for("efficientnet-b0", resolution=64)
+    loose = candidates(1.0, base=base, flops_tolerance=0.25)
+    assert len(loose) > HELD[64] and all(1.5 <= r <= 2.5 for r in _ratios(loose, base))
+    assert max(abs(r / 2 - 1) for r in _ratios(loose, base)) > 0.1  # the looser band is used
+
+
+def test_hold_to_budget_walks_to_the_nearest_size_in_budget():
+    flops = lambda s: count(s).flops  # noqa: E731
+    base = spec_for("efficientnet-b0")
+    target = 2 * flops(base)
+    spec = scaled_spec(base, Triple(1.1, 1.0, 1.35), 1.0)  # depth rounds up: 2.4x at 304 px
+    assert flops(spec) > 1.1 * target
+    held = hold_to_budget(spec, target, 0.1, (224, 336), 8, flops)
+    assert held.resolution == 256 and 0.9 * target <= flops(held) <= 1.1 * target
+    assert flops(held.replace(resolution=264)) > 1.1 * target  # the first size inside the band
+    assert hold_to_budget(spec, target, 0.1, (280, 336), 8, flops) is None  # the range ends first
+    inside = scaled_spec(base, Triple(2.0, 1.0, 1.0), 1.0)
+    assert hold_to_budget(inside, target, 0.1, (224, 336), 8, flops) is inside
+
+
+def test_grid_size_is_checked_before_it_is_built():
+    g = Grid(step=0.0001)
+    assert g.size == 10001 * 5001 * 5001
+    with pytest.raises(GridTooLarge, match="250,125,020,001 points .10,001 alpha x 5,001 beta x 5,001 gamma"):
+        candidates(1.0, g)
+    with pytest.raises(GridTooLarge, match="points"):
+        Grid(alpha=(1, 1e9)).check_size()
+    with pytest.raises(GridTooLarge, match="limit of 1,000"):
+        candidates(1.0, Grid(), max_points=1000)  # 21 x 11 x 11 = 2541 points
+
+
+@pytest.mark.parametrize("grid", [Grid(), Grid(step=0.02, tolerance=0.01), Grid(alpha=(1.0, 1.3), step=0.07),
+                                  Grid(target=3.0, tolerance=0.2, gamma=(1.1, 1.5))])
+def test_lazy_triples_equal_the_full_enumeration(grid):
+    bound = grid.tolerance * grid.target
+    full = [Triple(a, b, g) for a in grid.values(*grid.alpha) for b in grid.values(*grid.beta)
+            for g in grid.values(*grid.gamma) if abs(constraint(a, b, g) - grid.target) < bound - 1e-12]
+    assert grid.triples() == full and full
 
 
 def test_grid_options():

@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from scaling.laws import TooFewPoints, fit_power_law, fit_series, holdout_check
+from scaling.laws import FITTED, NO_LAW, NOT_FITTED, TooFewPoints, fit_law, fit_power_law, fit_series, holdout_check
 
 TRUE = dict(a=0.3, b=0.45, c=0.08)
 X = np.array([0.4, 0.7, 1.0, 1.8, 4.2, 9.9, 19.0, 37.0])  # GFLOPs of B0..B7
@@ -59,5 +59,34 @@ def test_fit_series():
         "top1": np.r_[1 - law(X[:5]), 0.7, 0.72],
     })
     fits = fit_series(df, bootstrap=0)
-    assert fits["compound"].b == pytest.approx(0.45, rel=1e-3)
-    assert fits["width"].startswith("not fitted: 2 distinct")
+    assert fits["compound"].ok and fits["compound"].law.b == pytest.approx(0.45, rel=1e-3)
+    assert fits["compound"].text() == f"top-1 limit {100 * (1 - fits['compound'].law.c):.2f}%"
+    assert fits["width"].status == NOT_FITTED and fits["width"].law is None
+    assert fits["width"].text().startswith("not fitted: 2 distinct")
+
+
+def test_a_failed_fit_is_not_a_law():
+    # The default-cpu family of issue 9: top-1 24.8, 41.4, 20.4, 18.6% as FLOPs grew.
+    x = np.array([0.0021, 0.0042, 0.0083, 0.0167])
+    f = fit_law(x, 1 - np.array([0.248, 0.414, 0.204, 0.186]), bootstrap=0)
+    assert f.status == NO_LAW and not f.ok and f.law is not None
+    assert "top-1 falls as FLOPs grow (by 21.0 points from 0.0042 to 0.0083 GFLOPs)" in f.reason
+    assert "exceeds the spread the law explains" in f.reason
+    assert f.text().startswith("no law fits: ") and "limit" not in f.text()
+
+
+@pytest.mark.parametrize("y, reason", [
+    (np.full(X.shape, 0.2), "a = 0 at its bound"),  # flat: no gain from FLOPs
+    (0.5 * X ** -3.0 + 0.1, "b = 3 at its bound"),  # steeper than the exponent's range
+    (0.3 * X ** -0.45, "c = 0 at its bound"),  # no irreducible error: a limit of 100%
+])
+def test_a_fit_at_a_bound_is_not_a_law(y, reason):
+    f = fit_law(X, y, bootstrap=0)
+    assert f.status == NO_LAW and reason in f.reason, f.reason
+
+
+def test_a_good_noisy_fit_is_a_law():
+    rng = np.random.default_rng(3)
+    y = law(X) + rng.normal(0, 0.002, X.shape)  # noise well inside MONOTONE_SLACK
+    f = fit_law(X, y, bootstrap=0)
+    assert f.status == FITTED and f.reason == "" and f.ok

@@ -70,7 +70,7 @@ def test_accuracy_vs_flops(flops_frame, tmp_path):
         assert same_color(line.get_color(), SERIES_COLORS[name])
     assert len(ax.collections) == 1  # error bars for the two compound points with a std
     assert {"phi=0", "phi=1", "phi=2", "b1"} <= set(texts(fig))
-    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["compound", "width", "official"]
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["compound", "width", "official"]
 
 
 def test_accuracy_vs_flops_fits(flops_frame, tmp_path):
@@ -177,19 +177,72 @@ def test_search_landscape_collinear_points_fall_back_to_scatter():
 
 
 def test_realized_vs_nominal_flops(tmp_path):
-    cands = pd.DataFrame({"nominal_ratio": [4.0] * 4, "product": [2.0, 1.96, 2.05, np.nan],
-                          "flops_ratio": [4.1, 3.7, 4.3, 4.0]})
-    fig = realized_vs_nominal_flops(cands)
+    cands = pd.DataFrame({"nominal_ratio": [4.0, 1.96**2, 2.05**2, np.nan], "budget_ratio": [4.0] * 4,
+                          "phi": [2.0] * 4, "flops_ratio": [4.1, 3.7, 4.3, 4.0]})
+    fig = realized_vs_nominal_flops(cands, tolerance=0.1)
     saved_png(fig, tmp_path, "realized.png")
     ax = fig.axes[0]
     assert "nominal" in ax.get_xlabel() and ax.get_ylabel() == "realized FLOPs ratio (× base)"
-    assert "2" in ax.get_title()  # phi = log2(4)
-    (points,) = ax.collections
-    np.testing.assert_allclose(points.get_offsets(), [[4.0, 4.1], [1.96**2, 3.7], [2.05**2, 4.3]])
+    assert "= 2 (budget 4× base)" in ax.get_title()
+    points = [c for c in ax.collections if isinstance(c, PathCollection)]
+    np.testing.assert_allclose(points[0].get_offsets(), [[4.0, 4.1], [1.96**2, 3.7], [2.05**2, 4.3]])
     (diagonal,) = ax.get_lines()
     np.testing.assert_array_equal(diagonal.get_xdata(), diagonal.get_ydata())
     lo, hi = diagonal.get_xdata()
-    assert lo < 3.7 and hi > 4.3
+    assert lo < 3.6 and hi > 4.4  # the band 3.6..4.4 is inside
+    (band,) = [p for p in ax.patches if p.get_label().startswith("budget")]
+    ys = band.get_path().transformed(band.get_patch_transform()).vertices[:, 1]
+    assert (ys.min(), ys.max()) == pytest.approx((3.6, 4.4))
+
+
+def _inside(fig, artist) -> bool:
+    """Whether the artist's drawn box lies inside the figure."""
+    fig.canvas.draw()
+    box, frame = artist.get_window_extent(), fig.bbox
+    return box.x0 >= frame.x0 - 0.5 and box.x1 <= frame.x1 + 0.5 and box.y0 >= frame.y0 - 0.5 and box.y1 <= frame.y1 + 0.5
+
+
+def _covers(fig, legend, ax) -> list:
+    """The data points (in display coordinates) that the legend's box covers."""
+    fig.canvas.draw()
+    box = legend.get_window_extent()
+    xy = [line.get_xydata() for line in ax.get_lines()] + [c.get_offsets() for c in ax.collections]
+    return [(x, y) for part in xy for x, y in ax.transData.transform(np.asarray(part, dtype=float))
+            if box.contains(x, y)]
+
+
+def test_legend_and_labels_cover_nothing_and_are_not_clipped():
+    # Issue 9: the legend covered the phi=3 point and the phi=1 label was cut at the frame.
+    df = pd.DataFrame({"series": ["compound (1.2, 1.1, 1.15)"] * 4 + ["official"] * 4,
+                       "flops": [2.1e6, 4.2e6, 8.3e6, 16.7e6, 2.2e6, 4.0e6, 8.0e6, 16.0e6],
+                       "top1": [0.248, 0.414, 0.204, 0.186, 0.24, 0.30, 0.35, 0.33],
+                       "label": ["phi=0", "phi=1", "phi=2", "phi=3", "B0", "B1", "B2", "B3"],
+                       "latency_ms": [1.0, 1.5, 2.5, 4.0, 1.1, 1.6, 2.4, 4.2]})
+    for fig in (accuracy_vs_flops(df, {"compound (1.2, 1.1, 1.15)": (0.1, 0.5, 0.5)}), accuracy_vs_latency(df)):
+        ax = fig.axes[0]
+        legend = fig.legends[0] if fig.legends else ax.get_legend()
+        assert _covers(fig, legend, ax) == [] and _inside(fig, legend)
+        labels = [t for t in ax.texts if t.get_text().startswith(("phi", "B"))]
+        assert labels and all(_inside(fig, t) for t in labels)
+
+
+def test_flops_axis_follows_the_tables_unit():
+    small = pd.DataFrame({"series": ["s"] * 3, "flops": [0.5e6, 1e6, 2e6], "top1": [0.2, 0.3, 0.4]})
+    ax = accuracy_vs_flops(small).axes[0]
+    assert ax.get_xlabel().startswith("FLOPs (M multiply-adds")
+    np.testing.assert_allclose(series_lines(ax)[0].get_xdata(), [0.5, 1, 2])
+    big = small.assign(flops=small["flops"] * 1e3)
+    assert accuracy_vs_flops(big).axes[0].get_xlabel().startswith("FLOPs (G multiply-adds")
+
+
+def test_members_sharing_a_resolution_draw_no_zig_zag():
+    df = pd.DataFrame({"series": ["compound"] * 4, "resolution": [32, 40, 40, 48], "top1": [0.3, 0.5, 0.4, 0.45]})
+    ax = accuracy_vs_dimension(df, "resolution").axes[0]
+    line = series_lines(ax)[0]
+    np.testing.assert_allclose(line.get_xdata(), [32, 40, 48])  # one point per resolution: no vertical segment
+    np.testing.assert_allclose(line.get_ydata(), [30, 45, 45])
+    (marks,) = ax.collections
+    np.testing.assert_allclose(marks.get_offsets(), [[40, 50], [40, 40]])  # the two behind the mean, marked
 
 
 def test_pareto_front():

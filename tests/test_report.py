@@ -26,7 +26,7 @@ from test_search import TOML as SEARCH_TOML
 
 TOML = SEARCH_TOML.replace('sampler = "grid"', 'sampler = "grid"\ntrials = 4')  # 4 of the grid's 8 networks
 
-FAMILY_HEADING = "Compound family beside the official coefficients"
+FAMILY_HEADING = "Compound family"  # the tiny study trains no official network
 PDFTOTEXT = shutil.which("pdftotext")
 CHROMIUM = next((p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if p), None)
 
@@ -139,17 +139,23 @@ def test_pdf_holds_the_best_triple_the_family_and_the_fits(report, study, monkey
     monkeypatch.chdir(study)
     r = invoke("results", "tiny")
     assert r.exit_code == 0, r.output
-    best = re.search(r"best: \(alpha, beta, gamma\) = (\([^)]*\)), top-1 ([\d.]+)%", r.output)
+    best = re.search(r"best by top-1: \(alpha, beta, gamma\) = (\([^)]*\)), top-1 ([\d.]+)%", r.output)
     assert best, r.output
     text = pdf_text(pdf_path)
     assert f"(alpha, beta, gamma) = {best.group(1)}, top-1 {best.group(2)}%" in text
-    assert "Compound-scaling study tiny" in text and FAMILY_HEADING in text
+    assert "Best by top-1 (the ranking this report's best triple uses)" in text and "Best at matched FLOPs" in text
+    assert "Compound-scaling study tiny" in text and FAMILY_HEADING in text and "official coefficients" not in text
     assert "phi=0" in text and "phi=4" in text
-    # The family has five members: a fitted law with its held-out check.
+    # The family has five members: a law with its held-out check, or "no law fits" and why, in both places.
     assert "Fitted laws per series" in text and "compound (1.2, 1.1, 1.15)" in text
-    assert re.search(r"at [\d.]+ MFLOPs: predicted [\d.]+%, measured [\d.]+%", text)
-    # Figures are vector graphics: their axis labels are text.
-    assert "FLOPs (G multiply-adds, log scale)" in text and "α (depth coefficient)" in text
+    law = re.search(r"law of compound \(1.2, 1.1, 1.15\): (top-1 limit [\d.]+%|no law fits: .*)", r.output)
+    assert law, r.output
+    if law.group(1).startswith("top-1 limit"):
+        assert re.search(r"at [\d.]+ MFLOPs: predicted [\d.]+%, measured [\d.]+%", text)
+    else:
+        assert "no law fits" in text and " ".join(law.group(1).split(": ", 1)[1].split())[:40] in text
+    # Figures are vector graphics: their axis labels are text; FLOPs in the tables' unit.
+    assert "FLOPs (M multiply-adds, log scale)" in text and "α (depth coefficient)" in text
     assert "torch 2." in text and "seed" in text  # provenance
 
 
@@ -171,10 +177,26 @@ def test_report_content_matches_the_study(study):
         cand = by_triple[tuple(row[1:4])]
         for col in ("params (M)", "MFLOPs"):
             assert cand[cands.columns.index(col)] == row[ranking.columns.index(col)], col
+    # The realized FLOPs ratio in every table, and a ranking at matched FLOPs.
+    assert [row[ranking.columns.index("× base")] for row in ranking.rows] == \
+        [f"{v:.2f}" for v in results["flops_ratio"]]
+    assert sorted(int(row[ranking.columns.index("rank at FLOPs")]) for row in ranking.rows) == [1, 2, 3, 4]
+    assert all(1.0 <= float(row[cands.columns.index("× base")]) <= 3.0 for row in cands.rows)  # 2x ± 50%
+    # "nominal" is each triple's own (alpha * beta^2 * gamma^2)^phi, as the text and Figure 1 say.
+    assert [row[cands.columns.index("nominal")] for row in cands.rows] == \
+        [f"{float(a) * float(b) ** 2 * float(g) ** 2:.3f}" for a, b, g in (row[1:4] for row in cands.rows)]
     family = sections[FAMILY_HEADING].tables[0]
-    assert [row[0] for row in family.rows] == [f"phi={k}" for k in range(5)]
+    assert [row[0] for row in family.rows] == [f"phi={k}" for k in range(5)] and "× base" in family.columns
     fits = sections["Scaling-law fits"].tables[0]
-    assert [row[:2] for row in fits.rows] == [["compound (1.2, 1.1, 1.15)", "5"]]
+    assert [row[0] for row in fits.rows] == ["compound (1.2, 1.1, 1.15)"] and fits.rows[0][2] == "5"
+    assert fits.rows[0][1] in ("fitted", "no law fits")
+    if fits.rows[0][1] == "no law fits":
+        assert fits.rows[0][fits.columns.index("top-1 limit")] == "—" and fits.rows[0][-1]
+    # The dimension plots sit in their own section, not under "Single-dimension sweeps: none trained".
+    assert not sections["Single-dimension sweeps"].figures
+    assert len(sections["Top-1 by scaling dimension"].figures) == 3
+    # Nothing failed: the summary says so, and no section (a PDF page) holds only that.
+    assert "No trial failed." in sections["Summary"].paragraphs and "Failures" not in sections
     assert dict(rep.provenance)["study"] == "tiny" and "cpu" in dict(rep.provenance)["devices"]
 
 
@@ -300,12 +322,49 @@ def test_fits_are_reported_with_intervals_and_the_held_out_check():
     width = pd.DataFrame({"series": "width", "kind": "sweep", "flops": [1e9, 2e9, 3e9], "top1": [0.7, 0.75, 0.78]})
     df = pd.concat([family, width], ignore_index=True)
     fits = _fits(df)
-    law, held = fits["compound (1.2, 1.1, 1.15)"]
-    assert (law.a, law.b, law.c) == pytest.approx((0.2, 0.5, 0.1), abs=1e-3)
+    fit, held = fits["compound (1.2, 1.1, 1.15)"]
+    assert fit.ok and (fit.law.a, fit.law.b, fit.law.c) == pytest.approx((0.2, 0.5, 0.1), abs=1e-3)
     assert held["abs_error"] < 1e-3 and held["gflops"] == 12.8
-    assert fits["width"][0] == "not fitted: 3 distinct FLOPs value(s); a three-parameter law needs at least 4"
+    assert fits["width"][0].text() == "not fitted: 3 distinct FLOPs value(s); a three-parameter law needs at least 4"
     table = _fit_section(SimpleNamespace(series=df, fits=fits)).tables[0]
-    assert table.rows[0] == ["compound (1.2, 1.1, 1.15)", "6", "0.200 [0.200, 0.200]", "0.500 [0.500, 0.500]",
-                             "0.100 [0.100, 0.100]", "90.00%", "0.00",
+    assert table.rows[0] == ["compound (1.2, 1.1, 1.15)", "fitted", "6", "0.200 [0.200, 0.200]",
+                             "0.500 [0.500, 0.500]", "0.100 [0.100, 0.100]", "90.00%", "0.00",
                              "at 12.8 GFLOPs: predicted 84.41%, measured 84.41%, off by 0.00 pp"]
-    assert table.rows[1][0] == "width" and table.rows[1][-1].startswith("not fitted: 3 distinct")
+    assert table.rows[1][:2] == ["width", "not fitted"] and table.rows[1][-1].startswith("3 distinct")
+
+
+def test_a_failed_fit_is_shown_as_no_law():
+    # Issue 9: top-1 24.8, 41.4, 20.4, 18.6% as FLOPs grew was reported as "top-1 limit 26.63%".
+    from scaling.report.content import _family
+
+    df = pd.DataFrame({"series": "compound (1.2, 1.1, 1.15)", "kind": "family", "label": [f"phi={k}" for k in range(4)],
+                       "phi": [0.0, 1, 2, 3], "multiplier": np.nan, "d": [1, 1.2, 1.44, 1.728],
+                       "w": [1, 1.1, 1.21, 1.331], "resolution": [32, 40, 40, 48], "params": 1e6,
+                       "flops": [2.1e6, 4.2e6, 8.3e6, 16.7e6], "top1": [0.248, 0.414, 0.204, 0.186],
+                       "top1_std": np.nan, "seeds": 1})
+    fits = _fits(df)
+    fit, held = fits["compound (1.2, 1.1, 1.15)"]
+    assert fit.status == "no law fits" and held == "no law to check"
+    row = _fit_section(SimpleNamespace(series=df, fits=fits)).tables[0].rows[0]
+    assert row[1] == "no law fits" and row[6] == "—" and "top-1 falls as FLOPs grow" in row[-1]
+    assert "26.6" not in " ".join(row)
+    sec = _family(SimpleNamespace(series=df, fits=fits))
+    assert sec.heading == "Compound family"
+    (flops_figure,) = sec.figures
+    assert "no law is drawn for compound (1.2, 1.1, 1.15)" in flops_figure.caption
+    assert not [ln for ln in flops_figure.figure.axes[0].get_lines() if ln.get_linestyle() == "--"]
+
+
+def test_results_says_whether_a_law_fits(study, monkeypatch):
+    from scaling.results import plan_studies, series_frame
+
+    monkeypatch.chdir(study)
+    r = invoke("results", "tiny")
+    assert r.exit_code == 0, r.output
+    series = series_frame(plan_studies(f"sqlite:///{study / 'studies' / 'tiny' / 'optuna.db'}", "tiny"))
+    fit, _ = _fits(series)["compound (1.2, 1.1, 1.15)"]
+    line = next(line for line in r.output.splitlines() if line.startswith("law of compound (1.2, 1.1, 1.15): "))
+    if fit.ok:
+        assert f"top-1 limit {100 * (1 - fit.law.c):.2f}%" in line
+    else:
+        assert line == f"law of compound (1.2, 1.1, 1.15): {fit.status}: {fit.reason}" and "limit" not in line

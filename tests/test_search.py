@@ -35,6 +35,9 @@ step = 0.1
 tolerance = 0.2
 base_width = 0.25
 base_depth = 0.25
+# At 32 px and width 0.25 one resolution step moves FLOPs by ~50%: 10% would hold none of these
+# 8 networks, 50% holds them all.
+flops_tolerance = 0.5
 [search]
 sampler = "grid"
 [recipe]
@@ -82,7 +85,7 @@ def test_study_file_and_definition(study_file, tmp_path):
 def test_spread_order_starts_at_the_paper():
     cands = study_candidates(StudyConfig())
     order = spread_order(cands)
-    assert sorted(order) == list(range(len(cands))) == list(range(65))
+    assert sorted(order) == list(range(len(cands))) == list(range(25))  # held to their FLOPs at 224 px
     assert PAPER in cands[order[0]].triples
 
 
@@ -385,3 +388,31 @@ def test_a_queued_trial_is_taken_by_one_worker_only(tmp_path):
         t.join()
     assert wins == {i: 1 for i in ids}
     assert counts(optuna.load_study(study_name="race", storage=url))["RUNNING"] == 10
+
+
+def test_candidates_are_held_to_their_flops_as_trained():
+    import json
+
+    from scaling.complexity import count
+    from scaling.search import base_spec
+
+    cpu = StudyConfig(base_resolution=40, base_width=0.25, base_depth=0.25)  # the CPU budget of `make run`
+    held = study_candidates(cpu)  # the embedded data's 10 classes
+    base = base_spec(cpu).replace(num_classes=10)
+    assert len(held) == 20 and all(c.spec.num_classes == 10 for c in held)
+    assert all(0.9 <= count(c.spec).flops / count(base).flops / 2 <= 1.1 for c in held)
+    assert [c.spec for c in study_candidates(cpu, 1000)] != [c.spec for c in held]  # the classifier counts
+    # A definition saved before the hold reopens with its own (unheld) candidates, in the same order.
+    old = StudyConfig.from_json(json.dumps({k: v for k, v in cpu.to_dict().items() if k != "flops_tolerance"}))
+    assert old.flops_tolerance is None and len(study_candidates(old)) > len(held)
+    with pytest.raises(StudyError, match="flops_tolerance"):
+        StudyConfig(flops_tolerance=0)
+
+
+def test_a_study_grid_too_large_is_refused_in_one_line(study_file, tmp_path):
+    study_file.write_text(TOML.replace("step = 0.1", "step = 0.00001"))
+    r = CliRunner().invoke(app, ["search", "--study", str(study_file), "-q"])
+    assert r.exit_code == 2, r.output
+    size = resolve(study_file).grid().size
+    assert size == 20001**3 and r.stderr.strip().count("\n") == 0 and f"the grid has {size:,} points" in r.stderr
+    assert not (tmp_path / "studies" / "tiny" / "optuna.db").exists()

@@ -174,9 +174,10 @@ def _g(flops: int) -> str:
 
 
 def _flops_unit(values) -> tuple[str, float]:
-    """("GFLOPs", 1e9), or ("MFLOPs", 1e6) where every value is below 0.1 G (proxy-sized networks)."""
-    vals = [float(v) for v in values if v is not None and v == v]
-    return ("GFLOPs", 1e9) if vals and max(vals) >= 1e8 else ("MFLOPs", 1e6)
+    """The one unit rule of tables, figures and the report (scaling.tables.flops_unit)."""
+    from ..tables import flops_unit
+
+    return flops_unit(values)
 
 
 def _f(flops, scale: float) -> str:

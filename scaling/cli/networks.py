@@ -8,8 +8,8 @@ from typing import Annotated, Optional
 import typer
 
 from . import trained as T
-from .app import (Format, By, InputError, _check_output, _check_output_path, _emit, _ends, _g, _m, _range,
-                  _table, app, console, plural)
+from .app import (Format, By, InputError, _check_output, _check_output_path, _emit, _ends, _f, _flops_unit, _g, _m,
+                  _range, _table, app, console, plural)
 
 
 # ---------------------------------------------------------------------------- candidates
@@ -25,6 +25,13 @@ Fmt = Annotated[Format, typer.Option("--format", help="table, csv or json.")]
 Out = Annotated[Optional[Path], typer.Option("--output", "-o", help="Also write the rows to this file (CSV or JSON).")]
 
 
+FlopsTol = Annotated[float, typer.Option(
+    "--flops-tolerance", min=0.001, max=10,
+    help="Hold each network's realized FLOPs within this fraction of target^phi x the base's (0.1: 10%).")]
+MaxGrid = Annotated[int, typer.Option("--max-grid", min=1, help="Refuse a grid of more points than this.")]
+Wide = Annotated[bool, typer.Option("--wide", help="Every column (the default fits 100 columns).")]
+
+
 @app.command()
 def candidates(
     phi: Phi = 1.0,
@@ -34,18 +41,25 @@ def candidates(
     step: Step = 0.05,
     tolerance: Tol = 0.05,
     target: Annotated[float, typer.Option(min=1.01, help="Target of alpha*beta^2*gamma^2 (> 1).")] = 2.0,
+    flops_tolerance: FlopsTol = 0.1,
     base_resolution: BaseRes = 224,
     base_width: BaseWidth = 1.0,
     base_depth: BaseDepth = 1.0,
     multiple: Multiple = 8,
+    max_grid: MaxGrid = 2_000_000,
+    wide: Wide = False,
     fmt: Fmt = Format.table,
     output: Out = None,
 ):
     """Which (alpha, beta, gamma) fit the FLOPs budget at phi, merged by the network they round to.
 
+    Each network is held to its realized FLOPs: within --flops-tolerance of target^phi times
+    B0's, its resolution moved to the nearest size in budget where rounding pushed it out,
+    or left out where no size in the gamma range is.
+
     Example: scaling candidates --phi 1 --step 0.05 --format csv -o candidates.csv
     """
-    from ..compound import Grid, PAPER, candidates as make_candidates
+    from ..compound import Grid, GridTooLarge, PAPER, candidates as make_candidates
     from ..spec import spec_for
     from ..tables import candidates_frame
 
@@ -57,34 +71,54 @@ def candidates(
                 gamma=_range(gamma_range, "--gamma-range"), step=step, target=target, tolerance=tolerance)
     _check_output(output)
     base = spec_for("efficientnet-b0", resolution=base_resolution, width=base_width, depth=base_depth)
-    cands = make_candidates(phi, grid, base, multiple)
+    try:
+        cands = make_candidates(phi, grid, base, multiple, flops_tolerance=flops_tolerance, max_points=max_grid)
+    except GridTooLarge as e:
+        raise InputError(f"{e} (--max-grid)")
+    n_grid = sum(1 for _ in grid.iter_triples())
     if not cands:
         raise InputError(
-            f"the grid has no candidate: no (alpha, beta, gamma) with a product within {tolerance:.2%} of {target:g}; "
-            "widen --tolerance or the ranges, or lower --step"
+            f"the grid has no candidate: {n_grid} (alpha, beta, gamma) with a product within {tolerance:.2%} of "
+            f"{target:g}, none held within {flops_tolerance:.0%} of its FLOPs budget; widen --tolerance, "
+            "--flops-tolerance or the ranges, or lower --step"
         )
-    df = candidates_frame(cands, base)
+    df = candidates_frame(cands, base, target=target)
     n_triples = int(df["n_triples"].sum())
 
+    unit, scale = _flops_unit(df["flops"])
+
     def show():
+        cols = [("#", "right"), ("α", "right"), ("β", "right"), ("γ", "right")]
+        if wide:
+            cols += [("αβ²γ²", "right"), ("d", "right"), ("w", "right"), ("r", "right")]
+        cols += [("res", "right")]
+        if wide:
+            cols += [("repeats", "left"), ("stem/head", "left")]
+        cols += [("params M", "right"), (unit, "right"), ("× B0", "right"), (f"vs {target:g}^{phi:g}", "right")]
+        if wide:
+            cols += [("nominal ×", "right"), ("same network from (α/β/γ)", "left")]
         rows = []
         for r, c in zip(df.itertuples(), cands):
-            mark = " *" if PAPER in c.triples else ""
-            also = " ".join(f"{t.alpha:g}/{t.beta:g}/{t.gamma:g}" for t in c.triples[1:])
-            rows.append([str(r.Index + 1), f"{r.alpha:g}", f"{r.beta:g}", f"{r.gamma:g}" + mark, f"{r.product:.3f}",
-                         f"{r.d:.3f}", f"{r.w:.3f}", f"{r.r:.3f}", str(r.resolution),
-                         r.repeats, _ends(r.channels), _m(r.params), _g(r.flops), f"{r.flops_ratio:.3f}",
-                         f"{100 * r.ratio_error:+.1f}%", also])
-        cols = [("#", "right"), ("alpha", "right"), ("beta", "right"), ("gamma", "right"), ("a*b²*g²", "right"),
-                ("d", "right"), ("w", "right"), ("r", "right"), ("res", "right"),
-                ("repeats", "left"), ("stem/head", "left"), ("params M", "right"), ("GFLOPs", "right"),
-                ("FLOPs x", "right"), (f"vs 2^{phi:g}", "right"), ("same network from (a/b/g)", "left")]
+            mark = "*" if PAPER in c.triples else ""
+            res = str(r.resolution) + ("" if r.resolution == r.nominal_resolution else f" ({r.nominal_resolution})")
+            row = [str(r.Index + 1), f"{r.alpha:g}", f"{r.beta:g}", f"{r.gamma:g}{mark}"]
+            if wide:
+                row += [f"{r.product:.3f}", f"{r.d:.3f}", f"{r.w:.3f}", f"{r.r:.3f}"]
+            row += [res]
+            if wide:
+                row += [r.repeats, _ends(r.channels)]
+            row += [_m(r.params), _f(r.flops, scale), f"{r.flops_ratio:.3f}", f"{100 * r.ratio_error:+.1f}%"]
+            if wide:
+                also = " ".join(f"{t.alpha:g}/{t.beta:g}/{t.gamma:g}" for t in c.triples[1:])
+                row += [f"{r.nominal_ratio:.3f}", also]
+            rows.append(row)
         console.print(_table(
-            f"Candidates at phi={phi:g}: {plural(n_triples, 'triple')} -> {plural(len(df), 'distinct network')}",
+            f"phi={phi:g}: {plural(len(df), 'network')} from {n_triples} of {plural(n_grid, 'triple')}, FLOPs within "
+            f"{flops_tolerance:.0%} of {target:g}^{phi:g} x the base",
             cols, rows,
-            caption=("FLOPs are multiply-adds at batch 1 (fvcore). 'FLOPs x' is realized over B0; the last column "
-                     "is its difference from 2^phi, which rounding causes. * marks the network the paper's (1.2, 1.1, "
-                     "1.15) rounds to; the last column lists the other triples that round to the same network."),
+            caption=("FLOPs: multiply-adds at batch 1 (fvcore). '× B0': realized FLOPs over B0's; the next column: "
+                     f"its difference from {target:g}^phi. res (N): moved from N px (gamma^phi rounded) to hold the "
+                     "budget. * marks the network the paper's (1.2, 1.1, 1.15) rounds to. --wide shows every column."),
         ))
 
     _emit(df, fmt, output, show)
@@ -126,6 +160,7 @@ def family(
     multiple: Multiple = 8,
     official: Annotated[Optional[bool], typer.Option(
         help="Show the official B0..B7 beside the family (default); with --train, also train them.")] = None,
+    wide: Wide = False,
     fmt: Fmt = Format.table,
     output: Out = None,
     train: Annotated[bool, typer.Option("--train", help="Train every member with the study's data and recipe.")] = False,
@@ -180,20 +215,27 @@ def family(
     off = official_frame(official_specs()) if official else fam.iloc[0:0]
     df = pd.concat([fam, off], ignore_index=True) if official else fam
 
-    def rows(frame):
-        return [[r.name, f"{r.d:.3f}", f"{r.w:.3f}", f"{r.r:.3f}", str(r.resolution), r.repeats, r.channels,
-                 _m(r.params), _g(r.flops), f"{r.flops_ratio:.2f}",
-                 "" if r.nominal_ratio is None or pd.isna(r.nominal_ratio) else f"{r.nominal_ratio:.2f}"]
-                for r in frame.itertuples()]
+    unit, scale = _flops_unit(df["flops"])
 
-    cols = [("network", "left"), ("d", "right"), ("w", "right"), ("r", "right"), ("res", "right"),
-            ("repeats", "left"), ("channels", "left"), ("params M", "right"), ("GFLOPs", "right"),
-            ("FLOPs x B0", "right"), ("(a*b²*g²)^phi", "right")]
+    def rows(frame):
+        out = []
+        for r in frame.itertuples():
+            nominal = "" if r.nominal_ratio is None or pd.isna(r.nominal_ratio) else f"{r.nominal_ratio:.2f}"
+            row = [r.name, f"{r.d:.3f}", f"{r.w:.3f}", f"{r.r:.3f}", str(r.resolution)]
+            row += [r.repeats, r.channels] if wide else []
+            out.append(row + [_m(r.params), _f(r.flops, scale), f"{r.flops_ratio:.2f}", nominal])
+        return out
+
+    cols = [("network", "left"), ("d", "right"), ("w", "right"), ("r", "right"), ("res", "right")]
+    cols += [("repeats", "left"), ("channels", "left")] if wide else []
+    cols += [("params M", "right"), (unit, "right"), ("× B0", "right"), ("nominal ×", "right")]
 
     def show():
         console.print(_table(
             f"Compound family ({alpha:g}, {beta:g}, {gamma:g}); alpha*beta²*gamma² = {triple.product:.4f}",
-            cols, rows(fam), caption="d, w, r = alpha^phi, beta^phi, gamma^phi; FLOPs are multiply-adds at batch 1."))
+            cols, rows(fam), caption=("d, w, r = alpha^phi, beta^phi, gamma^phi; FLOPs are multiply-adds at batch 1; "
+                                      "'× B0': realized FLOPs over B0's; nominal ×: (alpha*beta²*gamma²)^phi. "
+                                      "--wide adds repeats and channels.")))
         if official:
             console.print(_table("Official EfficientNet-B0..B7", cols, rows(off)))
 

@@ -16,7 +16,7 @@ from .training import Device, _device, _load_data
 # ---------------------------------------------------------------------------- search
 
 # On a machine without a GPU, the default study shrinks to this and says so.
-CPU_BUDGET = dict(base_resolution=32, base_width=0.25, base_depth=0.25, train_size=2000, val_size=500, trials=12,
+CPU_BUDGET = dict(base_resolution=40, base_width=0.25, base_depth=0.25, train_size=2000, val_size=500, trials=12,
                   recipe={"name": "proxy", "epochs": 4, "batch_size": 64, "lr": 0.4})
 
 
@@ -43,6 +43,8 @@ def _gpus(text: Optional[str]) -> list[int]:
 
 
 def _summarize(study, config, folder: Path) -> None:
+    import pandas as pd
+
     from ..results import failures_frame, paper_rank, results_frame, running, write_csv
 
     df = results_frame(study)
@@ -53,17 +55,33 @@ def _summarize(study, config, folder: Path) -> None:
         console.print(f"study {config.name}: no completed trial yet" + (f" ({n_run} running)" if n_run else ""))
     else:
         unit, scale = _flops_unit(df["flops"])
-        rows = [[str(r.rank), f"{r.alpha:g}", f"{r.beta:g}", f"{r.gamma:g}", str(r.resolution), r.repeats,
-                 _m(r.params), _f(r.flops, scale), f"{100 * r.top1:.2f}",
-                 "" if r.seeds < 2 else f"{100 * r.top1_std:.2f}", str(r.seeds)] for r in df.head(15).itertuples()]
-        cols = [("rank", "right"), ("alpha", "right"), ("beta", "right"), ("gamma", "right"), ("res", "right"),
-                ("repeats", "left"), ("params M", "right"), (unit, "right"), ("top-1 %", "right"),
-                ("std", "right"), ("seeds", "right")]
+
+        def opt(v, fmt: str) -> str:
+            return "" if v is None or pd.isna(v) else format(v, fmt)
+
+        rows = [[str(r.rank), f"{r.alpha:g}", f"{r.beta:g}", f"{r.gamma:g}", str(r.resolution), _m(r.params),
+                 _f(r.flops, scale), opt(r.flops_ratio, ".3f"), f"{100 * r.top1:.2f}",
+                 "" if r.seeds < 2 else f"{100 * r.top1_std:.2f}", str(r.seeds),
+                 opt(None if pd.isna(r.top1_residual) else 100 * r.top1_residual, "+.2f"), opt(r.rank_matched, "d")]
+                for r in df.head(15).itertuples()]
+        cols = [("rank", "right"), ("α", "right"), ("β", "right"), ("γ", "right"), ("res", "right"),
+                ("params M", "right"), (unit, "right"), ("× base", "right"), ("top-1 %", "right"),
+                ("std", "right"), ("seeds", "right"), ("vs fit", "right"), ("rank@F", "right")]
         console.print(_table(f"Study {config.name}: {plural(len(df), 'network')} trained"
-                             + (f", {n_run} running" if n_run else ""), cols, rows))
+                             + (f", {n_run} running" if n_run else ""), cols, rows,
+                             caption=("rank: by top-1. × base: realized FLOPs over the base's. vs fit: top-1 minus "
+                                      "the grid's line of top-1 against log FLOPs, in points; rank@F: by it, the "
+                                      "ranking at matched FLOPs.")))
         best = df.iloc[0]
-        console.print(f"best: (alpha, beta, gamma) = ({best.alpha:g}, {best.beta:g}, {best.gamma:g}), top-1 "
+        console.print(f"best by top-1: (alpha, beta, gamma) = ({best.alpha:g}, {best.beta:g}, {best.gamma:g}), top-1 "
                       f"{100 * best.top1:.2f}% at {_f(best.flops, scale)} {unit}")
+        matched = df[df["rank_matched"] == 1]
+        if len(matched):
+            m = matched.iloc[0]
+            ties = int((df["top1_residual"] - m.top1_residual).abs().lt(1e-9).sum())
+            console.print(f"best at matched FLOPs: ({m.alpha:g}, {m.beta:g}, {m.gamma:g}), "
+                          f"{100 * m.top1_residual:+.2f} points over the grid's line of top-1 against log FLOPs"
+                          + (f" ({ties} networks tie)" if ties > 1 else ""))
         rank = paper_rank(df)
         console.print("the paper's (1.2, 1.1, 1.15): " + (f"rank {rank} of {len(df)}" if rank else "not trained"))
     if len(fails):
@@ -100,6 +118,7 @@ def search(
     Example: scaling search --phi 1   |   scaling search --study studies/proxy.toml --data cifar10-jpeg.tar.gz --gpus all
     """
     from ..search import create_study
+    from ..study import StudyError
 
     config, gpu_ids, folder, url = prepare_study(
         study_file, studies_dir, storage, gpus, epochs=epochs, batch_size=batch_size, name=name, source=data,
@@ -111,7 +130,10 @@ def search(
         err.print(cpu_estimate([s.replace(num_classes=data.num_classes) for s in search_specs(config)],
                                len(data.train), len(data.val), config.training_recipe().epochs, config.seeds),
                   soft_wrap=True)
-    study = create_study(config, url)
+    try:
+        study = create_study(config, url, num_classes=data.num_classes)  # candidates counted as trained
+    except StudyError as e:
+        raise InputError(str(e))
     code = execute(config, url, study, gpu_ids, workers, quiet)
     if code in INTERRUPTED:  # said in one line; the ranking so far is kept in results.csv
         from ..results import results_frame, write_csv
@@ -157,7 +179,7 @@ def prepare_study(study_file, studies_dir: Path, storage, gpus, *, epochs=None, 
                 config = config.replace(**reduced, name=name or "default-cpu")
                 budget_note = ("no GPU: a reduced budget - 12 of the grid's networks (spread over it), each 4 epochs "
                                "on 2,000 images of the embedded data, from a base of B0 at width 0.25, depth 0.25, "
-                               "32 px. The full study, on a GPU: scaling search --phi 1 --name default "
+                               "40 px. The full study, on a GPU: scaling search --phi 1 --name default "
                                "--base-resolution 224")
         if epochs or batch_size:
             config = config.replace(recipe={**config.recipe, **{k: v for k, v in
@@ -409,9 +431,28 @@ def results(
         study = load_study(config, storage_url(config, folder, storage))
     except StudyError as e:
         raise InputError(str(e))
-    if fmt == Format.table and output is None:
+    def show() -> None:
         _summarize(study, config, folder)
+        _show_laws(storage_url(config, folder, storage), name)
+
+    if fmt == Format.table and output is None:
+        show()
         return
     df = results_frame(study)
     write_csv(df, folder / "results.csv")
-    _emit(df, fmt, output, lambda: _summarize(study, config, folder))
+    _emit(df, fmt, output, show)
+
+
+def _show_laws(url: str, name: str) -> None:
+    """One line per trained series: its law, or "no law fits" / "not fitted" and why."""
+    from ..laws import fit_series
+    from ..results import plan_studies, series_frame
+
+    df = series_frame(plan_studies(url, name))
+    if df.empty:
+        return
+    for series, fit in fit_series(df, bootstrap=0).items():
+        extra = ""
+        if fit.law is not None:
+            extra = f" (a={fit.law.a:.3g}, b={fit.law.b:.3g}, c={fit.law.c:.3g}, RMSE {100 * fit.law.rmse:.2f} pp)"
+        console.print(f"law of {series}: {fit.text()}" + (extra if fit.ok else ""), markup=False)

@@ -8,7 +8,6 @@ Paragraphs may quote commands between backticks (`scaling family --train`).
 
 from __future__ import annotations
 
-import dataclasses
 import datetime
 import math
 import re
@@ -27,6 +26,7 @@ from ..compound import PAPER
 from ..results import (failures_frame, paper_rank, plan_studies, results_frame, running, series_failures,
                        series_frame, trials_frame)
 from ..study import StudyConfig, StudyError
+from ..tables import flops_unit
 
 PACKAGES = ("torch", "torchvision", "optuna", "fvcore", "pandas", "matplotlib")
 BOOTSTRAP = 200  # resamples for the fits' 95% intervals (1000 take seconds per series)
@@ -134,12 +134,6 @@ def pct(v, digits: int = 2) -> str:
 def points(v) -> str:
     """A spread of a fraction in percentage points: 0.0012 -> "±0.12"."""
     return DASH if _missing(v) else f"±{100 * float(v):.2f}"
-
-
-def flops_unit(values) -> tuple[str, float]:
-    """("GFLOPs", 1e9) when the largest value reaches 1 G multiply-adds, else ("MFLOPs", 1e6)."""
-    vals = [float(v) for v in values if not _missing(v)]
-    return ("GFLOPs", 1e9) if vals and max(vals) >= 1e9 else ("MFLOPs", 1e6)
 
 
 def flops_text(v) -> str:
@@ -299,8 +293,10 @@ def _grid_text(config: StudyConfig) -> str:
     base = f"B0 at width {config.base_width:g}, depth {config.base_depth:g}, {config.base_resolution} px"
     rng = ", ".join(f"{k} {lo:g}–{hi:g}" for k, (lo, hi) in
                     (("α", config.alpha), ("β", config.beta), ("γ", config.gamma)))
+    held = ("nominal FLOPs only" if config.flops_tolerance is None else
+            f"realized FLOPs within {100 * config.flops_tolerance:g}% of {config.target:g}^φ × the base's")
     return (f"φ = {config.phi:g}; {rng} in steps of {config.step:g}; α·β²·γ² within {100 * config.tolerance:g}% "
-            f"of {config.target:g}; base {base}; channels to multiples of {config.multiple}; "
+            f"of {config.target:g}; {held}; base {base}; resolutions to multiples of {config.multiple}; "
             f"sampler {config.sampler}" + (f", {config.trials} trials" if config.trials else ""))
 
 
@@ -341,7 +337,8 @@ def _summary(s: _Study, cands: pd.DataFrame | None) -> Section:
         of = f" of the {queued} queued" if queued else ""
         grid = f" (the grid has {_plural(len(cands), 'distinct network')})" if cands is not None else ""
         sec.paragraphs.append(f"The search trained {_plural(len(r), 'network')}{of}{grid}, ranked by held-out "
-                              "top-1 accuracy (the mean over seeds).")
+                              "top-1 accuracy (the mean over seeds), and also at matched FLOPs (by the residual "
+                              "over the grid's own line of top-1 against log FLOPs).")
         sec.paragraphs.append(_best_sentence(r))
         sec.paragraphs.append(_paper_sentence(s, cands))
     if s.running and not r.empty:
@@ -352,6 +349,8 @@ def _summary(s: _Study, cands: pd.DataFrame | None) -> Section:
     if fails:
         sec.paragraphs.append(f"{_plural(fails, 'trial')} failed; the section Failures lists them with their "
                               "reasons.")
+    elif not r.empty or not s.series.empty:
+        sec.paragraphs.append("No trial failed.")
     if s.series.empty:
         sec.paragraphs.append("No family or sweep has been trained for this study yet: `scaling family --train` "
                               "adds them (and `scaling sweep ... --train` the single-dimension sweeps).")
@@ -359,11 +358,23 @@ def _summary(s: _Study, cands: pd.DataFrame | None) -> Section:
 
 
 def _best_sentence(r: pd.DataFrame) -> str:
+    """The best triple by top-1 (the ranking the report's "best" uses), and the best at matched FLOPs."""
     best = r.iloc[0]
     tie = (r["top1"] == best["top1"]).sum()
     tied = f" ({tie} networks tie at this accuracy; the first trained is listed)" if tie > 1 else ""
-    return (f"Best: (alpha, beta, gamma) = {triple_text(best['alpha'], best['beta'], best['gamma'])}, "
-            f"top-1 {pct(best['top1'])} at {flops_text(best['flops'])}{tied}.")
+    ratio = "" if _missing(best.get("flops_ratio")) else f", {float(best['flops_ratio']):.2f}× the base's FLOPs"
+    out = (f"Best by top-1 (the ranking this report's best triple uses): (alpha, beta, gamma) = "
+           f"{triple_text(best['alpha'], best['beta'], best['gamma'])}, top-1 {pct(best['top1'])} at "
+           f"{flops_text(best['flops'])}{ratio}{tied}.")
+    matched = r[r["rank_matched"] == 1] if "rank_matched" in r.columns else r.iloc[0:0]
+    if len(matched):
+        m = matched.iloc[0]
+        same = " — the same network" if m["network"] == best["network"] else ""
+        ties = int((r["top1_residual"] - m["top1_residual"]).abs().lt(1e-9).sum())
+        tied = f" ({ties} networks tie; the first by top-1 is listed)" if ties > 1 else ""
+        out += (f" Best at matched FLOPs: {triple_text(m['alpha'], m['beta'], m['gamma'])}, "
+                f"{100 * float(m['top1_residual']):+.2f} points over the line{same}{tied}.")
+    return out
 
 
 def _paper_sentence(s: _Study, cands: pd.DataFrame | None) -> str:
@@ -374,7 +385,11 @@ def _paper_sentence(s: _Study, cands: pd.DataFrame | None) -> str:
         same = f"; it rounds to the same network as {', '.join(others)}" if others else ""
         return f"The paper's {PAPER} ranks {rank} of {len(s.results)} (top-1 {pct(row['top1'])}{same})."
     if cands is not None and not cands["triples"].astype(str).str.contains(str(PAPER), regex=False).any():
-        return f"The paper's {PAPER} is not in this grid."
+        in_grid = s.config is not None and PAPER in s.config.grid().iter_triples()
+        if not in_grid:
+            return f"The paper's {PAPER} is not in this grid."
+        return (f"The paper's {PAPER} is in the grid but not among the candidates: no resolution in the grid's "
+                f"γ range holds its network within {100 * s.config.flops_tolerance:g}% of the FLOPs budget.")
     return f"The paper's {PAPER} has not been trained (yet)."
 
 
@@ -412,10 +427,15 @@ def _candidates(s: _Study, cands: pd.DataFrame) -> Section:
 
     c = s.config
     sec = Section("Candidates")
+    held = "" if c.flops_tolerance is None else (
+        f" Each is held to its realized FLOPs: within {100 * c.flops_tolerance:g}% of {c.target:g}^φ = "
+        f"{c.target ** c.phi:g}× the base's; where rounding (repeats up, channels to multiples of 8) pushed a "
+        f"network out, its resolution moved to the nearest size in budget (res px, with the γ^φ size in "
+        f"brackets), and a triple that no size in the γ range holds was left out.")
     sec.paragraphs.append(
         f"The grid's (α, β, γ) triples with α·β²·γ² within {100 * c.tolerance:g}% of {c.target:g}, scaled at "
-        f"φ = {c.phi:g} and merged by the network they round to: {_plural(len(cands), 'distinct network')}. "
-        "Rounding moves the realized FLOPs away from the nominal (α·β²·γ²)^φ; the last columns show by how much.")
+        f"φ = {c.phi:g} and merged by the network they round to: {_plural(len(cands), 'distinct network')}." + held
+        + " × base is the realized FLOPs ratio; nominal the representative triple's own (α·β²·γ²)^φ.")
     # Trials go to candidates by triple: a trained network's key also holds the data's class count.
     trained = {_first_triple(t): v for t, v in zip(s.results["triples"], s.results["top1"])} \
         if not s.results.empty else {}
@@ -430,16 +450,19 @@ def _candidates(s: _Study, cands: pd.DataFrame) -> Section:
         hit = next((t for t in mine if t in trained), None)
         state = (pct(trained[hit]) if hit else "running" if any(t in in_training for t in mine)
                  else "failed" if any(t in failed for t in mine) else DASH)
+        res = str(r.resolution) + ("" if r.resolution == r.nominal_resolution else f" ({r.nominal_resolution})")
         rows.append([str(i), num(r.alpha), num(r.beta), num(r.gamma), also or DASH, f"{r.d:.3f}", f"{r.w:.3f}",
-                     str(r.resolution), str(r.repeats), params_m(r.params), sig3(r.flops / scale),
-                     f"{r.flops_ratio:.3f}", f"{r.nominal_ratio:g}", state])
+                     res, str(r.repeats), params_m(r.params), sig3(r.flops / scale),
+                     f"{r.flops_ratio:.3f}", f"{r.nominal_ratio:.3f}", state])
     sec.tables.append(Table(
         f"Candidate networks of the grid ({len(cands)}), with the search's top-1 where trained",
         ["#", "α", "β", "γ", "also rounds here", "d", "w", "res px", "repeats", "params (M)", unit, "× base",
          "nominal", "top-1"], rows))
-    sec.figures.append(Plot(p.realized_vs_nominal_flops(cands),
+    band = "" if c.flops_tolerance is None else f"; the band is the budget, {c.target ** c.phi:g}× ± " \
+        f"{100 * c.flops_tolerance:g}%"
+    sec.figures.append(Plot(p.realized_vs_nominal_flops(cands, c.flops_tolerance),
                             "Realized FLOPs ratio of each candidate against its nominal (α·β²·γ²)^φ; points off "
-                            "the diagonal show what rounding does."))
+                            "the diagonal show what rounding and the budget's resolution do" + band + "."))
     return sec
 
 
@@ -452,11 +475,16 @@ def _search(s: _Study, cands: pd.DataFrame | None) -> Section:
     sec.paragraphs.append(_best_sentence(r) + " " + _paper_sentence(s, cands))
     unit, scale = flops_unit(r["flops"])
     rows = [[str(x.rank), num(x.alpha), num(x.beta), num(x.gamma), str(x.resolution), str(x.repeats),
-             params_m(x.params), sig3(x.flops / scale), pct(x.top1), points(x.top1_std) if x.seeds > 1 else DASH,
-             str(x.seeds), pct(x.top5), count(x.images_per_second)] for x in r.itertuples()]
-    sec.tables.append(Table(f"Ranking of the {_plural(len(r), 'trained network')} by held-out top-1",
-                            ["rank", "α", "β", "γ", "res px", "repeats", "params (M)", unit, "top-1", "± std",
-                             "seeds", "top-5", "train img/s"], rows))
+             params_m(x.params), sig3(x.flops / scale),
+             DASH if _missing(x.flops_ratio) else f"{float(x.flops_ratio):.2f}", pct(x.top1),
+             points(x.top1_std) if x.seeds > 1 else DASH, str(x.seeds),
+             DASH if _missing(x.top1_residual) else f"{100 * float(x.top1_residual):+.2f}",
+             DASH if _missing(x.rank_matched) else str(int(x.rank_matched)),
+             pct(x.top5), count(x.images_per_second)] for x in r.itertuples()]
+    sec.tables.append(Table(f"Ranking of the {_plural(len(r), 'trained network')} by held-out top-1; at matched "
+                            "FLOPs by the residual (pp) over the grid's line of top-1 against log FLOPs",
+                            ["rank", "α", "β", "γ", "res px", "repeats", "params (M)", unit, "× base", "top-1",
+                             "± std", "seeds", "vs line", "rank at FLOPs", "top-5", "train img/s"], rows))
     # The landscape marks the paper by (alpha, beta): give it the representative triple of the
     # network the paper's triple rounds to, and none when that network was not trained.
     rank = paper_rank(r)
@@ -476,8 +504,12 @@ def _search(s: _Study, cands: pd.DataFrame | None) -> Section:
 
 
 def _family(s: _Study) -> Section:
-    sec = Section("Compound family beside the official coefficients")
     df = s.series
+    kinds = set(df["kind"]) if not df.empty else set()
+    heading = {frozenset({"family", "official"}): "Compound family beside the official networks",
+               frozenset({"official"}): "The official networks"}.get(frozenset(kinds & {"family", "official"}),
+                                                                      "Compound family")
+    sec = Section(heading)
     if df.empty:
         sec.paragraphs.append("No family or official network has been trained for this study: "
                               "`scaling family --train` adds them.")
@@ -487,18 +519,25 @@ def _family(s: _Study) -> Section:
         sec.paragraphs.append("No family or official network has been trained for this study: "
                               "`scaling family --train` adds them.")
     else:
+        beside = (" beside the official EfficientNets' coefficients." if "official" in kinds else
+                  ". No official network was trained: `scaling family --train --official` adds B0..B7's "
+                  "coefficients.")
         sec.paragraphs.append(
-            "Each compound-scaled family member (B0 scaled by d = α^φ, w = β^φ, r = γ^φ) beside the official "
-            "EfficientNets' coefficients, trained with the study's recipe. Latency is inference at batch 1, "
-            f"infer img/s inference at batch {_inference_batch(part)}, train img/s the training speed, memory "
-            "the training peak.")
-        sec.tables.append(_series_table(part, "The compound-scaled family and the official networks",
+            "Each compound-scaled family member (B0 scaled by d = α^φ, w = β^φ, r = γ^φ), trained with the "
+            "study's recipe" + beside + " × base is the member's realized FLOPs over the base's. Latency is "
+            f"inference at batch 1, infer img/s inference at batch {_inference_batch(part)}, train img/s the "
+            "training speed, memory the training peak.")
+        sec.tables.append(_series_table(part, "The compound-scaled family" + (" and the official networks"
+                                                                              if "official" in kinds else ""),
                                         first=("series", "network", "φ")))
-    good = {k: (v.a, v.b, v.c) for k, (v, _) in s.fits.items() if isinstance(v, laws.PowerLaw)}
+    good = {k: (f.law.a, f.law.b, f.law.c) for k, (f, _) in s.fits.items() if f.ok}
+    refused = [k for k, (f, _) in s.fits.items() if not f.ok]
     sec.figures.append(Plot(plots.accuracy_vs_flops(df, good),
-                            "Top-1 against FLOPs for every trained series, with the fitted laws dashed "
-                            "(the legend gives each law's limit 1 − c)."))
-    if pd.to_numeric(df.get("latency_ms"), errors="coerce").notna().any():
+                            "Top-1 against FLOPs for every trained series"
+                            + (", with the fitted laws dashed (the legend gives each law's limit 1 − c)" if good else "")
+                            + (f"; no law is drawn for {', '.join(refused)} (see Scaling-law fits)" if refused else "")
+                            + "."))
+    if pd.to_numeric(df.get("latency_ms", pd.Series(dtype=float)), errors="coerce").notna().any():
         sec.figures.append(Plot(plots.accuracy_vs_latency(df),
                                 "Top-1 against inference latency at batch 1, with the Pareto front."))
     return sec
@@ -523,6 +562,7 @@ def _series_table(part: pd.DataFrame, caption: str, first: tuple[str, ...]) -> T
         ("res px", lambda x: DASH if _missing(x.resolution) else str(int(x.resolution))),
         ("params (M)", lambda x: params_m(x.params)),
         (unit, lambda x: DASH if _missing(x.flops) else sig3(float(x.flops) / scale)),
+        ("× base", lambda x: DASH if _missing(getattr(x, "flops_ratio", None)) else f"{float(x.flops_ratio):.2f}"),
         ("top-1", lambda x: pct(x.top1)),
         ("± std", lambda x: points(x.top1_std) if not _missing(x.seeds) and x.seeds > 1 else DASH),
         ("train img/s", lambda x: count(getattr(x, "images_per_second", None))),
@@ -530,7 +570,7 @@ def _series_table(part: pd.DataFrame, caption: str, first: tuple[str, ...]) -> T
         ("infer img/s", lambda x: count(getattr(x, "throughput", None))),
         ("memory MB", lambda x: count(getattr(x, "peak_memory_mb", None))),
     ]
-    optional = {"± std", "train img/s", "latency ms", "infer img/s", "memory MB"}
+    optional = {"± std", "× base", "train img/s", "latency ms", "infer img/s", "memory MB"}
     if part.groupby("kind")["series"].nunique().max() <= 1:  # one series per kind: the labels tell them apart
         first = tuple(k for k in first if k != "series")
         named = [n for n in part["series"].astype(str).unique() if n not in ("official", "width", "depth",
@@ -560,15 +600,24 @@ def _sweeps(s: _Study) -> Section:
         sec.paragraphs.append("The base scaled along one dimension only (width, depth or resolution), to compare "
                               "with compound scaling at similar FLOPs.")
         sec.tables.append(_series_table(part, "Single-dimension sweeps", first=("series", "network", "multiplier")))
-    if not df.empty:
-        for dim in ("width", "depth", "resolution"):
-            sec.figures.append(Plot(plots.accuracy_vs_dimension(df, dim),
-                                    f"Top-1 against the {dim} of each network, per series."))
     return sec
 
 
-def _fits(df: pd.DataFrame) -> dict[str, tuple[object, object]]:
-    """Series -> (PowerLaw or the reason it was refused, holdout dict or its reason)."""
+def _dimensions(s: _Study) -> Section | None:
+    """Top-1 against width, depth and resolution, for every trained series (None without one)."""
+    if s.series.empty:
+        return None
+    sec = Section("Top-1 by scaling dimension")
+    names = ", ".join(str(n) for n in s.series["series"].astype(str).unique())
+    sec.paragraphs.append(f"Each trained series ({names}) against each dimension alone.")
+    for dim in ("width", "depth", "resolution"):
+        sec.figures.append(Plot(plots.accuracy_vs_dimension(s.series, dim),
+                                f"Top-1 against the {dim} of each network, per series."))
+    return sec
+
+
+def _fits(df: pd.DataFrame) -> dict[str, tuple[laws.Fit, object]]:
+    """Series -> (its laws.Fit, the held-out check's dict or why there is none)."""
     out: dict = {}
     if df.empty:
         return out
@@ -578,19 +627,16 @@ def _fits(df: pd.DataFrame) -> dict[str, tuple[object, object]]:
     data = data.dropna(subset=["flops", "top1"])
     for name, g in data.groupby("series", sort=False):
         x, y = g["flops"].to_numpy() / 1e9, 1.0 - g["top1"].to_numpy()
-        try:
-            law = laws.fit_power_law(x, y, bootstrap=BOOTSTRAP)
-        except laws.TooFewPoints as e:
-            law = f"not fitted: {e}"
-        except (ValueError, FloatingPointError, np.linalg.LinAlgError) as e:
-            law = f"not fitted: {type(e).__name__}: {e}"
-        try:
-            held = laws.holdout_check(x, y) if isinstance(law, laws.PowerLaw) else "no law to check"
-        except laws.TooFewPoints as e:
-            held = f"no held-out check: {e}"
-        except (ValueError, FloatingPointError, np.linalg.LinAlgError) as e:
-            held = f"no held-out check: {type(e).__name__}: {e}"
-        out[str(name)] = (law, held)
+        fit = laws.fit_law(x, y, bootstrap=BOOTSTRAP)
+        held: object = "no law to check"
+        if fit.ok:
+            try:
+                held = laws.holdout_check(x, y)
+            except laws.TooFewPoints as e:
+                held = f"no held-out check: {e}"
+            except (ValueError, FloatingPointError, np.linalg.LinAlgError) as e:
+                held = f"no held-out check: {type(e).__name__}: {e}"
+        out[str(name)] = (fit, held)
     return out
 
 
@@ -610,26 +656,32 @@ def _fit_section(s: _Study) -> Section:
     sec.paragraphs.append(
         "Per series, error = a · GFLOPs^(−b) + c (c ≥ 0 the irreducible error), least squares, with 95% "
         f"intervals from {BOOTSTRAP} bootstrap resamples of the points. The held-out check fits all but the "
-        "largest member and predicts its top-1; a fit needs 4 distinct FLOPs values, the check 5 points.")
+        "largest member and predicts its top-1; a fit needs 4 distinct FLOPs values, the check 5 points. A fit "
+        f"with a parameter at its bound, on a series whose top-1 falls as FLOPs grow (by more than "
+        f"{100 * laws.MONOTONE_SLACK:g} points), or with an RMSE above the spread it explains is no law: it is "
+        "listed as \"no law fits\" with the reason, and neither drawn nor given a limit.")
     rows = []
-    for name, (law, held) in s.fits.items():
-        if isinstance(law, laws.PowerLaw):
+    for name, (fit, held) in s.fits.items():
+        law = fit.law
+        if fit.ok:
             if isinstance(held, dict):
                 check = (f"at {flops_text(held['gflops'] * 1e9)}: predicted {pct(1 - held['predicted_error'])}, "
                          f"measured {pct(1 - held['actual_error'])}, off by {100 * held['abs_error']:.2f} pp")
             else:
                 check = str(held)
-            rows.append([name, str(law.n), _ci(law, "a", sig3), _ci(law, "b", sig3), _ci(law, "c", sig3),
+            rows.append([name, "fitted", str(law.n), _ci(law, "a", sig3), _ci(law, "b", sig3), _ci(law, "c", sig3),
                          pct(1 - law.c), f"{100 * law.rmse:.2f}", check])
         else:
-            rows.append([name, DASH, DASH, DASH, DASH, DASH, DASH, str(law)])
+            rows.append([name, fit.status, str(law.n) if law else DASH, DASH, DASH, DASH, DASH,
+                         f"{100 * law.rmse:.2f}" if law else DASH, fit.reason])
     sec.tables.append(Table("Fitted laws per series: value [95% interval]",
-                            ["series", "points", "a", "b", "c", "top-1 limit", "RMSE pp", "held-out check"], rows,
-                            align=["l", "r", "l", "l", "l", "r", "r", "l"]))
+                            ["series", "status", "points", "a", "b", "c", "top-1 limit", "RMSE pp",
+                             "held-out check, or why no law fits"], rows,
+                            align=["l", "l", "r", "l", "l", "l", "r", "r", "l"]))
     return sec
 
 
-def _failures(s: _Study) -> Section:
+def _failures(s: _Study) -> Section | None:
     sec = Section("Failures")
     done = set(s.results["network"]) if not s.results.empty else set()
     done_series = set(s.series["network"]) if not s.series.empty else set()
@@ -642,8 +694,7 @@ def _failures(s: _Study) -> Section:
         rows.append([str(r.study), str(r.trial), str(label if not _missing(label) else r.network),
                      _short(r.reason or "error"), "completed on a retry" if r.network in done_series else "failed"])
     if not rows:
-        sec.paragraphs.append("No trial failed.")
-        return sec
+        return None  # the summary says so: a section (in the PDF, a page) of one sentence tells nothing more
     retried = sum(r[-1] != "failed" for r in rows)
     sec.paragraphs.append(
         f"{_plural(len(rows), 'trial')} failed" + (f", {retried} of them trained again and completed" if retried else "")
@@ -674,14 +725,15 @@ def build_report(name: str, studies_dir: Path = Path("studies"), storage: str | 
         from ..search import base_spec, study_candidates
         from ..tables import candidates_frame
 
-        found = study_candidates(s.config)
-        classes = _num_classes(s, found)
-        if classes is not None:  # count the candidates as trained, with the data's classifier
-            found = [dataclasses.replace(c, spec=c.spec.replace(num_classes=classes)) for c in found]
-        base = base_spec(s.config) if classes is None else base_spec(s.config).replace(num_classes=classes)
-        cands = candidates_frame(found, base) if found else None
+        classes = s.study.user_attrs.get("num_classes")  # what the study counted its candidates with
+        if classes is None:  # a study from before it was recorded
+            classes = _num_classes(s, study_candidates(s.config))
+        found = study_candidates(s.config, classes)
+        base = base_spec(s.config).replace(num_classes=found[0].spec.num_classes) if found else base_spec(s.config)
+        cands = candidates_frame(found, base, target=s.config.target) if found else None
     sections = [_summary(s, cands)]
     if cands is not None:
         sections.append(_candidates(s, cands))
-    sections += [_search(s, cands), _family(s), _sweeps(s), _fit_section(s), _failures(s)]
+    sections += [_search(s, cands), _family(s), _sweeps(s), _dimensions(s), _fit_section(s), _failures(s)]
+    sections = [sec for sec in sections if sec is not None]
     return Report(title=f"Compound-scaling study {name}", provenance=_provenance(s), sections=sections, name=name)
