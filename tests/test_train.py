@@ -50,8 +50,10 @@ def test_recipes():
 
 
 def test_short_cpu_training_learns(data_2000):
-    r = t.train(TINY, data_2000, small(epochs=4), device="cpu", seed=0, quiet=True)
-    assert r.status == "ok" and r.epochs_completed == 4
+    # Margin by design: 375 steps of 32 images (not 125 of 64, which gave 0.235 to 0.345 with
+    # one or two threads), measured at 0.485 with 1 thread and 0.530 with 2: 0.23 above the bar.
+    r = t.train(TINY, data_2000, small(epochs=6, batch_size=32), device="cpu", seed=0, quiet=True)
+    assert r.status == "ok" and r.epochs_completed == 6
     assert r.top1 > 0.25, r.history  # chance: 0.1
     assert r.history[-1]["loss"] < r.history[0]["loss"]
     assert set(r.times) == {"data", "warmup", "train", "eval", "total"}

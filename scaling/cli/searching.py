@@ -235,7 +235,7 @@ def search_specs(config) -> list:
     if config.sampler == "grid":
         order = spread_order(cands)
         return [cands[i].spec for i in order[:config.trials or len(order)]]
-    n = config.trials or DEFAULT_TRIALS  # tpe and random: any candidate; the grid's mean stands for them
+    n = config.trials or DEFAULT_TRIALS  # tpe and random may pick any candidate: cycle through them
     return [cands[i % len(cands)].spec for i in range(n)]
 
 
@@ -262,7 +262,6 @@ def study_missing(name: str, studies_dir: Path, storage=None):
     if storage is None:
         return no_study(name, studies_dir, existing_studies(studies_dir))
     import optuna
-
     from sqlalchemy.engine import make_url
 
     from ..search import open_storage
