@@ -43,10 +43,16 @@ def _gpus(text: Optional[str]) -> list[int]:
 
 
 def _summarize(study, config, folder: Path) -> None:
+    from ..faults import told
     from ..results import failures_frame, paper_rank, results_frame, running, write_csv
+    from ..study import StudyError
 
-    df = results_frame(study)
-    write_csv(df, folder / "results.csv")
+    try:
+        with told(None, config.name):
+            df = results_frame(study)
+            write_csv(df, folder / "results.csv")
+    except StudyError as e:  # a full or read-only studies folder
+        raise InputError(str(e))
     fails = failures_frame(study)
     n_run = running(study)
     if df.empty:
@@ -66,10 +72,15 @@ def _summarize(study, config, folder: Path) -> None:
                       f"{100 * best.top1:.2f}% at {_f(best.flops, scale)} {unit}")
         rank = paper_rank(df)
         console.print("the paper's (1.2, 1.1, 1.15): " + (f"rank {rank} of {len(df)}" if rank else "not trained"))
-    if len(fails):
-        console.print(f"{len(fails)} failed trial(s):")
-        for r in fails.itertuples():
-            console.print(f"  trial {r.trial} {r.triples}: {r.reason or 'error'}", markup=False)
+    lost, recovered = fails[~fails["recovered"].astype(bool)], fails[fails["recovered"].astype(bool)]
+    if len(lost):
+        console.print(f"{len(lost)} failed trial(s):")
+        for r in lost.itertuples():
+            console.print(f"  trial {r.trial} {r.triples}: {r.reason}", markup=False)
+    if len(recovered):
+        console.print(f"{len(recovered)} trial(s) recovered (trained again and completed):")
+        for r in recovered.itertuples():
+            console.print(f"  trial {r.trial} {r.triples}: {r.reason}", markup=False)
     console.print(f"results: {folder / 'results.csv'}")
 
 
@@ -98,13 +109,17 @@ def search(
     Example: scaling search --phi 1   |   scaling search --study studies/cifar10.toml --gpus all
     """
     from ..search import create_study
+    from ..study import StudyError
 
     config, gpu_ids, folder, url = prepare_study(
         study_file, studies_dir, storage, gpus, epochs=epochs, batch_size=batch_size, name=name, source=data,
         phi=phi, base_resolution=base_resolution, sampler=sampler, trials=trials, seeds=seeds, prune=prune)
     _load_data(config.source, config.base_resolution, quiet, train_size=config.train_size, val_size=config.val_size)
-    study = create_study(config, url)
-    code = execute(config, url, study, gpu_ids, workers, quiet)
+    try:
+        study = create_study(config, url)
+        code = execute(config, url, study, gpu_ids, workers, quiet)
+    except StudyError as e:  # the machine's fault: a full disk, a read-only or damaged storage
+        raise InputError(str(e))
     _summarize(study, config, folder)
     if report:
         refresh_report(config.name, studies_dir, storage)
@@ -117,6 +132,7 @@ def prepare_study(study_file, studies_dir: Path, storage, gpus, *, epochs=None, 
     said on stderr), checked against what studies/NAME/ holds; its GPUs, folder and storage URL."""
     import torch
 
+    from ..faults import told
     from ..search import open_storage, storage_url, study_candidates
     from ..study import StudyError, check_or_save, resolve
 
@@ -143,7 +159,8 @@ def prepare_study(study_file, studies_dir: Path, storage, gpus, *, epochs=None, 
         if not study_candidates(config):
             raise InputError("the grid has no candidate network; widen its ranges or tolerance")
         folder = studies_dir / config.name
-        check_or_save(config, folder)
+        with told(None, config.name):
+            check_or_save(config, folder)
     except StudyError as e:
         raise InputError(str(e))
     if budget_note:
@@ -154,6 +171,7 @@ def prepare_study(study_file, studies_dir: Path, storage, gpus, *, epochs=None, 
 def execute(config, url: str, study, gpu_ids: list[int], workers: int, quiet: bool) -> int:
     """Run the study's workers here (one per GPU, or N on the CPU, or this process) until
     its queue is empty; the exit code: 0, 1 when a worker failed, 2, 130 or 143."""
+    from ..faults import NoSpace, StorageFault
     from ..search import install_signal_handlers
     from ..study import StudyError
 
@@ -168,6 +186,8 @@ def execute(config, url: str, study, gpu_ids: list[int], workers: int, quiet: bo
     except KeyboardInterrupt as e:
         err.print("interrupted: the running trial is marked failed and queued again; run the same command to resume")
         return getattr(e, "exit_code", 130)
+    except (NoSpace, StorageFault):  # the caller says it in one line, with nothing after it
+        raise
     except StudyError as e:  # e.g. a sampler that finds nothing feasible
         err.print(f"error: {e}", markup=False)
         return 2
@@ -230,7 +250,9 @@ def _run_workers(config, url, workers: list[tuple[dict, str]]) -> int:
             p.wait()
         raise
     codes = [p.returncode for p in procs]
-    return 0 if all(c == 0 for c in codes) else 1
+    if all(c == 0 for c in codes):
+        return 0
+    return 2 if 2 in codes else 1  # 2: a worker stopped for a full disk or a storage it cannot use, and said so
 
 
 @app.command()
@@ -262,6 +284,8 @@ def worker(
         run_worker(config, storage, device=dev, quiet=quiet)
     except KeyboardInterrupt as e:
         raise typer.Exit(getattr(e, "exit_code", 130))
+    except StudyError as e:  # a full disk, a read-only or damaged storage
+        raise InputError(str(e))
 
 
 @app.command()

@@ -8,7 +8,7 @@ from typing import Annotated, Callable, Optional
 
 import typer
 
-from .app import _f, _flops_unit, _m, _table, console, err
+from .app import InputError, _f, _flops_unit, _m, _table, console, err
 
 StudyFile = Annotated[Optional[Path], typer.Option("--study", help="With --train: a study TOML file (studies/*.toml).")]
 Name = Annotated[Optional[str], typer.Option(help="With --train: the study (folder under --studies-dir) whose data "
@@ -30,7 +30,9 @@ def train_plans(make_plans: Callable, *, study_file, name, data, storage, gpus, 
     """Train the plans ``make_plans(config, base_spec)`` returns, one study each, and print
     their members with accuracy and speed; the exit code of the workers."""
     from ..results import plan_studies, series_failures, series_frame
+    from ..faults import told
     from ..search import base_spec, create_study
+    from ..study import StudyError
     from .searching import execute, prepare_study, refresh_report
     from .training import _load_data
 
@@ -43,16 +45,24 @@ def train_plans(make_plans: Callable, *, study_file, name, data, storage, gpus, 
     for plan in plans:
         sub = config.replace(name=f"{config.name}.{plan.suffix()}", plan=plan.to_dict(), seeds=seeds)
         err.print(f"training {plan.series()}: {len(plan.keys)} member(s) x {seeds} seed(s) in study {sub.name}")
-        study = create_study(sub, url)
-        code = execute(sub, url, study, gpu_ids, workers, quiet)
+        try:
+            study = create_study(sub, url)
+            code = execute(sub, url, study, gpu_ids, workers, quiet)
+        except StudyError as e:  # the machine's fault: a full disk, a read-only or damaged storage
+            raise InputError(str(e))
         if code:
             break
-    studies = plan_studies(url, config.name)
+    try:
+        with told(url, config.name):
+            studies = plan_studies(url, config.name)
+    except StudyError as e:
+        raise InputError(str(e))
     df = series_frame(studies)
     show_trained(df[df["series"].isin([p.series() for p in plans])])
     fails = series_failures(studies)
     for r in fails.itertuples():
-        console.print(f"failed: {r.study} {r.label}: {r.reason or 'error'}", markup=False)
+        state = "recovered" if r.recovered else "failed"
+        console.print(f"{state}: {r.study} trial {r.trial} {r.label}: {r.reason}", markup=False)
     if report:
         refresh_report(config.name, studies_dir, storage)
     return code

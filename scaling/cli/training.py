@@ -39,7 +39,10 @@ def _load_data(data: str, resolution: int, quiet: bool, **kw):
     try:
         ds = load_data(None if data in ("default", "") else Path(data).expanduser(), resolution, quiet=quiet, **kw)
     except (DataError, OSError) as e:
-        raise InputError(f"--data {data}: {e}")
+        from ..faults import no_space
+
+        full = no_space(e)
+        raise InputError(str(full) if full is not None else f"--data {data}: {e}")
     return ds, time.perf_counter() - t0
 
 
