@@ -4,6 +4,7 @@ damaged storage, two commands creating one study at once, a worker of a study th
 import errno
 import sqlite3
 import threading
+from pathlib import Path
 
 import optuna
 import pytest
@@ -190,3 +191,64 @@ def test_a_worker_of_a_study_that_does_not_exist_creates_nothing(tmp_path, monke
     r = CliRunner().invoke(app, ["worker", "nosuch", "--storage", f"sqlite:///{tmp_path / 'fresh.db'}"])
     assert r.exit_code == 2 and r.output.count("\n") == 1 and "no study 'nosuch'" in r.output, r.output
     assert not (tmp_path / "fresh.db").exists()
+
+
+def test_a_damaged_storage_is_told_in_one_line_and_repaired(fast, tmp_path):
+    import json
+
+    assert search(fast).exit_code == 0
+    folder = tmp_path / "studies" / "tiny"
+    db = folder / "optuna.db"
+    before = _trained(_study(tmp_path))
+    snap = json.loads((folder / "trials.json").read_text())
+    assert [len(x["trials"]) for x in snap["studies"]] == [3]
+    # Forget one network in the snapshot (as if it finished after the last snapshot), then damage the file.
+    snap["studies"][0]["trials"] = snap["studies"][0]["trials"][1:]
+    (folder / "trials.json").write_text(json.dumps(snap))
+    db.write_bytes(db.read_bytes()[:4096] + b"\0" * 4096)
+    for cmd in (["search", "--study", str(fast), "-q", "--no-report"],
+                ["family", "--train", "--study", str(fast), "--phi", "0", "--no-official", "-q", "--no-report"]):
+        r = CliRunner().invoke(app, cmd)
+        _last_line_only_error(r, str(db), "is damaged", "`scaling study repair tiny`")
+    r = CliRunner().invoke(app, ["study", "repair", "tiny"])
+    assert r.exit_code == 0, r.output
+    assert "2 finished trial(s) kept, 1 network(s) queued again" in r.output and "trials.json" in r.output
+    assert len(list(folder.glob("optuna.db.damaged-*"))) == 1
+    r = search(fast)
+    assert r.exit_code == 0, r.output
+    after = _trained(_study(tmp_path))
+    assert len(after) == 3 and set(after) == set(before)  # two kept, the forgotten one trained again
+    r = CliRunner().invoke(app, ["study", "repair", "tiny"])
+    assert r.exit_code == 2 and "nothing to repair" in r.output
+
+
+def test_a_killed_report_writer_leaves_a_temporary_file_the_next_write_removes(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from scaling.report.html import atomic
+
+    path = tmp_path / "report.pdf"
+    code = ("import sys, time\nfrom pathlib import Path\nfrom scaling.report.html import atomic\n"
+            f"with atomic(Path({str(path)!r})) as tmp:\n    tmp.write_text('half')\n    print(tmp, flush=True)\n"
+            "    time.sleep(120)\n")
+    p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    left = Path(p.stdout.readline().strip())
+    p.send_signal(signal.SIGKILL)
+    p.wait()
+    assert left.exists() and left.name.startswith(".report.pdf.")
+    older = tmp_path / ".report.pdf.abc123.tmp"  # an older version's name, without a process id
+    older.write_text("half")
+    mine = tmp_path / f".report.pdf.{os.getpid()}.live.tmp"  # a writer still at work
+    mine.write_text("half")
+    aged = tmp_path / f".report.pdf.{os.getpid()}.aged.tmp"
+    aged.write_text("half")
+    day_ago = time.time() - 2 * 24 * 3600
+    os.utime(aged, (day_ago, day_ago))
+    with atomic(path) as tmp:
+        tmp.write_text("whole")
+    assert path.read_text() == "whole"
+    assert sorted(x.name for x in tmp_path.iterdir()) == sorted(["report.pdf", mine.name])

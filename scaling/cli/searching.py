@@ -42,15 +42,18 @@ def _gpus(text: Optional[str]) -> list[int]:
     return ids
 
 
-def _summarize(study, config, folder: Path) -> None:
+def _summarize(study, config, folder: Path, url: str) -> None:
     from ..faults import told
     from ..results import failures_frame, paper_rank, results_frame, running, write_csv
     from ..study import StudyError
 
+    from ..repair import write_snapshot
+
     try:
-        with told(None, config.name):
+        with told(url, config.name):
             df = results_frame(study)
             write_csv(df, folder / "results.csv")
+            write_snapshot(url, config.name, folder)  # what `scaling study repair` rebuilds from
     except StudyError as e:  # a full or read-only studies folder
         raise InputError(str(e))
     fails = failures_frame(study)
@@ -120,7 +123,7 @@ def search(
         code = execute(config, url, study, gpu_ids, workers, quiet)
     except StudyError as e:  # the machine's fault: a full disk, a read-only or damaged storage
         raise InputError(str(e))
-    _summarize(study, config, folder)
+    _summarize(study, config, folder, url)
     if report:
         refresh_report(config.name, studies_dir, storage)
     if code:
@@ -306,7 +309,8 @@ def results(
         raise typer.BadParameter(f"no study {name!r} in {studies_dir}", param_hint="NAME")
     try:
         config = StudyConfig(name=name)
-        study = load_study(config, storage_url(config, folder, storage))
+        url = storage_url(config, folder, storage)
+        study = load_study(config, url)
     except StudyError as e:
         raise InputError(str(e))
-    _summarize(study, config, folder)
+    _summarize(study, config, folder, url)

@@ -31,6 +31,7 @@ def train_plans(make_plans: Callable, *, study_file, name, data, storage, gpus, 
     their members with accuracy and speed; the exit code of the workers."""
     from ..results import plan_studies, series_failures, series_frame
     from ..faults import told
+    from ..repair import write_snapshot
     from ..search import base_spec, create_study
     from ..study import StudyError
     from .searching import execute, prepare_study, refresh_report
@@ -55,6 +56,7 @@ def train_plans(make_plans: Callable, *, study_file, name, data, storage, gpus, 
     try:
         with told(url, config.name):
             studies = plan_studies(url, config.name)
+            write_snapshot(url, config.name, folder)  # what `scaling study repair` rebuilds from
     except StudyError as e:
         raise InputError(str(e))
     df = series_frame(studies)
