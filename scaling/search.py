@@ -233,7 +233,7 @@ def open_storage(url: str, create: bool = True) -> RDBStorage:
     kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
     for attempt in range(5):
         try:
-            with creation_lock(url):
+            with creation_lock(url) if create else contextlib.nullcontext():  # an existing file: read as it is
                 return Storage(url, engine_kwargs=kwargs, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S,
                                heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=3))
         except sqlalchemy.exc.IntegrityError:  # another process created the tables just now (PostgreSQL)
