@@ -112,24 +112,35 @@ def series_frame(studies: list[optuna.Study]) -> pd.DataFrame:
     return out[SERIES_COLUMNS]
 
 
-def series_failures(studies: list[optuna.Study]) -> pd.DataFrame:
-    """Failed trials of the family, official and sweep ``studies``."""
+def _failed(study: optuna.Study) -> list[dict]:
+    """Every failed trial that was to train a network (whether or not it got as far as
+    recording it), with its reason and whether its network completed on another trial."""
+    from .search import trial_key
+
+    trials = study.get_trials(deepcopy=False)
+    completed = {trial_key(t) for t in trials if t.state == TrialState.COMPLETE}
     rows = []
-    for study in studies:
-        df = trials_frame(study, SERIES_COLUMNS)
-        if df.empty:
+    for t in trials:
+        a = t.user_attrs
+        if t.state != TrialState.FAIL or a.get("skipped"):
             continue
-        for r in df[df["state"] == "FAIL"].itertuples():
-            rows.append({"study": study.study_name, "trial": r.trial, "network": r.network, "label": r.label,
-                         "reason": r.reason})
-    return pd.DataFrame(rows, columns=["study", "trial", "network", "label", "reason"])
+        key = trial_key(t)
+        later = bool(key) and any(o.number > t.number and trial_key(o) == key for o in trials)
+        reason = a.get("reason") or ("worker lost, retried" if later else "worker lost")  # its heartbeat went stale
+        rows.append({"trial": t.number, "triples": a.get("triples", ""), "network": a.get("network"),
+                     "label": a.get("label"), "reason": reason, "recovered": bool(key) and key in completed})
+    return rows
+
+
+def series_failures(studies: list[optuna.Study]) -> pd.DataFrame:
+    """Failed trials of the family, official and sweep ``studies``; ``recovered``: trained again and completed."""
+    rows = [{"study": study.study_name, **r} for study in studies for r in _failed(study)]
+    return pd.DataFrame(rows, columns=["study", "trial", "network", "label", "reason", "recovered"])
 
 
 def failures_frame(study: optuna.Study) -> pd.DataFrame:
-    df = trials_frame(study)
-    if df.empty:
-        return df
-    return df[df["state"] == "FAIL"][["trial", "triples", "network", "reason"]].reset_index(drop=True)
+    """Failed trials of a search; ``recovered``: the network was trained again and completed."""
+    return pd.DataFrame(_failed(study), columns=["trial", "triples", "network", "reason", "recovered"])
 
 
 def paper_rank(results: pd.DataFrame) -> int | None:

@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import math
 import os
 import signal
 import socket
 import subprocess
+import threading
 import time
 import warnings
 from pathlib import Path
@@ -30,6 +32,7 @@ from optuna.trial import TrialState
 from .compound import (PAPER, Candidate, GridTooLarge, Triple, candidates, constraint, hold_to_budget, multipliers,
                        round_resolution, scaled_spec)
 from .complexity import count
+from .faults import NoSpace, no_space, sqlite_file, storage_fault, told
 from .plans import MULTIPLIER_RANGE, PHI_RANGE, Plan, member
 from .spec import spec_for
 from .study import StudyConfig, StudyError
@@ -37,6 +40,30 @@ from .study import StudyConfig, StudyError
 # Heartbeats and fail_stale_trials are Optuna's documented way to survive dead workers,
 # still labelled experimental.
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+
+
+
+class _QuietStops(logging.Filter):
+    """Optuna logs a trial that a signal or a full disk stopped as a failure with its whole
+    traceback (and then its value); the command says what happened in one line instead."""
+
+    def __init__(self):
+        super().__init__()
+        self.quiet: set[int] = set()  # trial numbers whose failure is told by us
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        msg = record.getMessage()
+        if not msg.startswith("Trial "):
+            return True
+        number = msg.split()[1]
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, (KeyboardInterrupt, NoSpace)):
+            self.quiet.add(number)
+            return False
+        return not (number in self.quiet and "failed with value" in msg)
+
+
+logging.getLogger("optuna.study._optimize").addFilter(_QuietStops())
 
 HEARTBEAT_S = int(os.environ.get("SCALING_HEARTBEAT", "10"))
 GRACE_S = int(os.environ.get("SCALING_GRACE", "30"))
@@ -151,6 +178,14 @@ class Storage(RDBStorage):
                 trial.datetime_start = datetime.datetime.now()  # the model's setter stores it as Optuna does
         return taken == 1
 
+    def record_heartbeat(self, trial_id: int) -> None:
+        """A beat that cannot be written (a full or read-only disk) is dropped, not a traceback
+        from the heartbeat thread: the trial goes stale, and the worker's next write says why."""
+        try:
+            super().record_heartbeat(trial_id)
+        except Exception:  # noqa: BLE001
+            pass
+
     def _has_heartbeat(self, trial_id: int) -> bool:
         from optuna.storages._rdb import models
         from optuna.storages._rdb.storage import _create_scoped_session
@@ -160,16 +195,57 @@ class Storage(RDBStorage):
                 models.TrialHeartbeatModel.trial_id == trial_id).first() is not None
 
 
-def open_storage(url: str) -> RDBStorage:
-    """Optuna RDB storage with heartbeats and one retry per stale trial."""
+@contextlib.contextmanager
+def creation_lock(url: str):
+    """Held while a storage's tables and a study are created: two commands creating the same
+    fresh SQLite study at once would both stamp its schema version and one would die of
+    ``UNIQUE constraint failed: alembic_version.version_num``. A file lock beside the SQLite
+    file; other databases retry instead (:func:`open_storage`)."""
+    db = sqlite_file(url)
+    held = _held.__dict__.setdefault("paths", set())
+    if db is None or not db.parent.is_dir() or db in held:  # held by this thread already: re-entered
+        yield
+        return
+    import filelock
+
+    with filelock.FileLock(str(db.with_name(f".{db.name}.lock")), timeout=120):
+        held.add(db)
+        try:
+            yield
+        finally:
+            held.discard(db)
+
+
+_held = threading.local()
+
+
+def open_storage(url: str, create: bool = True) -> RDBStorage:
+    """Optuna RDB storage with heartbeats and one retry per stale trial.
+
+    Args:
+        url: the database URL.
+        create: where False, a SQLite file that does not exist is an error rather than a
+            new, empty storage.
+    """
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    db = sqlite_file(url)
+    if not create and db is not None and not db.exists():
+        raise StudyError(f"no study storage at {db}")
     kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
-    try:
-        return Storage(url, engine_kwargs=kwargs, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S,
-                          heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=3))
-    except Exception as e:  # malformed URL, unknown driver, unreachable server
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise StudyError(f"cannot open storage {url!r}: {first}") from None
+    for attempt in range(5):
+        try:
+            with creation_lock(url) if create else contextlib.nullcontext():  # an existing file: read as it is
+                return Storage(url, engine_kwargs=kwargs, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S,
+                               heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=3))
+        except sqlalchemy.exc.IntegrityError:  # another process created the tables just now (PostgreSQL)
+            time.sleep(0.2 * (attempt + 1))
+        except Exception as e:  # malformed URL, unknown driver, unreachable server, a damaged file
+            fault = storage_fault(e, url)
+            if fault is not None:
+                raise fault from None
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise StudyError(f"cannot open storage {url!r}: {first}") from None
+    raise StudyError(f"cannot open storage {url!r}: its tables were being created by another process; try again")
 
 
 # ---------------------------------------------------------------------------- candidates
@@ -234,7 +310,16 @@ def create_study(config: StudyConfig, url: str, num_classes: int | None = None) 
     plan (family, official, sweep) each member and seed, adding members a re-run asks for.
 
     ``num_classes`` (the data's) is what the candidates are counted with; it is recorded in
-    the study, so that every worker and the report hold the same candidates to their FLOPs."""
+    the study, so that every worker and the report hold the same candidates to their FLOPs.
+    A network whose trials all failed (a full disk, a bug since fixed, a lost worker past
+    its retries) is queued again."""
+    with told(url, config.name), creation_lock(url):
+        study = _create_study(config, url, num_classes)
+        requeue_failed(study)
+    return study
+
+
+def _create_study(config: StudyConfig, url: str, num_classes: int | None = None) -> optuna.Study:
     storage = open_storage(url)
     sampler = {"grid": optuna.samplers.RandomSampler(seed=0), "random": optuna.samplers.RandomSampler(),
                "tpe": optuna.samplers.TPESampler()}[config.sampler]
@@ -272,12 +357,43 @@ def create_study(config: StudyConfig, url: str, num_classes: int | None = None) 
 
 
 def load_study(config: StudyConfig, url: str) -> optuna.Study:
-    storage = open_storage(url)
+    """An existing study; a SQLite file that does not exist is refused, not created empty."""
     try:
-        study = optuna.load_study(study_name=config.name, storage=storage)
+        storage = open_storage(url, create=False)
+    except StudyError as e:
+        if str(e).startswith("no study storage"):
+            raise StudyError(f"no study {config.name!r}: {e}; start it with `scaling search`") from None
+        raise
+    try:
+        with told(url, config.name):
+            study = optuna.load_study(study_name=config.name, storage=storage)
     except KeyError:
         raise StudyError(f"no study {config.name!r} in {url}; start it with `scaling search`") from None
     return study
+
+
+def trial_key(t) -> tuple:
+    """What a trial trains: its fixed (queued) or suggested parameters."""
+    params = t.system_attrs.get("fixed_params") or t.params
+    return tuple(sorted(params.items()))
+
+
+def requeue_failed(study: optuna.Study) -> int:
+    """Queue again each network whose trials all failed and none is queued or running; how many."""
+    trials = study.get_trials(deepcopy=False)
+    settled, failed = set(), {}
+    for t in trials:
+        key = trial_key(t)
+        if not key:
+            continue
+        if t.state == TrialState.FAIL:
+            failed.setdefault(key, t)
+        elif t.state in (TrialState.COMPLETE, TrialState.WAITING, TrialState.RUNNING, TrialState.PRUNED):
+            settled.add(key)
+    again = [k for k in failed if k not in settled]
+    for key in again:
+        study.enqueue_trial(dict(key), skip_if_exists=False)
+    return len(again)
 
 
 # ---------------------------------------------------------------------------- objective
@@ -297,8 +413,10 @@ def code_version() -> str:
 class Objective:
     """Trains one network per trial and returns its held-out top-1."""
 
-    def __init__(self, config: StudyConfig, device=None, quiet: bool = True, num_classes: int | None = None):
+    def __init__(self, config: StudyConfig, device=None, quiet: bool = True, num_classes: int | None = None,
+                 folder: Path | None = None):
         self.config, self.device, self.quiet = config, device, quiet
+        self.folder = folder  # where a full disk is said to be when the error names no file
         self.plan = plan_of(config)
         self.num_classes = study_classes(config, num_classes)
         grid = self.plan is None and config.sampler == "grid"
@@ -369,26 +487,34 @@ class Objective:
         except TrialFailed:
             raise
         except Exception as e:  # a bug or a bad file: FAIL with its reason, the study goes on
-            trial.set_user_attr("reason", f"{type(e).__name__}: {e}")
-            raise
+            full = no_space(e, self.folder)
+            if full is not None:  # a full disk: the search stops; the trial is queued again by the next run
+                with contextlib.suppress(Exception):
+                    trial.set_user_attr("reason", f"no space left on {full.folder}")
+                raise full from None
+            reason = f"{type(e).__name__}: {e}"
+            trial.set_user_attr("reason", reason)
+            raise TrialFailed(reason) from e
+
+    def _record(self, trial: optuna.Trial, attrs: dict) -> None:
+        for k, v in attrs.items():
+            trial.set_user_attr(k, None if isinstance(v, float) and math.isnan(v) else v)
 
     def _run(self, trial: optuna.Trial) -> float:
-
         spec, attrs, seed = self.network(trial)
+        # The member first, before anything can fail (the data included): a failure is listed with its network.
+        self._record(trial, dict(attrs, resolution=spec.resolution,
+                                 repeats="-".join(str(s.repeats) for s in spec.stages()),
+                                 channels="-".join(str(s.w_out) for s in spec.stages()), seed=seed,
+                                 worker=self.worker, code_version=self.version))
         with interruptible():
             data, data_s = self._data(spec.resolution)
         spec = spec.replace(num_classes=data.num_classes)  # counted as trained: the data's classifier
         n = count(spec)
         base_flops = count(base_spec(self.config).replace(num_classes=data.num_classes)).flops
         key = spec.architecture_key()
-        attrs = dict(attrs, resolution=spec.resolution, network=key,
-                     repeats="-".join(str(s.repeats) for s in spec.stages()),
-                     channels="-".join(str(s.w_out) for s in spec.stages()),
-                     params=n.params, flops=n.flops, activations=n.activations, seed=seed,
-                     flops_ratio=round(n.flops / base_flops, 4),
-                     worker=self.worker, code_version=self.version)
-        for k, v in attrs.items():
-            trial.set_user_attr(k, None if isinstance(v, float) and math.isnan(v) else v)
+        self._record(trial, dict(network=key, params=n.params, flops=n.flops, activations=n.activations,
+                                 flops_ratio=round(n.flops / base_flops, 4), classes=list(data.classes)))
         done = [t for t in trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
                 if t.user_attrs.get("network") == key and t.user_attrs.get("seed") == seed]
         if done:  # the same network was trained already (TPE, random): reuse, never retrain
@@ -459,45 +585,75 @@ def run_worker(config: StudyConfig, url: str, device=None, quiet: bool = True, o
     after a crash retrains what the crash lost.
     """
     study = load_study(config, url)
-    objective = Objective(config, device=device, quiet=quiet, num_classes=study.user_attrs.get("num_classes"))
+    db = sqlite_file(url)
+    objective = Objective(config, device=device, quiet=quiet, num_classes=study.user_attrs.get("num_classes"),
+                          folder=db.parent if db is not None else None)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    while True:
-        check_signals()
-        try:
-            fail_stale_trials(study)
-            c = counts(study)
-        except sqlalchemy.exc.OperationalError:  # a busy SQLite file: try again shortly
-            time.sleep(1.0)
-            continue
-        if queued(config):
-            if c["WAITING"] == 0:
-                if c["RUNNING"] == 0:
-                    return
-                time.sleep(min(HEARTBEAT_S, 5))
+    with told(url, config.name):
+        while True:
+            check_signals()
+            try:
+                fail_stale_trials(study)
+                c = counts(study)
+            except (sqlalchemy.exc.OperationalError, optuna.exceptions.StorageInternalError) as e:
+                if storage_fault(e, url, config.name) is not None:
+                    raise
+                time.sleep(1.0)  # a busy SQLite file: try again shortly
                 continue
-        else:
-            finished = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL,
-                                                                 TrialState.PRUNED))
-            real = [t for t in finished if not t.user_attrs.get("skipped") and t.state != TrialState.PRUNED]
-            budget = config.trials or DEFAULT_TRIALS
-            if len(real) >= budget:
-                return
-            if len(finished) >= MAX_ATTEMPTS * budget:  # the sampler keeps proposing infeasible triples
-                raise StudyError(f"{len(finished)} proposals gave {len(real)} feasible networks; "
-                                 "widen the gamma range or use the grid sampler")
-        try:
-            study.optimize(objective, n_trials=1, catch=(Exception,), gc_after_trial=True)
-        except KeyboardInterrupt:
-            requeue_interrupted(study, objective.current)
-            raise
-        except sqlalchemy.exc.OperationalError:
-            # SQLite under several writers can refuse a write ("database is locked") even
-            # with a timeout; a trial left RUNNING goes stale and is queued again.
-            time.sleep(1.0)
-            continue
-        if on_trial is not None:
-            on_trial(study)
-        check_signals()
+            if queued(config):
+                if c["WAITING"] == 0:
+                    if c["RUNNING"] == 0:
+                        return
+                    time.sleep(min(HEARTBEAT_S, 5))
+                    continue
+            else:
+                finished = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL,
+                                                                     TrialState.PRUNED))
+                real = [t for t in finished if not t.user_attrs.get("skipped") and t.state != TrialState.PRUNED
+                        and not _retried(t, study)]
+                budget = config.trials or DEFAULT_TRIALS
+                if len(real) >= budget and c["WAITING"] == 0:
+                    return
+                if len(finished) >= MAX_ATTEMPTS * budget:  # the sampler keeps proposing infeasible triples
+                    raise StudyError(f"{len(finished)} proposals gave {len(real)} feasible networks; "
+                                     "widen the gamma range or use the grid sampler")
+            try:
+                study.optimize(objective, n_trials=1, catch=(TrialFailed,), gc_after_trial=True)
+            except KeyboardInterrupt:
+                requeue_interrupted(study, objective.current)
+                raise
+            except Exception as e:
+                fault = storage_fault(e, url, config.name)
+                if fault is not None:  # a full disk, a read-only or damaged storage: stop, leave nothing RUNNING
+                    settle(study, objective.current)
+                    raise fault from None
+                if isinstance(e, (sqlalchemy.exc.OperationalError, optuna.exceptions.StorageInternalError)):
+                    # SQLite under several writers can refuse a write ("database is locked") even
+                    # with a timeout; a trial left RUNNING goes stale and is queued again.
+                    time.sleep(1.0)
+                    continue
+                raise
+            if on_trial is not None:
+                on_trial(study)
+            check_signals()
+
+
+def _retried(t, study: optuna.Study) -> bool:
+    """A failed trial whose network a later trial trains again (it does not count against the budget)."""
+    if t.state != TrialState.FAIL:
+        return False
+    key = trial_key(t)
+    return bool(key) and any(o.number > t.number and trial_key(o) == key for o in study.get_trials(deepcopy=False))
+
+
+def settle(study: optuna.Study, trial: optuna.Trial | None) -> None:
+    """Mark FAIL a trial a fault left RUNNING, where the storage still takes the write; where
+    it does not, the trial's heartbeat stops and the next run fails it and queues it again."""
+    if trial is None:
+        return
+    with contextlib.suppress(Exception):
+        if study._storage.get_trial(trial._trial_id).state == TrialState.RUNNING:
+            study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
 
 
 def requeue_interrupted(study: optuna.Study, trial: optuna.Trial | None) -> None:

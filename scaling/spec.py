@@ -288,6 +288,23 @@ class NetworkSpec:
         return cls(**d)
 
 
+def smallest_feature_size(spec: NetworkSpec) -> int:
+    """The side of the smallest feature map a batch-norm layer normalises: the resolution
+    after the stem's stride 2 and each stage's stride, each rounding up (as "same" and
+    symmetric padding of odd kernels both do); the head's batch norm sees it."""
+    side = -(-spec.resolution // 2)
+    for stage in spec.stages():
+        side = -(-side // stage.stride)
+    return side
+
+
+def smallest_batch(spec: NetworkSpec) -> int:
+    """The fewest images per forward pass that batch norm can train ``spec`` with: it needs
+    more than one value per channel (batch x side x side > 1)."""
+    side = smallest_feature_size(spec)
+    return 1 if side * side > 1 else 2
+
+
 # ---------------------------------------------------------------------------- named networks
 
 # name: (width, depth, resolution, dropout), from the reference implementation.

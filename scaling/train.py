@@ -36,11 +36,12 @@ import torch
 import torch.nn.functional as F
 
 from . import distributed
+from .checkpoint import check_resume, data_fingerprint, read_saved_result
 from .data import Batches, DataSet
 from .data.batches import _seed as _derive_seed
 from .model import EfficientNet
 from .recipe import Recipe
-from .spec import NetworkSpec
+from .spec import NetworkSpec, smallest_batch
 from .step import GraphStep, can_capture
 
 WARMUP_STEPS = 5  # the first steps (cudnn autotuning, allocator growth) are timed apart
@@ -67,9 +68,17 @@ class TrainResult:
     epochs_completed: int = 0
     notes: list[str] = field(default_factory=list)  # what changed on the way (e.g. CUDA graphs given up)
     processes: int = 1  # data-parallel processes (DistributedDataParallel) that trained it
+    classes: list[str] = field(default_factory=list)  # the data's class names, in label order
+    data_fingerprint: str = ""  # the training and held-out splits' content (checkpoint.data_fingerprint)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainResult":
+        """A saved result; fields a newer version added keep their defaults."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
 
     def save(self, path: str | Path) -> None:
         _atomic_write_text(Path(path), json.dumps(self.to_dict(), indent=2))
@@ -240,11 +249,20 @@ def train(
     per_process = recipe.batch_size // world
     if micro_batch is not None and not 1 <= micro_batch <= per_process:
         raise ValueError(f"micro-batch must lie in 1..{per_process}, got {micro_batch}")
-    spec = spec.replace(num_classes=data.num_classes, resolution=data.resolution, in_channels=3)
-    if recipe.bn_momentum is not None:
-        spec = spec.replace(bn_momentum=recipe.bn_momentum)
+    spec = run_spec(spec, data, recipe)
+    least = smallest_batch(spec)
+    if min(per_process, micro_batch or per_process) < least:
+        raise ValueError(batch_too_small(min(per_process, micro_batch or per_process), spec))
     result = TrainResult(status="ok", device=_device_name(dev, world), seed=seed, recipe=recipe.to_dict(),
-                         spec=spec.to_dict(), times={"data": data_seconds}, processes=world)
+                         spec=spec.to_dict(), times={"data": data_seconds}, processes=world,
+                         classes=list(data.classes), data_fingerprint=data_fingerprint(data))
+    if resume and checkpoint and Path(checkpoint).exists():
+        saved = read_saved_result(Path(checkpoint))
+        state_of = check_resume(Path(checkpoint), saved, spec, recipe, seed, result.classes, result.data_fingerprint)
+        if state_of.finished:  # nothing to train: the finished run's result, unchanged
+            done = TrainResult.from_dict(saved)
+            done.notes = [*done.notes, "already finished: resumed with nothing left to train"]
+            return done
     t_start = time.perf_counter()
     cuda = dev.type == "cuda"
     amp = cuda
@@ -298,12 +316,12 @@ def train(
             state.micro = micro_batch
         start_epoch = 0
         if resume and checkpoint and Path(checkpoint).exists():
-            start_epoch = state.restore(Path(checkpoint), spec, seed)
+            start_epoch = state.restore(Path(checkpoint))
         state.run(start_epoch, checkpoint and Path(checkpoint), quiet, on_epoch)
         if save_weights is not None and rank == 0:
             final = ema.module if ema is not None else net
-            _atomic_save({"format": "scaling/1", "spec": spec.to_dict(), "state_dict": final.state_dict()},
-                         Path(save_weights))
+            _atomic_save({"format": "scaling/1", "spec": spec.to_dict(), "state_dict": final.state_dict(),
+                          "classes": list(data.classes)}, Path(save_weights))
     except _Stop as stop:
         result.status, result.reason, result.failed_at = stop.status, stop.reason, stop.where
     finally:
@@ -319,6 +337,24 @@ def train(
             torch.cuda.empty_cache()
     result.times["total"] = time.perf_counter() - t_start + data_seconds
     return result
+
+
+def run_spec(spec: NetworkSpec, data: DataSet, recipe: Recipe) -> NetworkSpec:
+    """The network as :func:`train` trains it: the data's classes and resolution, the recipe's batch-norm momentum."""
+    spec = spec.replace(num_classes=data.num_classes, resolution=data.resolution, in_channels=3)
+    if recipe.bn_momentum is not None:
+        spec = spec.replace(bn_momentum=recipe.bn_momentum)
+    return spec
+
+
+def batch_too_small(batch: int, spec: NetworkSpec) -> str:
+    """Why ``batch`` images per forward pass cannot train ``spec``, with the smallest that can."""
+    from .spec import smallest_feature_size
+
+    side = smallest_feature_size(spec)
+    return (f"a batch of {batch} leaves one value per channel at the {side}x{side} batch-norm layers of this network at "
+            f"{spec.resolution} px (batch norm needs more than one): the smallest batch that works is "
+            f"{smallest_batch(spec)}")
 
 
 def _no_buffer_sync() -> dict:
@@ -381,11 +417,10 @@ class _Loop:
             "rng": torch.get_rng_state(), "result": self.result.to_dict(), "images_timed": self.images_timed,
         }, path)
 
-    def restore(self, path: Path, spec: NetworkSpec, seed: int) -> int:
+    def restore(self, path: Path) -> int:
+        """Load a checkpoint that :func:`check_resume` found to be this run's; the next epoch."""
         ck = torch.load(path, map_location=self.dev, weights_only=False)
         saved = ck["result"]
-        if saved["spec"] != spec.to_dict() or saved["recipe"] != self.recipe.to_dict() or saved["seed"] != seed:
-            raise ValueError(f"checkpoint {path} belongs to another run (spec, recipe or seed differ)")
         self.net.load_state_dict(ck["model"])
         self.opt.load_state_dict(ck["optimizer"])
         if self.lr_tensor is not None:  # loading replaced the groups' lr with copies
@@ -539,9 +574,10 @@ class _Loop:
                                 f"{self.world}, epoch {epoch + 1}, step {i + 1}; out-of-memory halving is off "
                                 "under DDP: pass a smaller micro-batch (--micro-batch)",
                                 {"epoch": epoch + 1, "step": i + 1})
-                if self.micro // 2 < self.recipe.min_micro_batch:
+                floor = max(self.recipe.min_micro_batch, smallest_batch(self.net.spec))
+                if self.micro // 2 < floor:
                     raise _Stop("oom", f"out of memory at micro-batch {self.micro} (floor "
-                                f"{self.recipe.min_micro_batch}), epoch {epoch + 1}, step {i + 1}",
+                                f"{floor}), epoch {epoch + 1}, step {i + 1}",
                                 {"epoch": epoch + 1, "step": i + 1})
                 self.micro //= 2
 

@@ -42,13 +42,22 @@ def _gpus(text: Optional[str]) -> list[int]:
     return ids
 
 
-def _summarize(study, config, folder: Path) -> None:
+def _summarize(study, config, folder: Path, url: str) -> None:
     import pandas as pd
 
+    from ..faults import told
     from ..results import failures_frame, paper_rank, results_frame, running, write_csv
+    from ..study import StudyError
 
-    df = results_frame(study)
-    write_csv(df, folder / "results.csv")
+    from ..repair import write_snapshot
+
+    try:
+        with told(url, config.name):
+            df = results_frame(study)
+            write_csv(df, folder / "results.csv")
+            write_snapshot(url, config.name, folder)  # what `scaling study repair` rebuilds from
+    except StudyError as e:  # a full or read-only studies folder
+        raise InputError(str(e))
     fails = failures_frame(study)
     n_run = running(study)
     if df.empty:
@@ -84,10 +93,15 @@ def _summarize(study, config, folder: Path) -> None:
                           + (f" ({ties} networks tie)" if ties > 1 else ""))
         rank = paper_rank(df)
         console.print("the paper's (1.2, 1.1, 1.15): " + (f"rank {rank} of {len(df)}" if rank else "not trained"))
-    if len(fails):
-        console.print(f"{len(fails)} failed trial(s):")
-        for r in fails.itertuples():
-            console.print(f"  trial {r.trial} {r.triples}: {r.reason or 'error'}", markup=False)
+    lost, recovered = fails[~fails["recovered"].astype(bool)], fails[fails["recovered"].astype(bool)]
+    if len(lost):
+        console.print(f"{plural(len(lost), 'failed trial')}:")
+        for r in lost.itertuples():
+            console.print(f"  trial {r.trial} {r.triples}: {r.reason}", markup=False)
+    if len(recovered):
+        console.print(f"{plural(len(recovered), 'trial')} recovered (trained again and completed):")
+        for r in recovered.itertuples():
+            console.print(f"  trial {r.trial} {r.triples}: {r.reason}", markup=False)
     console.print(f"results: {folder / 'results.csv'}")
 
 
@@ -132,15 +146,15 @@ def search(
                   soft_wrap=True)
     try:
         study = create_study(config, url, num_classes=data.num_classes)  # candidates counted as trained
-    except StudyError as e:
+        code = execute(config, url, study, gpu_ids, workers, quiet)
+    except StudyError as e:  # a full disk, a read-only or damaged storage, an infeasible space
         raise InputError(str(e))
-    code = execute(config, url, study, gpu_ids, workers, quiet)
     if code in INTERRUPTED:  # said in one line; the ranking so far is kept in results.csv
         from ..results import results_frame, write_csv
 
         write_csv(results_frame(study), folder / "results.csv")
         raise typer.Exit(code)
-    _summarize(study, config, folder)
+    _summarize(study, config, folder, url)
     if report:
         refresh_report(config.name, studies_dir, storage)
     if code:
@@ -158,6 +172,7 @@ def prepare_study(study_file, studies_dir: Path, storage, gpus, *, epochs=None, 
     """
     import torch
 
+    from ..faults import told
     from ..search import open_storage, storage_url, study_candidates
     from ..study import StudyError, check_or_save, resolve
 
@@ -189,7 +204,8 @@ def prepare_study(study_file, studies_dir: Path, storage, gpus, *, epochs=None, 
         if not study_candidates(config):
             raise InputError("the grid has no candidate network; widen its ranges or tolerance")
         folder = studies_dir / config.name
-        check_or_save(config, folder)
+        with told(None, config.name):
+            check_or_save(config, folder)
     except StudyError as e:
         raise InputError(str(e))
     if budget_note:
@@ -276,6 +292,7 @@ INTERRUPTED = (130, 143)  # exit codes of Ctrl+C and SIGTERM
 def execute(config, url: str, study, gpu_ids: list[int], workers: int, quiet: bool) -> int:
     """Run the study's workers here (one per GPU, or N on the CPU, or this process) until
     its queue is empty; the exit code: 0, 1 when a worker failed, 2, 130 or 143."""
+    from ..faults import NoSpace, StorageFault
     from ..search import install_signal_handlers
     from ..study import StudyError
 
@@ -291,6 +308,8 @@ def execute(config, url: str, study, gpu_ids: list[int], workers: int, quiet: bo
         err.print("interrupted: the running trial is marked failed and queued again; run the same command to resume",
                   soft_wrap=True)
         return getattr(e, "exit_code", 130)
+    except (NoSpace, StorageFault):  # the caller says it in one line, with nothing after it
+        raise
     except StudyError as e:  # e.g. a sampler that finds nothing feasible
         err.print(f"error: {e}", markup=False)
         return 2
@@ -353,7 +372,9 @@ def _run_workers(config, url, workers: list[tuple[dict, str]]) -> int:
             p.wait()
         raise
     codes = [p.returncode for p in procs]
-    return 0 if all(c == 0 for c in codes) else 1
+    if all(c == 0 for c in codes):
+        return 0
+    return 2 if 2 in codes else 1  # 2: a worker stopped for a full disk or a storage it cannot use, and said so
 
 
 @app.command()
@@ -385,6 +406,8 @@ def worker(
         run_worker(config, storage, device=dev, quiet=quiet)
     except KeyboardInterrupt as e:
         raise typer.Exit(getattr(e, "exit_code", 130))
+    except StudyError as e:  # a full disk, a read-only or damaged storage
+        raise InputError(str(e))
 
 
 def require_study(name: str, studies_dir: Path, storage) -> None:
@@ -427,12 +450,13 @@ def results(
     folder = studies_dir / name
     try:
         config = StudyConfig(name=name)
-        study = load_study(config, storage_url(config, folder, storage))
+        url = storage_url(config, folder, storage)
+        study = load_study(config, url)
     except StudyError as e:
         raise InputError(str(e))
     def show() -> None:
-        _summarize(study, config, folder)
-        _show_laws(storage_url(config, folder, storage), name)
+        _summarize(study, config, folder, url)
+        _show_laws(url, name)
 
     if fmt == Format.table and output is None:
         show()

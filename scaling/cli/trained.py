@@ -8,7 +8,7 @@ from typing import Annotated, Callable, Optional
 
 import typer
 
-from .app import Format, _emit, _f, _flops_unit, _m, _table, console, err, plural
+from .app import Format, InputError, _emit, _f, _flops_unit, _m, _table, console, err, plural
 
 StudyFile = Annotated[Optional[Path], typer.Option("--study", help="With --train: a study TOML file (studies/*.toml).")]
 Name = Annotated[Optional[str], typer.Option(help="With --train: the study (folder under --studies-dir) whose data "
@@ -31,8 +31,11 @@ def train_plans(make_plans: Callable, *, study_file, name, data, storage, gpus, 
     """Train the plans ``make_plans(config, base_spec)`` returns, one study each, and print
     their members with accuracy and speed (``fmt``, also written to ``output``); the exit code of the workers."""
     from ..results import plan_studies, series_failures, series_frame
+    from ..faults import told
+    from ..repair import write_snapshot
     from ..search import base_spec, create_study
     from ..plans import members
+    from ..study import StudyError
     from .searching import INTERRUPTED, cpu_estimate, execute, prepare_study, refresh_report
     from .training import _load_data
 
@@ -51,19 +54,28 @@ def train_plans(make_plans: Callable, *, study_file, name, data, storage, gpus, 
         sub = config.replace(name=f"{config.name}.{plan.suffix()}", plan=plan.to_dict(), seeds=seeds)
         err.print(f"training {plan.series()}: {plural(len(plan.keys), 'member')} x {plural(seeds, 'seed')} in "
                   f"study {sub.name}", soft_wrap=True)
-        study = create_study(sub, url)
-        code = execute(sub, url, study, gpu_ids, workers, quiet)
+        try:
+            study = create_study(sub, url)
+            code = execute(sub, url, study, gpu_ids, workers, quiet)
+        except StudyError as e:  # the machine's fault: a full disk, a read-only or damaged storage
+            raise InputError(str(e))
         if code in INTERRUPTED:  # said in one line; a re-run trains what is missing
             return code
         if code:
             break
-    studies = plan_studies(url, config.name)
+    try:
+        with told(url, config.name):
+            studies = plan_studies(url, config.name)
+            write_snapshot(url, config.name, folder)  # what `scaling study repair` rebuilds from
+    except StudyError as e:
+        raise InputError(str(e))
     df = series_frame(studies)
     df = df[df["series"].isin([p.series() for p in plans])]
     _emit(df, fmt, output, lambda: show_trained(df))
     fails = series_failures(studies)
     for r in fails.itertuples():
-        console.print(f"failed: {r.study} {r.label}: {r.reason or 'error'}", markup=False)
+        state = "recovered" if r.recovered else "failed"
+        console.print(f"{state}: {r.study} trial {r.trial} {r.label}: {r.reason}", markup=False)
     if report:
         refresh_report(config.name, studies_dir, storage)
     return code

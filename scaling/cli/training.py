@@ -44,7 +44,10 @@ def _load_data(data: str, resolution: int, quiet: bool, **kw):
     try:
         ds = load_data(None if data in ("default", "") else Path(data).expanduser(), resolution, quiet=quiet, **kw)
     except (DataError, OSError) as e:
-        raise InputError(f"--data {data}: {e}")
+        from ..faults import no_space
+
+        full = no_space(e)
+        raise InputError(str(full) if full is not None else f"--data {data}: {e}")
     return ds, time.perf_counter() - t0
 
 
@@ -126,6 +129,7 @@ def train(
     if micro_batch is not None and micro_batch > rec.batch_size // nproc:
         raise typer.BadParameter(f"{micro_batch} exceeds the {rec.batch_size // nproc} images per process and step",
                                  param_hint="--micro-batch")
+    _check_batch(spec, rec.batch_size // nproc, micro_batch)
     if sync_bn and (nproc == 1 or dev.type != "cuda"):
         raise InputError("--sync-bn: only with --ddp on GPUs (torch's SyncBatchNorm runs on CUDA only)")
     if cuda_graphs and (nproc > 1 or dev.type != "cuda"):
@@ -165,6 +169,8 @@ def train(
             if rc:
                 raise typer.Exit(rc)
             return
+        if resume and _finished(ckpt, spec, ds, rec, seed):
+            return
         if not quiet:
             where = f"{nproc} x {dev.type}" if child else str(dev)
             err.print(f"training {spec.name or 'custom'} at {spec.resolution}px on {ds.name} ({len(ds.train):,} "
@@ -183,6 +189,45 @@ def train(
     finally:
         if child:
             distributed.shutdown()
+
+
+def _check_batch(spec, per_process: int, micro_batch: Optional[int]) -> None:
+    """Refuse a batch (or micro-batch) that leaves batch norm one value per channel."""
+    from ..spec import smallest_batch
+    from ..train import batch_too_small
+
+    least = smallest_batch(spec)
+    if per_process < least:
+        raise typer.BadParameter(batch_too_small(per_process, spec), param_hint="--batch-size")
+    if micro_batch is not None and micro_batch < least:
+        raise typer.BadParameter(batch_too_small(micro_batch, spec), param_hint="--micro-batch")
+
+
+def _finished(ckpt: Path, spec, ds, rec, seed: int) -> bool:
+    """Check that the checkpoint is this run's (one line, exit 2 where not); True where it is
+    finished already, said, and nothing is to change."""
+    import warnings
+
+    from ..checkpoint import RunMismatch, check_resume, data_fingerprint, read_saved_result
+    from ..train import run_spec
+
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            saved = read_saved_result(ckpt)
+            state = check_resume(ckpt, saved, run_spec(spec, ds, rec), rec, seed, list(ds.classes),
+                                 data_fingerprint(ds))
+    except RunMismatch as e:
+        raise InputError(str(e))
+    for w in caught:
+        err.print(f"warning: {w.message}", markup=False, highlight=False, soft_wrap=True)
+    if not state.finished:
+        return False
+    top1 = f"top-1 {100 * state.top1:.2f}%, " if state.top1 is not None else ""
+    console.print(f"{ckpt.parent} is finished ({top1}{state.epochs_completed} epoch"
+                  f"{'s' if state.epochs_completed != 1 else ''}); nothing changed. More epochs: --epochs N "
+                  "(where the schedule allows); again from the start: --fresh", markup=False, highlight=False)
+    return True
 
 
 def _ddp_device(device: str, why: str):
@@ -298,10 +343,22 @@ def evaluate(
     dev = _device(device)
     size = resolution or saved or spec_for(name).resolution
     ds, _ = _load_data(data, size, quiet, val_size=val_size)
+    from ..checkpoint import class_difference, match_classes, weights_classes
+
+    classes = weights_classes(weights) if saved is not None else None  # ours: check the data's classes
+    if classes is not None and sorted(classes) != sorted(ds.classes):
+        raise InputError(f"--weights {weights} was trained on other classes than --data {data}'s: "
+                         f"{class_difference(classes, list(ds.classes))}")
+    if saved is not None and classes is None:
+        err.print(f"warning: {weights} stores no class names (written by an older version): the data's classes "
+                  "cannot be checked against the weights'", markup=False, highlight=False, soft_wrap=True)
     try:
         model = EfficientNet.from_pretrained(name, weights_path=weights, num_classes=ds.num_classes)
     except ValueError as e:
         raise InputError(f"--weights {weights}: {e}")
+    if classes is not None and match_classes(model, classes, list(ds.classes), weights):
+        err.print("the data has the weights' classes in another order: the classifier answers by name",
+                  markup=False, highlight=False)
     model = model.to(dev).eval()
     amp = dev.type == "cuda"
     batches = Batches(ds.val, batch_size, train=False, device=dev, seed=0,

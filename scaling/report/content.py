@@ -688,11 +688,12 @@ def _failures(s: _Study) -> Section | None:
     rows = []
     for r in s.failures.itertuples():
         rows.append([s.name, str(r.trial), str(r.triples), _short(r.reason or "error"),
-                     "completed on a retry" if r.network in done else "failed"])
+                     "completed on a retry" if r.recovered or r.network in done else "failed"])
     for r in s.series_failures.itertuples():
         label = getattr(r, "label", None)
         rows.append([str(r.study), str(r.trial), str(label if not _missing(label) else r.network),
-                     _short(r.reason or "error"), "completed on a retry" if r.network in done_series else "failed"])
+                     _short(r.reason or "error"),
+                     "completed on a retry" if r.recovered or r.network in done_series else "failed"])
     if not rows:
         return None  # the summary says so: a section (in the PDF, a page) of one sentence tells nothing more
     retried = sum(r[-1] != "failed" for r in rows)

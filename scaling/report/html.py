@@ -135,7 +135,8 @@ def atomic(path: Path):
     """Yields a temporary path beside ``path``; on success it replaces ``path`` (readable by all, as a
     plain write would leave it), so a reader sees the old file or the new one, never half of one."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    clean_stale(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp")
     os.close(fd)
     try:
         yield Path(tmp)
@@ -146,6 +147,40 @@ def atomic(path: Path):
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+STALE_S = 24 * 3600  # a temporary file this old is stale even where its process id is alive (reused)
+
+
+def clean_stale(path: Path) -> list[Path]:
+    """Remove the temporary files that killed writers of ``path`` left (``.NAME.PID.XXXX.tmp``
+    whose process is gone, or any such file older than a day); the ones removed."""
+    import time
+
+    removed = []
+    for tmp in path.parent.glob(f".{path.name}.*.tmp"):
+        pid = tmp.name[len(path.name) + 2:].split(".", 1)[0]
+        try:
+            age = time.time() - tmp.stat().st_mtime
+            alive = pid.isdigit() and _alive(int(pid))
+            if not alive or age > STALE_S:
+                tmp.unlink()
+                removed.append(tmp)
+        except OSError:  # gone already, or not ours to remove
+            continue
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 def write_html(report: Report, path: str | Path) -> Path:
