@@ -1,0 +1,158 @@
+"""Where a short trial's time goes on a GPU, piece by piece, each configuration in a fresh process.
+
+    python bench/trial_probe.py --out DIR [--configs b0-64,b0-128,w14-144]
+
+For each network and each cudnn autotuning setting (``cudnn.benchmark`` on and off), a
+new process times: CUDA start-up, building the network, the first and second eager
+training steps, capturing the CUDA graph (scaling.step.GraphStep), 20 replays, and the
+first and second evaluation passes over 10,000 images of random pixels at the network's
+resolution (the data's decoding is not what this measures). A last part
+trains one small network four times in one process and prints the GPU memory allocated
+after each run (it must not grow).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+CONFIGS = {  # name: (width, depth, resolution, batch)
+    "b0-64": (1.0, 1.0, 64, 256),
+    "b0-128": (1.0, 1.0, 128, 512),
+    "w14-144": (1.4, 1.0, 144, 256),
+}
+
+
+def _time(fn, sync) -> float:
+    sync()
+    t0 = time.perf_counter()
+    fn()
+    sync()
+    return time.perf_counter() - t0
+
+
+def probe(name: str, benchmark: bool) -> dict:
+    t_start = time.perf_counter()
+    import torch
+
+    from scaling.data import Batches, DataSet, Split
+    from scaling.model import EfficientNet
+    from scaling.recipe import Recipe
+    from scaling.spec import custom_spec
+    from scaling.step import GraphStep
+    from scaling.train import compute_loss, evaluate, make_optimizer
+
+    width, depth, res, batch = CONFIGS[name]
+    dev = torch.device("cuda")
+    out = {"config": name, "cudnn_benchmark": benchmark, "import_s": time.perf_counter() - t_start}
+    sync = torch.cuda.synchronize
+    out["cuda_init_s"] = _time(lambda: torch.zeros(1, device=dev), sync)
+    torch.backends.cudnn.benchmark = benchmark
+    g = torch.Generator().manual_seed(0)  # random pixels: the timing does not depend on them
+
+    def split(n: int) -> Split:
+        images = torch.randint(0, 256, (n, 3, res, res), dtype=torch.uint8, generator=g)
+        return Split(images, torch.arange(n) % 10, [str(c) for c in range(10)], f"random-{n}")
+
+    data = DataSet(split(batch * 8), split(10_000), "random", res)
+    spec = custom_spec(width, depth, res, num_classes=10)
+    holder = {}
+
+    def build():
+        torch.manual_seed(0)
+        holder["net"] = EfficientNet(spec).to(dev).to(memory_format=torch.channels_last)
+
+    out["build_s"] = _time(build, sync)
+    net = holder["net"]
+    recipe = Recipe(batch_size=batch)
+    train_b = Batches(data.train, batch, train=True, device=dev, seed=0, dtype=torch.bfloat16)
+    val_b = Batches(data.val, 1024, train=False, device=dev, seed=0, dtype=torch.bfloat16)
+    x, y = next(iter(train_b))
+    eager_opt = make_optimizer(net, recipe)
+
+    def eager_step():
+        eager_opt.zero_grad(set_to_none=True)
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            loss = compute_loss(net(x), y, 0.1)
+        loss.backward()
+        eager_opt.step()
+
+    net.train()
+    out["eager_step1_s"] = _time(eager_step, sync)
+    out["eager_step2_s"] = _time(eager_step, sync)
+    out["eager_step_steady_s"] = _time(lambda: [eager_step() for _ in range(10)], sync) / 10
+    lr = torch.tensor(0.1, device=dev)
+    opt = make_optimizer(net, recipe, lr)
+    out["graph_capture_s"] = _time(
+        lambda: holder.__setitem__("g", GraphStep(net, opt, lr, lambda a, b: compute_loss(a, b, 0.1), x, y, True)),
+        sync)
+    graph = holder["g"]
+    out["graph_step_s"] = _time(lambda: [graph(x, y, 0.1) for _ in range(20)], sync) / 20
+    out["images_per_s_graph"] = batch / out["graph_step_s"]
+    out["eval1_s"] = _time(lambda: evaluate(net, val_b, True), sync)
+    out["eval2_s"] = _time(lambda: evaluate(net, val_b, True), sync)
+    out["eval_images_per_s"] = 10_000 / out["eval2_s"]
+    graph.release()
+    return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in out.items()}
+
+
+def memory() -> list[int]:
+    import torch
+
+    from scaling.data import load_data
+    from scaling.recipe import Recipe
+    from scaling.spec import custom_spec
+    from scaling.train import train
+
+    small = load_data(None, 48, train_size=5000, val_size=500, cache_dir=False, quiet=True)
+    spec = custom_spec(0.5, 0.5, 64)
+    after = []
+    for seed in range(4):
+        train(spec, small, Recipe(epochs=1, batch_size=128), device="cuda", seed=seed, quiet=True)
+        after.append(torch.cuda.memory_allocated())
+    return after
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--configs", default=",".join(CONFIGS))
+    ap.add_argument("--out", default=None)
+    ap.add_argument("--one", default=None, help=argparse.SUPPRESS)  # name:0|1, the child's part
+    ap.add_argument("--memory", action="store_true", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.one:
+        name, bench = args.one.split(":")
+        print(json.dumps(probe(name, bench == "1")))
+        return
+    if args.memory:
+        print(json.dumps(memory()))
+        return
+    rows = []
+    for name in args.configs.split(","):
+        for bench in (False, True):
+            done = subprocess.run([sys.executable, __file__, "--one", f"{name}:{int(bench)}"], capture_output=True,
+                                  text=True, env=dict(os.environ, PYTHONUNBUFFERED="1"))
+            if done.returncode:
+                print(done.stderr[-2000:], file=sys.stderr)
+                continue
+            rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
+    mem = subprocess.run([sys.executable, __file__, "--memory"], capture_output=True, text=True)
+    allocated = json.loads(mem.stdout.strip().splitlines()[-1]) if mem.returncode == 0 else mem.stderr[-1500:]
+    keys = ["cuda_init_s", "build_s", "eager_step1_s", "eager_step2_s", "eager_step_steady_s", "graph_capture_s",
+            "graph_step_s", "images_per_s_graph", "eval1_s", "eval2_s", "eval_images_per_s"]
+    print(f"{'config':<10}{'bench':>6}" + "".join(f"{k[:14]:>15}" for k in keys))
+    for r in rows:
+        print(f"{r['config']:<10}{str(r['cudnn_benchmark']):>6}" + "".join(f"{r[k]:>15.3f}" for k in keys))
+    print("memory allocated after each of 4 runs:", allocated)
+    if args.out:
+        Path(args.out).mkdir(parents=True, exist_ok=True)
+        (Path(args.out) / "trial_probe.json").write_text(json.dumps({"rows": rows, "memory": allocated}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
