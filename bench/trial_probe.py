@@ -36,7 +36,7 @@ def _time(fn, sync) -> float:
     return time.perf_counter() - t0
 
 
-def probe(name: str, benchmark: bool) -> dict:
+def probe(name: str, benchmark: bool, eval_batch: int = 1024) -> dict:
     t_start = time.perf_counter()
     import torch
 
@@ -49,7 +49,7 @@ def probe(name: str, benchmark: bool) -> dict:
 
     width, depth, res, batch = CONFIGS[name]
     dev = torch.device("cuda")
-    out = {"config": name, "cudnn_benchmark": benchmark, "import_s": time.perf_counter() - t_start}
+    out = {"config": name, "cudnn_benchmark": benchmark, "eval_batch": eval_batch or batch, "import_s": time.perf_counter() - t_start}
     sync = torch.cuda.synchronize
     out["cuda_init_s"] = _time(lambda: torch.zeros(1, device=dev), sync)
     torch.backends.cudnn.benchmark = benchmark
@@ -71,7 +71,7 @@ def probe(name: str, benchmark: bool) -> dict:
     net = holder["net"]
     recipe = Recipe(batch_size=batch)
     train_b = Batches(data.train, batch, train=True, device=dev, seed=0, dtype=torch.bfloat16)
-    val_b = Batches(data.val, 1024, train=False, device=dev, seed=0, dtype=torch.bfloat16)
+    val_b = Batches(data.val, eval_batch or batch, train=False, device=dev, seed=0, dtype=torch.bfloat16)
     x, y = next(iter(train_b))
     eager_opt = make_optimizer(net, recipe)
 
@@ -123,7 +123,11 @@ def main() -> None:
     ap.add_argument("--configs", default=",".join(CONFIGS))
     ap.add_argument("--out", default=None)
     ap.add_argument("--one", default=None, help=argparse.SUPPRESS)  # name:0|1, the child's part
-    ap.add_argument("--memory", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--memory", action="store_true", help="only the memory part, in this process")
+    ap.add_argument("--sequence", action="store_true",
+                    help="networks one after another in this process, cudnn autotuning off")
+    ap.add_argument("--profile", action="store_true", help="profile the first step of B0 at 128 px")
+    ap.add_argument("--tag", default="", help="suffix of the --sequence JSON file")
     args = ap.parse_args()
     if args.one:
         name, bench = args.one.split(":")
@@ -131,6 +135,36 @@ def main() -> None:
         return
     if args.memory:
         print(json.dumps(memory()))
+        return
+    if args.profile:  # the first training step of a fresh process, by operator
+        import torch
+        from torch.profiler import ProfilerActivity, profile
+
+        from scaling.model import EfficientNet
+        from scaling.spec import custom_spec
+
+        torch.backends.cudnn.benchmark = False
+        net = EfficientNet(custom_spec(1.0, 1.0, 128, num_classes=10)).cuda().to(memory_format=torch.channels_last)
+        x = torch.randn(512, 3, 128, 128, device="cuda").to(memory_format=torch.channels_last)
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            with torch.autocast("cuda", dtype=torch.bfloat16):
+                net(x).float().sum().backward()
+            torch.cuda.synchronize()
+        table = prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=25)
+        print(table)
+        if args.out:
+            Path(args.out).mkdir(parents=True, exist_ok=True)
+            (Path(args.out) / "first_step_profile.txt").write_text(table)
+        return
+    if args.sequence:  # one process, one network after another: what a worker pays per new network
+        rows = [probe(n, False, e) for n, e in [("b0-64", 1024), ("b0-64", 1024), ("b0-64", 0), ("b0-128", 0),
+                                                  ("w14-144", 0), ("b0-128", 1024)]]
+        for r in rows:
+            print(f"{r['config']:<10} eval batch {r['eval_batch']:>5}: first step {r['eager_step1_s']:.3f} s, "
+                  f"capture {r['graph_capture_s']:.3f} s, eval1 {r['eval1_s']:.3f} s, eval2 {r['eval2_s']:.3f} s")
+        if args.out:
+            Path(args.out).mkdir(parents=True, exist_ok=True)
+            (Path(args.out) / f"trial_probe_sequence{args.tag}.json").write_text(json.dumps(rows, indent=2))
         return
     rows = []
     for name in args.configs.split(","):
