@@ -101,6 +101,62 @@ def probe(name: str, benchmark: bool, eval_batch: int = 1024) -> dict:
     return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in out.items()}
 
 
+def convs() -> list[dict]:
+    """Forward + backward of one convolution, bf16 channels_last, batch 256: the first call
+    at a new shape (mean over 4 new channel counts) and the steady time, through cuDNN,
+    through torch's own kernels (cuDNN off), and for 1x1 as a matrix product."""
+    import torch
+    import torch.nn.functional as F
+
+    dev = torch.device("cuda")
+    torch.backends.cudnn.benchmark = False
+    torch.zeros(1, device=dev)
+    rows = []
+
+    def run(kind, path, make):
+        firsts, steady = [], None
+        for k, c in enumerate((40, 48, 56, 64, 72)):  # every channel count a new shape
+            fn = make(c)
+            torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            fn()
+            torch.cuda.synchronize()
+            if k:
+                firsts.append(time.perf_counter() - t0)
+            if c == 72:
+                torch.cuda.synchronize()
+                t0 = time.perf_counter()
+                for _ in range(20):
+                    fn()
+                torch.cuda.synchronize()
+                steady = (time.perf_counter() - t0) / 20
+        rows.append({"kind": kind, "path": path, "first_s": sum(firsts) / len(firsts), "steady_s": steady})
+
+    def conv(c_in, c_out, k, groups, hw, cudnn=True, as_matmul=False):
+        x = torch.randn(256, c_in, hw, hw, device=dev, dtype=torch.bfloat16).to(memory_format=torch.channels_last)
+        x.requires_grad_(True)
+        w = torch.randn(c_out, c_in // groups, k, k, device=dev, dtype=torch.bfloat16, requires_grad=True)
+        w2 = w.detach().view(c_out, c_in).clone().requires_grad_(True) if as_matmul else None
+
+        def fn():
+            if as_matmul:  # channels_last: (N, H, W, C) in memory, a 1x1 convolution is x @ W^T
+                y = F.linear(x.permute(0, 2, 3, 1), w2).permute(0, 3, 1, 2)
+            else:
+                with torch.backends.cudnn.flags(enabled=cudnn):
+                    y = F.conv2d(x, w, padding=k // 2, groups=groups)
+            with torch.backends.cudnn.flags(enabled=cudnn):
+                y.float().sum().backward()
+        return fn
+
+    for hw in (32, 16):
+        run(f"depthwise 3x3 {hw}px", "cudnn", lambda c: conv(6 * c, 6 * c, 3, 6 * c, hw))
+        run(f"depthwise 3x3 {hw}px", "torch kernels", lambda c: conv(6 * c, 6 * c, 3, 6 * c, hw, cudnn=False))
+        run(f"1x1 {hw}px", "cudnn", lambda c: conv(c, 6 * c, 1, 1, hw))
+        run(f"1x1 {hw}px", "torch kernels", lambda c: conv(c, 6 * c, 1, 1, hw, cudnn=False))
+        run(f"1x1 {hw}px", "matmul", lambda c: conv(c, 6 * c, 1, 1, hw, as_matmul=True))
+    return rows
+
+
 def memory() -> list[int]:
     import torch
 
@@ -126,6 +182,8 @@ def main() -> None:
     ap.add_argument("--memory", action="store_true", help="only the memory part, in this process")
     ap.add_argument("--sequence", action="store_true",
                     help="networks one after another in this process, cudnn autotuning off")
+    ap.add_argument("--convs", action="store_true",
+                    help="first-call and steady cost of B0's convolution kinds, through cuDNN and around it")
     ap.add_argument("--profile", action="store_true", help="profile the first step of B0 at 128 px")
     ap.add_argument("--tag", default="", help="suffix of the --sequence JSON file")
     args = ap.parse_args()
@@ -155,6 +213,15 @@ def main() -> None:
         if args.out:
             Path(args.out).mkdir(parents=True, exist_ok=True)
             (Path(args.out) / "first_step_profile.txt").write_text(table)
+        return
+    if args.convs:
+        rows = convs()
+        for r in rows:
+            print(f"{r['kind']:<22}{r['path']:<14} first call {1000 * r['first_s']:8.1f} ms   steady "
+                  f"{1000 * r['steady_s']:7.3f} ms")
+        if args.out:
+            Path(args.out).mkdir(parents=True, exist_ok=True)
+            (Path(args.out) / "trial_probe_convs.json").write_text(json.dumps(rows, indent=2))
         return
     if args.sequence:  # one process, one network after another: what a worker pays per new network
         rows = [probe(n, False, e) for n, e in [("b0-64", 1024), ("b0-64", 1024), ("b0-64", 0), ("b0-128", 0),
