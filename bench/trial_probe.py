@@ -157,6 +157,50 @@ def convs() -> list[dict]:
     return rows
 
 
+def threads() -> list[dict]:
+    """New depthwise shapes' first forward + backward (cuDNN's plan building), one after
+    another and from a pool of threads, and each direction alone: can it run in parallel?"""
+    import concurrent.futures as cf
+
+    import torch
+    import torch.nn.functional as F
+
+    dev = torch.device("cuda")
+    torch.backends.cudnn.benchmark = False
+    torch.zeros(1, device=dev)
+    rows = []
+
+    def first(c: int, hw: int, part: str) -> None:
+        x = torch.randn(256, c, hw, hw, device=dev, dtype=torch.bfloat16).to(memory_format=torch.channels_last)
+        w = torch.randn(c, 1, 3, 3, device=dev, dtype=torch.bfloat16)
+        if part == "forward":
+            F.conv2d(x, w, padding=1, groups=c)
+        else:
+            x.requires_grad_(part in ("both", "input grad"))
+            w.requires_grad_(part in ("both", "weight grad"))
+            F.conv2d(x, w, padding=1, groups=c).float().sum().backward()
+        torch.cuda.synchronize()
+
+    shapes = iter(range(8, 8 + 8 * 200, 8))  # channel counts never used twice: every call a new shape
+
+    def timed(label: str, fn) -> None:
+        t0 = time.perf_counter()
+        fn()
+        rows.append({"what": label, "seconds": round(time.perf_counter() - t0, 3)})
+        print(f"{label:<58}{rows[-1]['seconds']:8.3f} s", flush=True)
+
+    for part in ("forward", "input grad", "weight grad", "both"):
+        cs = [next(shapes) for _ in range(4)]
+        timed(f"4 new shapes, {part}, one after another", lambda: [first(c, 32, part) for c in cs])
+    cs = [next(shapes) for _ in range(16)]
+    timed("16 new shapes, both, one after another", lambda: [first(c, 32, "both") for c in cs])
+    for n in (4, 16):
+        cs = [next(shapes) for _ in range(16)]
+        with cf.ThreadPoolExecutor(n) as pool:
+            timed(f"16 new shapes, both, {n} threads", lambda: list(pool.map(lambda c: first(c, 32, "both"), cs)))
+    return rows
+
+
 def memory() -> list[int]:
     import torch
 
@@ -184,6 +228,7 @@ def main() -> None:
                     help="networks one after another in this process, cudnn autotuning off")
     ap.add_argument("--convs", action="store_true",
                     help="first-call and steady cost of B0's convolution kinds, through cuDNN and around it")
+    ap.add_argument("--threads", action="store_true", help="cuDNN plans for new depthwise shapes, in threads")
     ap.add_argument("--profile", action="store_true", help="profile the first step of B0 at 128 px")
     ap.add_argument("--tag", default="", help="suffix of the --sequence JSON file")
     args = ap.parse_args()
@@ -213,6 +258,12 @@ def main() -> None:
         if args.out:
             Path(args.out).mkdir(parents=True, exist_ok=True)
             (Path(args.out) / "first_step_profile.txt").write_text(table)
+        return
+    if args.threads:
+        rows = threads()
+        if args.out:
+            Path(args.out).mkdir(parents=True, exist_ok=True)
+            (Path(args.out) / "trial_probe_threads.json").write_text(json.dumps(rows, indent=2))
         return
     if args.convs:
         rows = convs()
