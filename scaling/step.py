@@ -38,7 +38,7 @@ class GraphStep:
         self.y.copy_(y)
         saved_lr = lr.clone()
         params = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        side = torch.cuda.Stream()
+        side = _warmup_stream(x.device)
         side.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(side):
             for _ in range(WARMUP):
@@ -84,6 +84,19 @@ class GraphStep:
         self.y.copy_(y, non_blocking=True)
         self.graph.replay()
         return self.loss.clone()
+
+
+_WARMUP_STREAMS: dict[int, torch.cuda.Stream] = {}
+
+
+def _warmup_stream(device: torch.device) -> torch.cuda.Stream:
+    """One side stream per GPU for every capture's warm-up, made once: cuBLAS keeps a
+    workspace for each stream it has run on for as long as the process lives, so a new
+    stream per captured network (a worker trains dozens) would add one each time."""
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    if index not in _WARMUP_STREAMS:
+        _WARMUP_STREAMS[index] = torch.cuda.Stream(device=index)
+    return _WARMUP_STREAMS[index]
 
 
 def can_capture(device: torch.device, optimizer: str, ema: float, processes: int = 1) -> bool:

@@ -1,7 +1,8 @@
 """One training function: spec + data + recipe in, result out.
 
 The CLI (`scaling train`) and the search's objective call :func:`train`. On a GPU it
-trains in bf16 autocast, channels_last, with cudnn benchmarking and the data resident on
+trains in bf16 autocast, channels_last, without cudnn autotuning (it costs about 20 s per
+new network and gains nothing at 128 px; docs/BENCHMARKS.md) and with the data resident on
 the device; on the CPU in float32. Loss that turns NaN or Inf stops the run within one
 step; CUDA out of memory halves the micro-batch (same effective batch, gradient
 accumulation) down to a floor. A checkpoint is written atomically after every epoch, and
@@ -44,7 +45,7 @@ from .recipe import Recipe
 from .spec import NetworkSpec, smallest_batch
 from .step import GraphStep, can_capture
 
-WARMUP_STEPS = 5  # the first steps (cudnn autotuning, allocator growth) are timed apart
+WARMUP_STEPS = 5  # the first steps (cudnn plans for new shapes, graph capture, allocator growth) are timed apart
 
 
 @dataclass
@@ -205,6 +206,7 @@ def train(
     cuda_graphs: bool | None = None,
     micro_batch: int | None = None,
     sync_bn: bool = False,
+    cudnn_benchmark: bool = False,
 ) -> TrainResult:
     """Train ``spec`` on ``data`` with ``recipe`` and evaluate it on the held-out split.
 
@@ -229,6 +231,10 @@ def train(
             or over this process's share of it); default: the whole batch.
         sync_bn: in a process group on GPUs, normalise with batch statistics over all
             processes' images (SyncBatchNorm) rather than each process's own.
+        cudnn_benchmark: let cudnn time its algorithms for every new layer shape. Measured
+            on an H200 (docs/BENCHMARKS.md): about 20 s more for a new network's first step
+            and 4-10 s more for its first evaluation; in return B0's steps ran 1.25x faster at
+            64 px and no faster at 128 or 144 px, so it pays only in runs of many epochs.
 
     Returns:
         A :class:`TrainResult`; a run that diverged or ran out of memory has status
@@ -267,7 +273,7 @@ def train(
     cuda = dev.type == "cuda"
     amp = cuda
     if cuda:
-        torch.backends.cudnn.benchmark = True
+        torch.backends.cudnn.benchmark = cudnn_benchmark
         torch.cuda.reset_peak_memory_stats(dev)
     old_det = torch.are_deterministic_algorithms_enabled()
     if deterministic:

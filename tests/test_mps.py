@@ -1,0 +1,150 @@
+"""The MPS daemon's start and stop logic, against a stand-in for nvidia-cuda-mps-control."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from scaling import mps
+
+# Behaves as the real control program does for what scaling uses: `-d` starts a daemon
+# (here a sleeping process in its own session) and makes the control pipe; without `-d`
+# it reads one command from stdin and fails when no daemon's pipe is there.
+STAND_IN = """#!{python}
+import os, signal, subprocess, sys
+pipe = os.environ.get("CUDA_MPS_PIPE_DIRECTORY", "/tmp/nvidia-mps")
+if os.environ.get("STAND_IN_FAIL"):
+    print("An instance of this daemon is already running", file=sys.stderr)
+    sys.exit(1)
+if sys.argv[1:] == ["-d"]:
+    p = subprocess.Popen([sys.executable, "-c", "import time\\nwhile True: time.sleep(1)"], start_new_session=True,
+                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    with open(os.path.join(pipe, "pid"), "w") as f:
+        f.write(str(p.pid))
+    os.mkfifo(os.path.join(pipe, "control"))
+    with open(os.path.join(os.environ["CUDA_MPS_LOG_DIRECTORY"], "control.log"), "a") as f:
+        f.write("started\\n")
+    sys.exit(0)
+control = os.path.join(pipe, "control")
+if not os.path.exists(control) or os.environ.get("STAND_IN_DEAD"):
+    print("Cannot find MPS control daemon process", file=sys.stderr)
+    sys.exit(1)
+command = sys.stdin.read().strip()
+if command == "quit":
+    os.kill(int(open(os.path.join(pipe, "pid")).read()), signal.SIGTERM)
+    os.remove(control)
+"""
+
+
+@pytest.fixture
+def control(tmp_path, monkeypatch) -> Path:
+    path = tmp_path / "bin" / mps.CONTROL
+    path.parent.mkdir()
+    path.write_text(STAND_IN.format(python=sys.executable))
+    path.chmod(0o755)
+    monkeypatch.delenv("CUDA_MPS_PIPE_DIRECTORY", raising=False)
+    monkeypatch.delenv("CUDA_MPS_LOG_DIRECTORY", raising=False)
+    monkeypatch.setattr(mps, "DEFAULT_PIPE_DIR", tmp_path / "default-pipe")  # never the machine's real one
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temp))
+    return path
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return False
+    return "\nState:\tZ" not in state  # a zombie has ended
+
+
+def _pid(pipe_dir: Path) -> int:
+    return int((pipe_dir / "pid").read_text())
+
+
+def test_a_daemon_started_for_the_search_is_stopped_when_it_ends(control, tmp_path):
+    said = []
+    with mps.shared_gpu(tmp_path / "log", control=control, say=said.append) as env:
+        pipe_dir = Path(env["CUDA_MPS_PIPE_DIRECTORY"])
+        assert env["CUDA_MPS_LOG_DIRECTORY"] == str(tmp_path / "log")
+        assert pipe_dir.parent == tmp_path / "tmp" and len(str(pipe_dir)) < 100
+        pid = _pid(pipe_dir)
+        assert _alive(pid)
+        assert (tmp_path / "log" / "control.log").read_text() == "started\n"
+    assert said == []
+    deadline = time.monotonic() + 10
+    while _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _alive(pid)
+    assert not pipe_dir.exists()
+
+
+def test_the_daemon_is_stopped_when_the_search_fails(control, tmp_path):
+    with pytest.raises(KeyboardInterrupt):
+        with mps.shared_gpu(tmp_path / "log", control=control, say=lambda s: None) as env:
+            pipe_dir = Path(env["CUDA_MPS_PIPE_DIRECTORY"])
+            pid = _pid(pipe_dir)
+            raise KeyboardInterrupt
+    deadline = time.monotonic() + 10
+    while _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _alive(pid) and not pipe_dir.exists()
+
+
+def test_a_daemon_the_user_started_is_joined_and_left_running(control, tmp_path, monkeypatch):
+    user_pipe = tmp_path / "user-pipe"
+    user_pipe.mkdir()
+    env = dict(os.environ, CUDA_MPS_PIPE_DIRECTORY=str(user_pipe), CUDA_MPS_LOG_DIRECTORY=str(tmp_path))
+    subprocess.run([str(control), "-d"], env=env, check=True)
+    pid = _pid(user_pipe)
+    try:
+        monkeypatch.setenv("CUDA_MPS_PIPE_DIRECTORY", str(user_pipe))
+        said = []
+        with mps.shared_gpu(tmp_path / "log", control=control, say=said.append) as joined:
+            assert joined == {"CUDA_MPS_PIPE_DIRECTORY": str(user_pipe)}
+        assert said == [f"joining the MPS daemon already running at {user_pipe}"]
+        assert _alive(pid) and (user_pipe / "control").exists()
+        assert not (tmp_path / "log").exists()  # nothing of ours was started
+    finally:
+        os.kill(pid, signal.SIGTERM)
+
+
+def test_a_pipe_left_by_a_dead_daemon_is_not_joined(control, tmp_path, monkeypatch):
+    monkeypatch.setattr(mps, "DEFAULT_PIPE_DIR", tmp_path / "stale")
+    (tmp_path / "stale").mkdir()
+    os.mkfifo(tmp_path / "stale" / "control")
+    monkeypatch.setenv("STAND_IN_DEAD", "1")
+    assert mps.running_daemon(control) is None
+
+
+def test_no_control_program_means_time_sliced_workers_said_once(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.setattr(mps, "KNOWN_PLACES", ())
+    said = []
+    with mps.shared_gpu(tmp_path / "log", say=said.append) as env:
+        assert env == {}
+    assert said == [f"no {mps.CONTROL} here: the workers on each GPU take turns (time-sliced), without MPS"]
+
+
+def test_control_binary_is_found_on_the_path(control):
+    assert mps.control_binary({"PATH": str(control.parent)}) == control
+
+
+def test_a_daemon_that_does_not_start_is_one_line_and_leaves_nothing(control, tmp_path, monkeypatch):
+    monkeypatch.setenv("STAND_IN_FAIL", "1")
+    said = []
+    with mps.shared_gpu(tmp_path / "log", control=control, say=said.append) as env:
+        assert env == {}
+    assert len(said) == 1
+    assert said[0].startswith("MPS did not start (") and "exited with 1: An instance of this daemon" in said[0]
+    assert "time-sliced" in said[0]
+    assert list((tmp_path / "tmp").iterdir()) == []  # its pipe folder removed
+    assert (tmp_path / "log" / "start.log").read_text().startswith("An instance of this daemon")
