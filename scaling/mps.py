@@ -166,3 +166,19 @@ def shared_gpu(log_dir: Path, *, control: Path | None = None,
         yield mps.env()
     finally:
         stop(control, mps)
+
+
+# Measured on an H200 (docs/BENCHMARKS.md, 2026-12-01): B0's CUDA-graph steps of K processes
+# on one GPU under MPS gave 1.29x (K=2) and 1.45x (K=4) the images/s of one at 64 px
+# (31.5 MFLOPs an image), 1.13x and 1.15x at 128 px (126 MFLOPs); a new network's first
+# step also spends ~8 s building cuDNN plans on the host, which other workers' training
+# overlaps.
+AUTO_PER_GPU = ((60e6, 4), (250e6, 2))  # (FLOPs an image at most, workers per GPU), else 1
+
+
+def auto_per_gpu(flops_per_image: float) -> int:
+    """Workers per GPU for networks of this size (the study's base network)."""
+    for most, k in AUTO_PER_GPU:
+        if flops_per_image <= most:
+            return k
+    return 1

@@ -5,11 +5,12 @@
     [grid]      phi, alpha, beta, gamma (each [low, high]), step, tolerance, target, multiple,
                 base_width, base_depth (B0's multipliers for the base network; default 1),
                 flops_tolerance (realized FLOPs within it of target^phi x the base's; default 0.1)
-    [search]    sampler (grid, tpe, random), trials, seeds, prune
+    [search]    sampler (grid, tpe, random), trials, seeds, prune, per_gpu (workers on each GPU, or "auto")
     [recipe]    name (proxy, paper) and any Recipe field
 
 The resolved definition is saved as studies/NAME/study.json; running the same name with
-different settings is refused, so one study never mixes two definitions.
+different settings is refused, so one study never mixes two definitions. ``per_gpu`` says
+how a study runs, not what it is: it may change from one run of a study to the next.
 """
 
 from __future__ import annotations
@@ -33,8 +34,11 @@ SECTIONS = {
     "data": ("source", "base_resolution", "train_size", "val_size"),
     "grid": ("phi", "alpha", "beta", "gamma", "step", "tolerance", "target", "multiple", "base_width",
              "base_depth", "flops_tolerance"),
-    "search": ("sampler", "trials", "seeds", "prune"),
+    "search": ("sampler", "trials", "seeds", "prune", "per_gpu"),
 }
+# How a study is run, not what it is: may change between runs of one study (not compared on resume).
+EXECUTION = ("per_gpu",)
+PER_GPU_MAX = 16
 
 
 class StudyError(ValueError):
@@ -66,6 +70,7 @@ class StudyConfig:
     trials: int | None = None  # grid: the first N networks in spread order; tpe/random: N trials
     seeds: int = 1
     prune: bool = False
+    per_gpu: int | str = 1  # workers on each GPU (under MPS where there is one), or "auto"
     # training
     recipe: dict = field(default_factory=lambda: {"name": "proxy"})
     # what to train instead of the grid: a plans.Plan as a dict (family, official, sweep)
@@ -82,6 +87,8 @@ class StudyConfig:
             raise StudyError(f"trials must be at least 1, got {self.trials}")
         if self.seeds < 1:
             raise StudyError(f"seeds must be at least 1, got {self.seeds}")
+        if self.per_gpu != "auto" and not (isinstance(self.per_gpu, int) and 1 <= self.per_gpu <= PER_GPU_MAX):
+            raise StudyError(f"per_gpu must be a whole number in 1..{PER_GPU_MAX} or \"auto\", got {self.per_gpu!r}")
         if self.base_resolution < 8:
             raise StudyError(f"base_resolution must be at least 8, got {self.base_resolution}")
         if self.flops_tolerance is not None and not 0 < self.flops_tolerance < 10:
@@ -174,6 +181,8 @@ class _Values(BaseModel):
     trials: _int("a whole number >= 1", ge=1) = None
     seeds: _int("a whole number >= 1", ge=1) = None
     prune: Annotated[StrictBool | None, Field(description="true or false")] = None
+    per_gpu: Annotated[Annotated[StrictInt, Field(ge=1, le=PER_GPU_MAX)] | Literal["auto"] | None,
+                       Field(description=f'a whole number in 1..{PER_GPU_MAX} or "auto"')] = None
 
     @field_validator("alpha", "beta", "gamma")
     @classmethod
@@ -314,7 +323,7 @@ def check_or_save(config: StudyConfig, folder: Path) -> None:
     mine = config.to_dict()
     if path.exists():
         saved = json.loads(path.read_text())
-        diff = sorted(k for k in set(saved) | set(mine) if saved.get(k) != mine.get(k))
+        diff = sorted(k for k in set(saved) | set(mine) if saved.get(k) != mine.get(k) and k not in EXECUTION)
         if diff:
             raise StudyError(
                 f"study {config.name!r} exists in {folder} with other settings ({', '.join(diff)}); "

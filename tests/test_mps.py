@@ -148,3 +148,90 @@ def test_a_daemon_that_does_not_start_is_one_line_and_leaves_nothing(control, tm
     assert "time-sliced" in said[0]
     assert list((tmp_path / "tmp").iterdir()) == []  # its pipe folder removed
     assert (tmp_path / "log" / "start.log").read_text().startswith("An instance of this daemon")
+
+
+# ---------------------------------------------------------------------------- --per-gpu
+
+
+def test_workers_per_gpu_join_one_daemon_that_is_stopped_after(control, tmp_path, monkeypatch):
+    from scaling.cli import searching
+    from scaling.study import StudyConfig
+
+    monkeypatch.setattr(mps, "control_binary", lambda environ=None: control)
+    seen = {}
+
+    def run_workers(config, url, workers):
+        seen["workers"] = workers
+        pipe = Path(workers[0][0]["CUDA_MPS_PIPE_DIRECTORY"])
+        seen["pid"] = _pid(pipe)
+        seen["alive"] = _alive(seen["pid"]) and (pipe / "control").exists()
+        return 0
+
+    monkeypatch.setattr(searching, "_run_workers", run_workers)
+    config = StudyConfig(name="k", per_gpu=2)
+    url = f"sqlite:///{tmp_path / 'studies' / 'k' / 'optuna.db'}"
+    assert searching.execute(config, url, None, [0, 1], 1, True) == 0
+    workers = seen["workers"]
+    assert [(env["CUDA_VISIBLE_DEVICES"], device) for env, device in workers] == [
+        ("0", "cuda:0"), ("0", "cuda:0"), ("1", "cuda:0"), ("1", "cuda:0")]
+    assert len({env["CUDA_MPS_PIPE_DIRECTORY"] for env, _ in workers}) == 1  # one daemon for all
+    assert {env["CUDA_MPS_LOG_DIRECTORY"] for env, _ in workers} == {str(tmp_path / "studies" / "k" / "mps")}
+    assert seen["alive"]
+    deadline = time.monotonic() + 10
+    while _alive(seen["pid"]) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _alive(seen["pid"])
+
+
+def test_one_worker_per_gpu_starts_no_daemon(control, tmp_path, monkeypatch):
+    from scaling.cli import searching
+    from scaling.study import StudyConfig
+
+    monkeypatch.setattr(mps, "control_binary", lambda environ=None: control)
+    seen = {}
+    monkeypatch.setattr(searching, "_run_workers", lambda config, url, workers: seen.setdefault("w", workers) and 0)
+    assert searching.execute(StudyConfig(name="k"), f"sqlite:///{tmp_path / 'optuna.db'}", None, [0], 1, True) == 0
+    assert seen["w"] == [({"CUDA_VISIBLE_DEVICES": "0"}, "cuda:0")]
+    assert list((tmp_path / "tmp").iterdir()) == [] and not (tmp_path / "mps").exists()
+
+
+@pytest.mark.parametrize("resolution, k", [(64, 4), (128, 2), (224, 1)])
+def test_auto_per_gpu_from_the_base_networks_flops(resolution, k):
+    from scaling.cli.searching import per_gpu_of
+    from scaling.complexity import count
+    from scaling.spec import spec_for
+    from scaling.study import StudyConfig
+
+    flops = count(spec_for("efficientnet-b0", resolution=resolution)).flops
+    assert mps.auto_per_gpu(flops) == k
+    assert per_gpu_of(StudyConfig(name="a", base_resolution=resolution, per_gpu="auto")) == k
+
+
+@pytest.mark.parametrize("value", ["0", "17", "two", "-1"])
+def test_bad_per_gpu_is_one_line_exit_2(value, tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from scaling.cli import app
+
+    monkeypatch.chdir(tmp_path)
+    r = CliRunner().invoke(app, ["search", "--per-gpu", value, "--phi", "1"])
+    assert r.exit_code == 2, r.output
+    assert "--per-gpu" in r.output and "1..16 or auto" in r.output and "Traceback" not in r.output
+    assert not (tmp_path / "studies").exists()
+
+
+def test_per_gpu_in_a_study_file_is_checked_and_may_change_on_resume(tmp_path):
+    from scaling.study import StudyError, check_or_save, resolve
+
+    bad = tmp_path / "bad.toml"
+    bad.write_text('name = "s"\n[search]\nper_gpu = 0\n')
+    with pytest.raises(StudyError, match=r'per_gpu = 0: must be a whole number in 1..16 or "auto"'):
+        resolve(bad)
+    good = tmp_path / "good.toml"
+    good.write_text('name = "s"\n[search]\nper_gpu = "auto"\n')
+    config = resolve(good)
+    assert config.per_gpu == "auto"
+    check_or_save(config, tmp_path / "s")
+    check_or_save(config.replace(per_gpu=3), tmp_path / "s")  # how it runs, not what it is: no refusal
+    with pytest.raises(StudyError, match="other settings"):
+        check_or_save(config.replace(seeds=2), tmp_path / "s")

@@ -169,6 +169,7 @@ def family(
     data: T.Data = None,
     storage: T.Storage = None,
     gpus: T.Gpus = None,
+    per_gpu: T.PerGpu = None,
     workers: T.Workers = 1,
     seeds: T.Seeds = 1,
     epochs: T.Epochs = None,
@@ -207,7 +208,8 @@ def family(
 
         code = T.train_plans(plans, study_file=study_file, name=name, data=data, storage=storage, gpus=gpus,
                              workers=workers, seeds=seeds, epochs=epochs, batch_size=batch_size,
-                             studies_dir=studies_dir, quiet=quiet, report=report, fmt=fmt, output=output)
+                             studies_dir=studies_dir, quiet=quiet, report=report, fmt=fmt, output=output,
+                             per_gpu=per_gpu)
         raise typer.Exit(code)
     official = True if official is None else official
     base = spec_for("efficientnet-b0", resolution=base_resolution, width=base_width, depth=base_depth)
@@ -373,6 +375,7 @@ def sweep(
     data: T.Data = None,
     storage: T.Storage = None,
     gpus: T.Gpus = None,
+    per_gpu: T.PerGpu = None,
     workers: T.Workers = 1,
     seeds: T.Seeds = 1,
     epochs: T.Epochs = None,
@@ -408,7 +411,8 @@ def sweep(
 
         code = T.train_plans(plans, study_file=study_file, name=name, data=data, storage=storage, gpus=gpus,
                              workers=workers, seeds=seeds, epochs=epochs, batch_size=batch_size,
-                             studies_dir=studies_dir, quiet=quiet, report=report, fmt=fmt, output=output)
+                             studies_dir=studies_dir, quiet=quiet, report=report, fmt=fmt, output=output,
+                             per_gpu=per_gpu)
         raise typer.Exit(code)
     base = spec_for("efficientnet-b0", resolution=base_resolution, width=base_width, depth=base_depth)
     base_flops = count(base).flops

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -122,6 +123,8 @@ def search(
     batch_size: Annotated[Optional[int], typer.Option(min=1, help="Batch size per trial.")] = None,
     storage: Annotated[Optional[str], typer.Option(help="Database URL shared by workers (default: SQLite in the study folder).")] = None,
     gpus: Annotated[Optional[str], typer.Option(help="all, none, or indices such as 0,2: one worker per GPU.")] = None,
+    per_gpu: Annotated[Optional[str], typer.Option("--per-gpu", help="Workers on each GPU: 1..16 (under MPS where the "
+                                                                     "machine has it) or auto.")] = None,
     workers: Annotated[int, typer.Option(min=1, max=256, help="Worker processes on the CPU (without GPUs).")] = 1,
     studies_dir: Annotated[Path, typer.Option(help="Where study folders live.")] = Path("studies"),
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
@@ -137,7 +140,7 @@ def search(
     config, gpu_ids, folder, url = prepare_study(
         study_file, studies_dir, storage, gpus, epochs=epochs, batch_size=batch_size, name=name, source=data,
         phi=phi, base_resolution=base_resolution, base_width=base_width, base_depth=base_depth, sampler=sampler,
-        trials=trials, seeds=seeds, prune=prune)
+        trials=trials, seeds=seeds, prune=prune, per_gpu=parse_per_gpu(per_gpu))
     data, _ = _load_data(config.source, config.base_resolution, quiet, train_size=config.train_size,
                          val_size=config.val_size)
     if not gpu_ids:
@@ -289,17 +292,56 @@ def study_missing(name: str, studies_dir: Path, storage=None):
 INTERRUPTED = (130, 143)  # exit codes of Ctrl+C and SIGTERM
 
 
+def parse_per_gpu(text: Optional[str]) -> int | str | None:
+    """``--per-gpu``: a whole number in 1..16 or auto (None: the study's, else 1)."""
+    from ..study import PER_GPU_MAX
+
+    if text is None or text == "auto":
+        return text
+    if not text.isdigit() or not 1 <= int(text) <= PER_GPU_MAX:
+        raise typer.BadParameter(f"needs a whole number in 1..{PER_GPU_MAX} or auto; got {text!r}", param_hint="--per-gpu")
+    return int(text)
+
+
+def per_gpu_of(config) -> int:
+    """The study's workers per GPU; ``auto`` from its base network's FLOPs an image (scaling.mps.auto_per_gpu)."""
+    if config.per_gpu != "auto":
+        return config.per_gpu
+    from ..complexity import count
+    from ..mps import auto_per_gpu
+    from ..search import base_spec
+
+    return auto_per_gpu(count(base_spec(config)).flops)
+
+
 def execute(config, url: str, study, gpu_ids: list[int], workers: int, quiet: bool) -> int:
-    """Run the study's workers here (one per GPU, or N on the CPU, or this process) until
-    its queue is empty; the exit code: 0, 1 when a worker failed, 2, 130 or 143."""
-    from ..faults import NoSpace, StorageFault
+    """Run the study's workers here (``per_gpu`` on each GPU, or N on the CPU, or this
+    process) until its queue is empty; the exit code: 0, 1 when a worker failed, 2, 130 or 143.
+
+    Several workers on one GPU join an MPS daemon (:func:`scaling.mps.shared_gpu`: the
+    user's, or one started for the search and stopped when it ends) or, without one, take
+    turns on it."""
+    from ..faults import NoSpace, StorageFault, sqlite_file
     from ..search import install_signal_handlers
     from ..study import StudyError
 
     install_signal_handlers()
     try:
         if gpu_ids:
-            return _run_workers(config, url, [({"CUDA_VISIBLE_DEVICES": str(i)}, "cuda:0") for i in gpu_ids])
+            k = per_gpu_of(config)
+            if k == 1:
+                return _run_workers(config, url, [({"CUDA_VISIBLE_DEVICES": str(i)}, "cuda:0") for i in gpu_ids])
+            from .. import mps
+
+            db = sqlite_file(url)
+            log_dir = (db.parent if db is not None else Path(tempfile.gettempdir()) / f"scaling-{config.name}") / "mps"
+            err.print(f"{plural(k, 'worker')} on each of {plural(len(gpu_ids), 'GPU')}", soft_wrap=True)
+            with mps.shared_gpu(log_dir, say=lambda line: err.print(line, soft_wrap=True, markup=False)) as env:
+                return _run_workers(config, url, [(dict(env, CUDA_VISIBLE_DEVICES=str(i)), "cuda:0")
+                                                  for i in gpu_ids for _ in range(k)])
+        if config.per_gpu not in (1, "auto"):
+            err.print(f"no GPU: --per-gpu {config.per_gpu} does nothing here; --workers N runs N workers on the CPU",
+                      soft_wrap=True)
         if workers > 1:  # the cores shared out: more threads than cores makes every worker crawl
             threads = str(max(1, (os.cpu_count() or 1) // workers))
             return _run_workers(config, url, [({"OMP_NUM_THREADS": threads}, "cpu")] * workers)

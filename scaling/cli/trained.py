@@ -17,6 +17,8 @@ Data = Annotated[Optional[str], typer.Option(help="With --train: 'default' or an
 Storage = Annotated[Optional[str], typer.Option(help="With --train: database URL shared by workers.")]
 Gpus = Annotated[Optional[str], typer.Option(help="With --train: all, none, or indices such as 0,2.")]
 Workers = Annotated[int, typer.Option(min=1, max=256, help="With --train: worker processes on the CPU.")]
+PerGpu = Annotated[Optional[str], typer.Option("--per-gpu", help="With --train: workers on each GPU (1..16, under MPS "
+                                                                  "where the machine has it) or auto.")]
 Seeds = Annotated[int, typer.Option(min=1, help="With --train: train each member with this many seeds.")]
 Epochs = Annotated[Optional[int], typer.Option(min=1, help="With --train: epochs per member (must match the study's).")]
 BatchSize = Annotated[Optional[int], typer.Option(min=1, help="With --train: batch size (must match the study's).")]
@@ -27,7 +29,7 @@ Report = Annotated[bool, typer.Option(help="With --train: write or refresh repor
 
 def train_plans(make_plans: Callable, *, study_file, name, data, storage, gpus, workers, seeds, epochs, batch_size,
                 studies_dir: Path, quiet: bool, report: bool = True, fmt: Format = Format.table,
-                output: Optional[Path] = None) -> int:
+                output: Optional[Path] = None, per_gpu: Optional[str] = None) -> int:
     """Train the plans ``make_plans(config, base_spec)`` returns, one study each, and print
     their members with accuracy and speed (``fmt``, also written to ``output``); the exit code of the workers."""
     from ..results import plan_studies, series_failures, series_frame
@@ -36,11 +38,12 @@ def train_plans(make_plans: Callable, *, study_file, name, data, storage, gpus, 
     from ..search import base_spec, create_study
     from ..plans import members
     from ..study import StudyError
-    from .searching import INTERRUPTED, cpu_estimate, execute, prepare_study, refresh_report
+    from .searching import INTERRUPTED, cpu_estimate, execute, parse_per_gpu, prepare_study, refresh_report
     from .training import _load_data
 
     config, gpu_ids, folder, url = prepare_study(study_file, studies_dir, storage, gpus, epochs=epochs,
-                                                 batch_size=batch_size, name=name, source=data, must_exist=True)
+                                                 batch_size=batch_size, name=name, source=data, must_exist=True,
+                                                 per_gpu=parse_per_gpu(per_gpu))
     data, _ = _load_data(config.source, config.base_resolution, quiet, train_size=config.train_size,
                          val_size=config.val_size)
     base = base_spec(config).replace(num_classes=data.num_classes)  # FLOPs as trained
