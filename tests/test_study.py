@@ -7,7 +7,7 @@ from typer.testing import CliRunner
 
 from scaling.cli import app
 from scaling.recipe import Recipe
-from scaling.study import StudyError, _RecipeValues, read_toml, resolve
+from scaling.study import SECTIONS, StudyError, _RecipeValues, _Values, read_toml, resolve
 
 GOOD = """name = "small"
 [data]
@@ -68,6 +68,10 @@ def test_every_value_is_checked_with_file_key_and_range(old, new, message, tmp_p
         read_toml(path)
     text = str(e.value)
     assert text.startswith(f"{path}: ") and message in text and "\n" not in text, text
+
+
+def test_every_key_of_a_study_file_has_a_range():
+    assert set(_Values.model_fields) == {"name"} | {k for keys in SECTIONS.values() for k in keys}
 
 
 def test_recipe_table_has_every_recipe_field():
