@@ -78,7 +78,7 @@ def train_plans(make_plans: Callable, *, study_file, name, data, storage, gpus, 
     fails = series_failures(studies)
     for r in fails.itertuples():
         state = "recovered" if r.recovered else "failed"
-        console.print(f"{state}: {r.study} trial {r.trial} {r.label}: {r.reason}", markup=False)
+        err.print(f"{state}: {r.study} trial {r.trial} {r.label}: {r.reason}", markup=False)  # stdout keeps the rows
     if report:
         refresh_report(config.name, studies_dir, storage)
     return code
