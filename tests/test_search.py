@@ -111,7 +111,7 @@ def test_small_grid_end_to_end_and_resume(study_file, tmp_path):
     for key in ("alpha", "d", "w", "r", "params", "flops", "curve", "images_per_second", "seed", "device",
                 "code_version", "wall_s"):
         assert key in t.user_attrs, key
-    assert "best: (alpha, beta, gamma)" in r.output
+    assert "best by top-1: (alpha, beta, gamma)" in r.output
     # Running it again trains nothing more.
     before = len(study.trials)
     r = CliRunner().invoke(app, ["search", "--study", str(study_file), "-q", "--no-report"])
