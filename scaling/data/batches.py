@@ -113,11 +113,13 @@ class Batches:
     R is the split's ``resolution``; its images are stored at their own sizes (see
     :class:`~.base.Split`). The uint8 images go to the device once (unless streamed);
     each epoch is shuffled with a permutation, and each batch is cut and resized to R on
-    the device in one batched call (``resize``): training batches by a random resized
-    crop per sample (area ``crop_scale`` of the image, aspect ratio in ``crop_ratio``)
-    and a horizontal flip with probability 1/2; evaluation batches, in the split's
-    order, by resizing the whole (square) image, the centre square of the source's
-    image. Images of several stored sizes share a batch padded to the largest.
+    the device: training batches by a random resized crop per sample (area
+    ``crop_scale`` of the image, aspect ratio in ``crop_ratio``) in one batched call
+    (``resize``), and a horizontal flip with probability 1/2; evaluation batches, in the
+    split's order, by resizing the whole (square) image, the centre square of the
+    source's image, bilinear and antialiased (torch's interpolate, as Pillow's resize),
+    one call per stored size. Images of several stored sizes share a batch padded to the
+    largest.
 
     Epoch ``e`` draws its order (on the CPU) and augmentation from ``(seed, e)`` alone,
     so a run is reproducible on the CPU (and on a GPU up to the sampling kernels'
@@ -287,26 +289,29 @@ class Batches:
         canvas = self._canvas(len(idx), side, self.device)
         sides = torch.empty(len(idx), dtype=torch.float32)
         self._fill(canvas, located, sides, self.parts)
-        return canvas, sides.to(self.device), self.labels[idx.to(self.device)]
+        return canvas, sides, self.labels[idx.to(self.device)]
 
     # -- the steps of a batch
 
     def _finish(self, x: torch.Tensor, sides: torch.Tensor | None, gen: torch.Generator) -> torch.Tensor:
-        """uint8 (b, 3, S, S) on the device (image k filling sides[k] of it) -> cut, resized to R,
-        augmented, normalised, channels_last, ``dtype``."""
+        """uint8 (b, 3, S, S) on the device (image k filling sides[k] of it, sides on the CPU) ->
+        cut, resized to R, augmented, normalised, channels_last, ``dtype``."""
         b, r = x.shape[0], self.resolution
         if sides is None and not self.train and x.shape[-1] == r:  # nothing to resample
             x = x.to(dtype=torch.float32, memory_format=torch.channels_last)
             return x.mul_(self._scale).sub_(self._shift).to(self.dtype)
-        size = torch.full((b,), float(x.shape[-1]), device=x.device) if sides is None else sides
         if self.train:
-            boxes, flips = self._crops(b, size, gen)
-        else:
-            zero = torch.zeros_like(size)
-            boxes, flips = torch.stack([zero, zero, size, size], 1), None
-        out = resize_boxes(x.float(), boxes, r, self.resize)
-        if flips is not None:
+            size = torch.full((b,), float(x.shape[-1])) if sides is None else sides
+            boxes, flips = self._crops(b, size.to(self.device), gen)
+            out = resize_boxes(x.float(), boxes, r, self.resize)
             out = torch.where(flips.view(-1, 1, 1, 1), out.flip(-1), out)
+        elif sides is None:
+            out = _resize(x.float(), r)
+        else:  # one call per stored size in the batch
+            out = torch.empty(b, x.shape[1], r, r, device=x.device)
+            for s in sides.unique().tolist():
+                rows = (sides == s).nonzero().flatten().to(x.device)
+                out[rows] = _resize(x[rows, :, : int(s), : int(s)].float(), r)
         out = out.mul_(self._scale).sub_(self._shift)
         return out.to(dtype=self.dtype, memory_format=torch.channels_last)
 
@@ -356,7 +361,15 @@ class Batches:
                 copied[k].record()
                 if i + 1 < len(spans):
                     nxt = pool.submit(gather, 1 - k, *spans[i + 1])
-                yield x, None if sides is None else sides.to(self.device), self.labels[idx.to(self.device)]
+                yield x, sides, self.labels[idx.to(self.device)]
+
+
+def _resize(x: torch.Tensor, size: int) -> torch.Tensor:
+    """Whole images resized to ``size``: bilinear, antialiased when shrinking (as Pillow's and
+    torchvision's resize)."""
+    if x.shape[-1] == size:
+        return x
+    return F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
 
 
 def _fits(need: DeviceNeed, device: torch.device) -> bool:

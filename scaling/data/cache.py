@@ -58,7 +58,7 @@ class NoSpace(OSError):
 
     def __init__(self, folder: Path, needed_bytes: int):
         self.folder, self.needed_bytes = folder, needed_bytes
-        super().__init__(errno.ENOSPC, f"no space left on {folder}: {needed_bytes / 1e6:,.0f} MB needed")
+        super().__init__(errno.ENOSPC, f"no space left on {folder}: {needed_bytes / 1e6:,.1f} MB needed")
 
     def __str__(self) -> str:
         return self.strerror
@@ -109,7 +109,7 @@ def resolve_root(kind: str = "") -> tuple[Path | None, str]:
         (root, why), name = _default_root(), "the user cache folder"
     path = root / kind if root is not None and kind else root
     if path is not None:
-        why = _usable(path)
+        why = _usable(root) or _usable(path)
     return (None, f"{name}: {why}") if why else (path, "")
 
 

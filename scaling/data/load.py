@@ -197,7 +197,7 @@ def check_memory(splits: dict, *, fixed_cap: bool = False) -> MemoryNeed:
     raise DataError(
         f"the data needs {need.total / gb:.2f} GB of memory ({images['train']:,} training and "
         f"{images.get('val', 0):,} held-out images stored at up to {side} px), more than the {avail / gb:.2f} GB "
-        f"of {where}: {' or '.join(options)} would fit")
+        f"of {where}: {', or '.join(options)} would fit")
 
 
 @contextlib.contextmanager
@@ -211,7 +211,7 @@ def _progress(quiet: bool, description: str, total: int) -> Iterator[Callable[[i
 
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                TimeElapsedColumn(), TimeRemainingColumn())
-    with Progress(*columns, auto_refresh=False) as bar:
+    with Progress(*columns, auto_refresh=False, transient=True) as bar:  # the line after it says what was built
         task = bar.add_task(description, total=total)
         last = [0.0]
 
@@ -247,11 +247,17 @@ def _find(root: Path | None, name: str, split: str, source_key: str, need: int) 
         return None
     found = []
     for head in root.glob(cache.entry_glob(name, split)):
-        with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+        stem = head.name[: -len(".json")]
+        try:
             h = json.loads(head.read_text())
             if h.get("source_key") == source_key and h.get("format") == cache.FORMAT and (
                     h["cap"] >= need or not h.get("capped", True)):
-                found.append((h["cap"], head.name[: -len(".json")]))
+                found.append((h["cap"], stem))
+        except FileNotFoundError:  # removed meanwhile
+            continue
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            log.warning("cache entry %s in %s has an unreadable header (%s): rebuilt", stem, root, e)
+            cache.remove(root, stem)
     for _, stem in sorted(found):
         out = cache.read(root, stem)
         if out is not None:
