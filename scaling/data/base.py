@@ -116,13 +116,18 @@ class DataSet:
         train: the training split.
         val: the validation split (the source's ``val/`` or ``test/``).
         name: ``"default"`` or the source's name (its file or folder name).
-        resolution: image size R in pixels of the batches.
+        resolution: image size R in pixels of the batches (both splits are batched at it).
     """
 
     train: Split
     val: Split
     name: str
     resolution: int
+
+    def __post_init__(self) -> None:  # the data set's resolution is its splits' batches'
+        for s in ("train", "val"):
+            if getattr(self, s).resolution != self.resolution:
+                setattr(self, s, getattr(self, s).at(self.resolution))
 
     @property
     def num_classes(self) -> int:
