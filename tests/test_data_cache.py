@@ -237,6 +237,30 @@ def test_streamed_batches_equal_resident_ones_on_a_cpu_gather(monkeypatch):
     assert torch.equal(sides, sides2)
 
 
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("method", ["roi", "grid"])
+def test_streamed_and_resident_batches_of_several_sizes_agree_on_a_gpu(method):
+    """The pinned-buffer path (a split too large for the GPU) gives the resident path's batches."""
+    parts = [_smooth(40, 20, 1), _smooth(30, 28, 2), _smooth(30, 64, 3)]
+    split = Split(parts, torch.arange(100) % 10, [str(i) for i in range(10)], "mixed").at(48)
+    for train in (False, True):
+        res = Batches(split, 16, train=train, device="cuda", stream=False, seed=2, resize=method)
+        st = Batches(split, 16, train=train, device="cuda", stream=True, seed=2, resize=method)
+        assert st.stream and not res.stream and st.parts[0].device.type == "cpu"
+        a, b = list(res), list(st)
+        assert len(a) == len(b) == (6 if train else 7)
+        ya, yb = torch.cat([y for _, y in a]), torch.cat([y for _, y in b])
+        if not train:
+            assert torch.equal(ya, yb)
+            assert all(torch.allclose(x1, x2, atol=1e-5) for (x1, _), (x2, _) in zip(a, b))
+        else:  # the same images each epoch; streamed batches come sorted within each batch
+            assert torch.equal(ya.sort().values, yb.sort().values)
+        cpu = Batches(split, 16, train=False, device="cpu")
+        if not train:
+            assert all(torch.allclose(x1.cpu(), x2, atol=1e-4) for (x1, _), (x2, _) in zip(a, cpu))
+
+
 # ---------------------------------------------------------------------------- memory
 
 

@@ -28,11 +28,11 @@ DEFAULT_RESIZE = "roi"
 
 
 def channel_stats(split: Split, max_images: int = 10_000) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """Per-channel mean and standard deviation of a split's stored pixels in [0, 1].
+    """Per-channel mean and standard deviation in [0, 1] of a split's pixels as its
+    evaluation batches show them (resized to its resolution).
 
-    From at most ``max_images`` evenly spaced images (each image's pixels weigh by their
-    number). Pass the training split's to the ``mean`` and ``std`` of both splits'
-    :class:`Batches`.
+    From at most ``max_images`` evenly spaced images. Pass the training split's to the
+    ``mean`` and ``std`` of both splits' :class:`Batches`.
     """
     n = len(split)
     idx = torch.linspace(0, n - 1, min(n, max_images)).round().long().unique()
@@ -43,7 +43,7 @@ def channel_stats(split: Split, max_images: int = 10_000) -> tuple[tuple[float, 
         rows = idx[(idx >= lo) & (idx < lo + x.shape[0])] - lo
         if not len(rows):
             continue
-        v = x[rows].to(torch.float64).div_(255)
+        v = _resize(x[rows].float(), split.resolution).to(torch.float64).div_(255)
         s1 += v.sum((0, 2, 3))
         s2 += v.square().sum((0, 2, 3))
         count += v[:, 0].numel()
