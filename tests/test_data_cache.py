@@ -539,3 +539,12 @@ def test_cache_command_lists_and_clears(monkeypatch, tiny, data_cache):
     monkeypatch.setenv("SCALING_CACHE", str(tiny / "train" / "cat" / "000.png"))
     r = CliRunner().invoke(app, ["cache"])
     assert r.exit_code == 2 and len(r.output.strip().splitlines()) == 1 and "is a file" in r.output
+
+
+def test_decoding_into_memory_stops_at_the_memory_there_is(tiny, monkeypatch):
+    """Without a cache folder a folder is decoded into memory: refused as it outgrows the limit, not killed."""
+    monkeypatch.setenv(load_module.MEMORY_ENV, "4K")  # half of it: 2 KB, less than the 18 images' 7.3 KB
+    with pytest.raises(DataError, match=r"no cache folder, so it is decoded into memory.*SCALING_MEMORY_LIMIT=4K"):
+        load_data(tiny, 16, cache_dir=False, quiet=True, workers=0)
+    monkeypatch.setenv(load_module.MEMORY_ENV, "1M")
+    assert len(load_data(tiny, 16, cache_dir=False, quiet=True, workers=0).train) == 12

@@ -344,10 +344,11 @@ class Writer:
         root: the data folder, or None.
         stem: the entry's file stem (:func:`entry_stem`).
         expected: the number of images to come (for the space a full disk lacks).
+        budget: in memory, the bytes it may take; past them :class:`MemoryError`.
     """
 
-    def __init__(self, root: Path | None, stem: str, expected: int):
-        self.root, self.stem, self.expected = root, stem, max(1, expected)
+    def __init__(self, root: Path | None, stem: str, expected: int, budget: int | None = None):
+        self.root, self.stem, self.expected, self.budget = root, stem, max(1, expected), budget
         self.parts: dict[int, dict] = {}  # side -> {count, crc32, file, tmp, handle | chunks}
         self.labels: list[np.ndarray] = []
         self.written = 0
@@ -380,6 +381,9 @@ class Writer:
                     self._fail(e)
         images = np.ascontiguousarray(images, dtype=np.uint8)
         if self.root is None:
+            if self.budget is not None and self.written + images.nbytes > self.budget:
+                per_image = (self.written + images.nbytes) / (self.images + images.shape[0])
+                raise MemoryError(int(per_image * self.expected))
             part["chunks"].append(images.copy())
         else:
             view = memoryview(images).cast("B")

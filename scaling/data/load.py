@@ -374,14 +374,23 @@ def _build(src, stems: dict[str, tuple[str, str]], cap: int, root: Path | None, 
             if lst.stray:
                 raise DataError(f"file outside any class folder: {lst.stray[0]} in {src.path}")
     writers: dict[str, cache.Writer] = {}
+    budget = memory_available()[0] // 2 if root is None else None  # no cache folder: both splits in memory
     try:
         for split, lst in listings.items():
-            writers[split] = cache.Writer(root, stems[split][0], len(lst.files))
+            writers[split] = cache.Writer(root, stems[split][0], len(lst.files), budget)
         total = sum(len(lst.files) for lst in listings.values())
         what = " and ".join(lst.folder for lst in listings.values())
         with _progress(quiet, f"decoding {src.name} {what} (stored at up to {cap} px)", total) as advance:
-            failed = build(src, {s: (listings[s], writers[s]) for s in listings}, cap,
-                           strict=strict, workers=workers, advance=advance)
+            try:
+                failed = build(src, {s: (listings[s], writers[s]) for s in listings}, cap,
+                               strict=strict, workers=workers, advance=advance)
+            except MemoryError as e:  # decoding into memory (no cache folder) went past what there is
+                avail, where = memory_available()
+                needed = e.args[0] if e.args and isinstance(e.args[0], int) else 0
+                raise DataError(f"the data needs about {needed / 1e9:.2f} GB of memory or more for one split "
+                                f"(there is no cache folder, so it is decoded into memory), more than half "
+                                f"the {avail / 1e9:.2f} GB of {where}: set SCALING_CACHE to a writable folder, "
+                                "or use a smaller --train-size") from None
         out = {}
         for split, lst in listings.items():
             w, bad = writers[split], failed[split]
