@@ -248,7 +248,7 @@ class Batches:
         if self.stream:
             batches = self._streamed(order, spans)
         elif len(self.parts) == 1:
-            dev_order = order.to(self.device) if order is not None else None
+            dev_order = order.to(self.device, non_blocking=True) if order is not None else None
             batches = ((self.parts[0][lo:hi], None, self.labels[lo:hi]) if order is None else
                        (self.parts[0][dev_order[lo:hi]], None, self.labels[dev_order[lo:hi]]) for lo, hi in spans)
         else:
@@ -275,8 +275,9 @@ class Batches:
         big = canvas.shape[-1]
         for p, pos, rows in located:
             s = self.sides[p]
-            pos_d = pos.to(canvas.device)
-            canvas[pos_d, :, :s, :s] = torch.index_select(source[p], 0, rows.to(source[p].device)).to(canvas.device)
+            pos_d = pos.to(canvas.device, non_blocking=True)
+            rows = rows.to(source[p].device, non_blocking=True)
+            canvas[pos_d, :, :s, :s] = torch.index_select(source[p], 0, rows).to(canvas.device)
             if s < big:
                 canvas[pos_d, :, :s, s] = canvas[pos_d, :, :s, s - 1]
                 canvas[pos_d, :, s, : s + 1] = canvas[pos_d, :, s - 1, : s + 1]
@@ -289,7 +290,7 @@ class Batches:
         canvas = self._canvas(len(idx), side, self.device)
         sides = torch.empty(len(idx), dtype=torch.float32)
         self._fill(canvas, located, sides, self.parts)
-        return canvas, sides, self.labels[idx.to(self.device)]
+        return canvas, sides, self.labels[idx.to(self.device, non_blocking=True)]
 
     # -- the steps of a batch
 
@@ -301,8 +302,10 @@ class Batches:
             x = x.to(dtype=torch.float32, memory_format=torch.channels_last)
             return x.mul_(self._scale).sub_(self._shift).to(self.dtype)
         if self.train:
-            size = torch.full((b,), float(x.shape[-1])) if sides is None else sides
-            boxes, flips = self._crops(b, size.to(self.device), gen)
+            # no blocking copy to the device here: it would wait for the queued training step
+            size = (torch.full((b,), float(x.shape[-1]), device=self.device) if sides is None
+                    else sides.to(self.device, non_blocking=True))
+            boxes, flips = self._crops(b, size, gen)
             out = resize_boxes(x.float(), boxes, r, self.resize)
             out = torch.where(flips.view(-1, 1, 1, 1), out.flip(-1), out)
         elif sides is None:
@@ -310,7 +313,7 @@ class Batches:
         else:  # one call per stored size in the batch
             out = torch.empty(b, x.shape[1], r, r, device=x.device)
             for s in sides.unique().tolist():
-                rows = (sides == s).nonzero().flatten().to(x.device)
+                rows = (sides == s).nonzero().flatten().to(x.device, non_blocking=True)
                 out[rows] = _resize(x[rows, :, : int(s), : int(s)].float(), r)
         out = out.mul_(self._scale).sub_(self._shift)
         return out.to(dtype=self.dtype, memory_format=torch.channels_last)
@@ -361,7 +364,7 @@ class Batches:
                 copied[k].record()
                 if i + 1 < len(spans):
                     nxt = pool.submit(gather, 1 - k, *spans[i + 1])
-                yield x, sides, self.labels[idx.to(self.device)]
+                yield x, sides, self.labels[idx.to(self.device, non_blocking=True)]
 
 
 def _resize(x: torch.Tensor, size: int) -> torch.Tensor:
