@@ -7,9 +7,10 @@ Sections, each on CIFAR-10 (the archive given) and on a generated folder of 2,00
             new worker process would (checksums checked), the Batches on the device and
             the first batch (target <= 1 s of data time);
   epoch     `scaling.train.train` end to end (data on the device, crops and resizes per
-            batch) against the synthetic-input step of bench/train_bench.py with the same
-            network, optimizer, batch and resolution: CIFAR-10 at 128 px, the folder at
-            224 px (target >= 0.95x);
+            batch) against the synthetic-input step (bench/train_bench.py's, with the
+            data's classes) with the same network, optimizer, batch and resolution:
+            CIFAR-10 at 128 px, the folder at 224 px, eager and with CUDA graphs (target
+            >= 0.95x);
   resize    the two batched resize methods of scaling.data.batches (roi_align and
             grid_sample) for the same batches, so the default can be re-measured on a GPU.
 
@@ -58,36 +59,52 @@ def _spec(name: str, res: int, classes: int):
 
 
 def synthetic_speed(spec, res: int, batch: int, dev: torch.device, graph: bool) -> dict:
-    """Images per second of the training step on synthetic input (bench/train_bench.py's on a GPU)."""
+    """Images per second of the training step on synthetic input: bench/train_bench.py's step
+    (bf16 autocast, channels_last, the proxy recipe's SGD; the CUDA-graph step with ``graph``),
+    with the data's classes, timed over 40 steps after 15 (2 and 4 on the CPU)."""
     from scaling.model import EfficientNet
-
-    if dev.type == "cuda":
-        sys.path.insert(0, str(Path(__file__).resolve().parent))
-        from train_bench import step_speed
-
-        torch.manual_seed(0)
-        return step_speed(EfficientNet(spec), res, batch, optimizer="sgd", graph=graph)
     from scaling.recipe import Recipe
-    from scaling.train import make_optimizer
+    from scaling.step import GraphStep
+    from scaling.train import compute_loss, make_optimizer
 
+    cuda = dev.type == "cuda"
     torch.manual_seed(0)
-    model = EfficientNet(spec).train()
-    opt = make_optimizer(model, Recipe(batch_size=batch))
-    x = torch.randn(batch, 3, res, res).contiguous(memory_format=torch.channels_last)
-    y = torch.randint(0, spec.num_classes, (batch,))
+    model = EfficientNet(spec).to(dev).train()
+    if cuda:
+        model = model.to(memory_format=torch.channels_last)
+    recipe = Recipe(batch_size=batch)
+    lr_t = torch.tensor(recipe.peak_lr(), device=dev) if graph else None
+    opt = make_optimizer(model, recipe, lr_t)
+    x = torch.randn(batch, 3, res, res, device=dev).contiguous(memory_format=torch.channels_last)
+    y = torch.randint(0, spec.num_classes, (batch,), device=dev)
+    loss_fn = lambda o, t: compute_loss(o, t, recipe.label_smoothing)  # noqa: E731
+    graphed = GraphStep(model, opt, lr_t, loss_fn, x, y, amp=cuda) if graph else None
 
     def one():
+        if graphed is not None:
+            graphed(x, y, recipe.peak_lr())
+            return
         opt.zero_grad(set_to_none=True)
-        F.cross_entropy(model(x).float(), y, label_smoothing=0.1).backward()
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=cuda):
+            loss = loss_fn(model(x), y)
+        loss.backward()
         opt.step()
 
-    for _ in range(2):
+    warmup, steps = (15, 40) if cuda else (2, 4)
+    for _ in range(warmup):
         one()
-    steps = 4
+    _sync(dev)
     t0 = time.perf_counter()
     for _ in range(steps):
         one()
-    return dict(images_per_second=batch * steps / (time.perf_counter() - t0))
+    _sync(dev)
+    ips = batch * steps / (time.perf_counter() - t0)
+    if graphed is not None:
+        graphed.release()
+    del model, opt, graphed
+    if cuda:
+        torch.cuda.empty_cache()
+    return dict(images_per_second=ips)
 
 
 def end_to_end(spec, data, batch: int, epochs: int, dev: torch.device, graph: bool) -> dict:
