@@ -169,12 +169,23 @@ def build(source, jobs: dict[str, tuple[Listing, Writer]], cap: int, *, strict: 
 
     def collect(split: str, results: list[tuple[int, object]]) -> None:
         lst, writer = jobs[split]
+        run: list[tuple[int, np.ndarray]] = []  # consecutive images of one size: written at once
+
+        def write() -> None:
+            if run:
+                writer.add(np.stack([im for _, im in run]), np.array([lst.files[r][1] for r, _ in run]))
+                run.clear()
+
         for row, image, *capped in results:
             if isinstance(image, str):
+                write()
                 bad(split, row, image)
-            else:
-                writer.add(image[None], np.array([lst.files[row][1]]))
-                writer.capped |= capped[0]
+                continue
+            if run and run[0][1].shape != image.shape:
+                write()
+            run.append((row, image))
+            writer.capped |= capped[0]
+        write()
         advance(len(results))
 
     # Results are written in the order the chunks were sent (the source's order of its
