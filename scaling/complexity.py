@@ -206,20 +206,27 @@ def count_traced(spec: NetworkSpec) -> Complexity:
 # ---------------------------------------------------------------------------- cache
 
 
-def default_cache_dir() -> Path:
-    root = os.environ.get("SCALING_CACHE") or Path.home() / ".cache" / "scaling"
-    return Path(root)
+def default_cache_dir() -> Path | None:
+    """``ROOT/counts`` of the one cache root (:func:`scaling.data.cache.cache_root`); None
+    (said once, in a warning) when that cannot be used: the counts are then kept in memory."""
+    from .data.cache import cache_root
+
+    return cache_root("counts")
 
 
 class CountCache:
-    """Counts on disk, one JSON file keyed by the network (its architecture key)."""
+    """Counts on disk, one JSON file keyed by the network (its architecture key); in memory
+    only when there is no usable cache folder."""
 
     def __init__(self, directory: str | Path | None = None):
-        self.path = Path(directory or default_cache_dir()) / f"complexity-v{COUNT_VERSION}.json"
+        folder = Path(directory) if directory is not None else default_cache_dir()
+        self.path = folder / f"complexity-v{COUNT_VERSION}.json" if folder is not None else None
         self._data: dict[str, dict] | None = None
         self._dirty = False
 
     def _load(self) -> dict[str, dict]:
+        if self._data is None and self.path is None:
+            self._data = {}
         if self._data is None:
             try:
                 self._data = json.loads(self.path.read_text())
@@ -236,7 +243,7 @@ class CountCache:
         self._dirty = True
 
     def save(self) -> None:
-        if not self._dirty:
+        if not self._dirty or self.path is None:
             return
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)

@@ -96,7 +96,22 @@ def _cache(data_cache):
 
 
 def _entries(cache: Path) -> dict[str, int]:
-    return {p.name: p.stat().st_mtime_ns for p in sorted(cache.iterdir())}
+    """The files of the data cache under the root ``cache`` (lock files aside), with their modification
+    times (headers aside: using an entry touches its header)."""
+    return {p.name: 0 if p.suffix == ".json" else p.stat().st_mtime_ns for p in sorted((cache / "data").iterdir())
+            if not p.name.endswith(".lock")}
+
+
+def _same(a: Split, b: Split) -> bool:
+    """Equal stored images (every part) and labels."""
+    return (len(a.parts) == len(b.parts) and all(torch.equal(x, y) for x, y in zip(a.parts, b.parts))
+            and torch.equal(a.labels, b.labels))
+
+
+def _eval_images(split: Split) -> torch.Tensor:
+    """The split's evaluation batches at its resolution, as pixel values in [0, 255]."""
+    b = Batches(split, 64, train=False, device="cpu")
+    return torch.cat([_values(x, b) for x, _ in b])
 
 
 # ---------------------------------------------------------------------------- the default set
@@ -107,8 +122,7 @@ def test_default_is_deterministic():
     b = load_data("default", 24, cache_dir=False, train_size=120, val_size=40, quiet=True)
     c = load_data(None, 24, cache_dir=False, train_size=120, val_size=40, seed=1, quiet=True)
     for s in ("train", "val"):
-        assert torch.equal(getattr(a, s).images, getattr(b, s).images)
-        assert torch.equal(getattr(a, s).labels, getattr(b, s).labels)
+        assert _same(getattr(a, s), getattr(b, s))
         assert getattr(a, s).fingerprint == getattr(b, s).fingerprint != getattr(c, s).fingerprint
         assert not torch.equal(getattr(a, s).images, getattr(c, s).images)
     assert not torch.equal(a.train.images[:40], a.val.images)  # the splits are separate draws
@@ -117,8 +131,11 @@ def test_default_is_deterministic():
 def test_default_counts_and_balanced_classes(data_cache):
     data = load_data(None, 16, quiet=True)
     assert isinstance(data, DataSet) and data.name == "default" and data.resolution == 16
-    assert data.train.images.shape == (5000, 3, 16, 16) and data.train.images.dtype == torch.uint8
-    assert data.val.images.shape == (1000, 3, 16, 16)
+    # stored once at the smallest cap holding 16 px, batched at 16 px
+    assert data.train.images.shape == (5000, 3, 32, 32) and data.train.images.dtype == torch.uint8
+    assert data.val.images.shape == (1000, 3, 32, 32) and data.train.resolution == data.val.resolution == 16
+    x, _ = next(iter(Batches(data.val, 10, train=False, device="cpu")))
+    assert x.shape == (10, 3, 16, 16)
     assert data.num_classes == 10 and data.train.classes == data.val.classes == synthetic.class_names(10)
     assert data.train.classes[:3] == ["disc_vertical", "disc_horizontal", "square_vertical"]
     assert data.train.counts() == [500] * 10 and data.val.counts() == [100] * 10
@@ -161,11 +178,12 @@ def test_default_fine_texture_needs_resolution():
 def test_default_is_cached(data_cache, monkeypatch):
     first = load_data(None, 16, train_size=50, val_size=20, quiet=True)
     before = _entries(data_cache)
-    assert len(before) == 6  # images, labels, note for each split
-    monkeypatch.setattr(synthetic, "generate", lambda *a, **k: pytest.fail("drew again"))
+    assert len(before) == 6  # images, labels, header for each split
+    monkeypatch.setattr(synthetic, "render", lambda *a, **k: pytest.fail("drew again"))
     second = load_data(None, 16, train_size=50, val_size=20, quiet=True)
+    third = load_data(None, 30, train_size=50, val_size=20, quiet=True)  # the one cache serves 30 px too
     assert _entries(data_cache) == before
-    assert torch.equal(first.train.images, second.train.images)
+    assert _same(first.train, second.train) and _same(first.train, third.train) and third.resolution == 30
 
 
 # ---------------------------------------------------------------------------- folders and archives
@@ -174,10 +192,13 @@ def test_default_is_cached(data_cache, monkeypatch):
 def _check_tiny(data: DataSet):
     assert data.train.classes == data.val.classes == list(CLASSES)
     assert data.train.counts() == [4, 4, 4] and data.val.counts() == [2, 2, 2]
-    assert data.train.images.shape == (12, 3, 16, 16) and data.val.images.shape == (6, 3, 16, 16)
+    # each image at its own size, the centre square of its shorter side: 9, 14, 25 and 32 px
+    assert data.train.sides == [9, 14, 25, 32] and [len(x) for x in data.train.parts] == [3, 3, 3, 3]
+    assert data.val.sides == [9, 14]
     assert data.train.skipped == sorted(BAD)
     assert data.val.skipped == []
-    for x, y in zip(data.val.images, data.val.labels):  # each class's colour survives
+    for x, y in zip(_eval_images(data.val), data.val.labels):  # each class's colour survives, at 16 px
+        assert x.shape == (3, 16, 16)
         colour = np.array(COLOURS[CLASSES[y]])
         assert np.abs(x.float().mean((1, 2)).numpy() - colour).max() < 12
 
@@ -197,14 +218,13 @@ def test_archive_matches_folder(tiny, tmp_path, compress, wrap):
     prefix = f"{wrap}/" if wrap else ""
     assert archive.train.skipped == [prefix + p for p in sorted(BAD)]
     for s in ("train", "val"):
-        assert torch.equal(getattr(from_folder, s).images, getattr(archive, s).images)
-        assert torch.equal(getattr(from_folder, s).labels, getattr(archive, s).labels)
+        assert _same(getattr(from_folder, s), getattr(archive, s))
 
 
 def test_worker_processes_give_the_same_tensors(tiny, tmp_path):
     one = load_data(tiny, 16, quiet=True, workers=0, cache_dir=tmp_path / "a")
     two = load_data(tiny, 16, quiet=True, workers=2, cache_dir=tmp_path / "b")
-    assert torch.equal(one.train.images, two.train.images) and one.train.skipped == two.train.skipped
+    assert _same(one.train, two.train) and one.train.skipped == two.train.skipped
 
 
 def test_resize_is_centre_square_then_bilinear(tmp_path):
@@ -214,10 +234,14 @@ def test_resize_is_centre_square_then_bilinear(tmp_path):
     wide[:, :20, 0] = wide[:, 20:40, 1] = wide[:, 40:, 2] = 255
     Image.fromarray(wide).save(root / "val" / "cat" / "001.png")
     data = load_data(root, 12, quiet=True)
-    x = data.val.images[1].float()  # val/cat/000.png, then val/cat/001.png
-    assert x[1, :, 3:9].min() == 255 and x[0, :, 3:9].max() == 0  # green middle
+    assert data.val.sides == [14, 30]  # val/cat/000.png is 20 x 14; the wide one 60 x 30
+    stored = data.val.parts[1][0].float()  # its centre square, columns 15..45: red 15..20, blue 40..45
+    assert stored[1, :, 5:25].min() == 255 and stored[0, :, :5].min() == 255 and stored[2, :, 25:].min() == 255
+    x = _eval_images(data.val)[-1]  # the split runs by stored size; resized to 12 px on the device
+    assert torch.equal(data.val.labels, torch.tensor([0, 1, 2, 0]))
+    assert x[1, :, 3:9].min() > 254.9 and x[0, :, 3:9].max() < 0.1  # green middle
     assert x[0, :, 0].min() > 100 and x[2, :, -1].min() > 100  # a sliver of red left, of blue right
-    assert x[2, :, 0].max() == 0 and x[0, :, -1].max() == 0
+    assert x[2, :, 0].max() < 0.1 and x[0, :, -1].max() < 0.1
 
 
 def test_strict_raises_on_the_first_bad_file(tiny, tmp_path):
@@ -228,7 +252,7 @@ def test_strict_raises_on_the_first_bad_file(tiny, tmp_path):
         load_data(tiny, 16, strict=True, quiet=True, workers=0)
     with pytest.raises(DataError, match="bad image train/"):  # whichever worker reports first
         load_data(tiny, 16, strict=True, quiet=True, workers=2)
-    assert not any(p for p in (tiny.parent / "cache").iterdir() if "tmp" in p.name)
+    assert not any(p for p in (tiny.parent / "cache").rglob("*") if "tmp" in p.name)
 
 
 def test_strict_refuses_a_cache_with_skipped_files(tiny, data_cache):
@@ -242,7 +266,7 @@ def test_empty_class_folder_is_an_error(tiny, data_cache):
     (tiny / "val" / "fox").mkdir()  # after a load: the cached entry must not hide it
     with pytest.raises(DataError, match="empty class folder val/fox/"):
         load_data(tiny, 16, quiet=True)
-    assert not any(data_cache.glob("*tmp*")), "temporary files left behind"
+    assert not any(data_cache.rglob("*tmp*")), "temporary files left behind"
 
 
 def test_hidden_files_and_folders_are_ignored(tiny):
@@ -284,29 +308,32 @@ def test_test_folder_serves_as_val_and_classes_must_match(tmp_path):
 def test_cache_is_hit_the_second_time(tiny, data_cache, monkeypatch):
     first = load_data(tiny, 16, quiet=True)
     before = _entries(data_cache)
-    assert len(before) == 6  # three files per split and not any("tmp" in name for name in before)
+    # per split: a header, labels and a file per stored size (train 4, val 2)
+    assert len(before) == 2 + 2 + 4 + 2 and not any("tmp" in name for name in before)
     monkeypatch.setattr(load_module, "build", lambda *a, **k: pytest.fail("decoded again"))
     second = load_data(tiny, 16, quiet=True)
-    assert _entries(data_cache) == before
-    assert torch.equal(first.train.images, second.train.images) and second.train.skipped == first.train.skipped
+    assert _same(first.train, second.train) and second.train.skipped == first.train.skipped
     assert second.train.fingerprint == first.train.fingerprint
+    # another resolution is the same entry: no image is capped, so any cap would store the same
+    for r in (20, 64, 300):
+        assert load_data(tiny, r, quiet=True).train.resolution == r
+    assert _entries(data_cache) == before
     monkeypatch.undo()
     monkeypatch.setenv("SCALING_CACHE", str(data_cache))
-    # another resolution, or a changed file, is another entry
-    assert load_data(tiny, 20, quiet=True).train.images.shape[-1] == 20
+    # a changed file is another entry
     target = tiny / "train" / "cat" / "000.png"
     os.utime(target, ns=(time.time_ns(), time.time_ns() + 10**9))
     third = load_data(tiny, 16, quiet=True)
     assert third.train.fingerprint != first.train.fingerprint
     assert third.val.fingerprint == first.val.fingerprint  # the val folder did not change
-    assert len(_entries(data_cache)) == 6 + 6 + 3
+    assert len([n for n in _entries(data_cache) if n.endswith(".json")]) == 3
 
 
 def test_subsets_of_a_real_source_are_stratified(tiny):
     data = load_data(tiny, 16, train_size=6, val_size=3, seed=2, quiet=True)
     assert data.train.counts() == [2, 2, 2] and data.val.counts() == [1, 1, 1]
     again = load_data(tiny, 16, train_size=6, val_size=3, seed=2, quiet=True)
-    assert torch.equal(data.train.images, again.train.images)
+    assert _same(data.train, again.train) and sum(len(x) for x in data.train.parts) == 6
     with pytest.raises(DataError, match="train_size=13"):
         load_data(tiny, 16, train_size=13, quiet=True)
 
@@ -314,18 +341,20 @@ def test_subsets_of_a_real_source_are_stratified(tiny):
 @pytest.mark.skipif(not CIFAR.exists(), reason=f"CIFAR-10 archive not found at {CIFAR}")
 def test_cifar10_archive(tmp_path):
     t = time.perf_counter()
-    data = load_data(CIFAR, 32, cache_dir=tmp_path, quiet=True)
+    data = load_data(CIFAR, 128, cache_dir=tmp_path, quiet=True)
     built = time.perf_counter() - t
     assert data.name == "cifar10-jpeg"
     assert data.train.classes == data.val.classes == CIFAR_CLASSES
+    # stored once at their own 32 px, whatever the resolution asked: 184 MB
     assert data.train.images.shape == (50_000, 3, 32, 32) and data.val.images.shape == (10_000, 3, 32, 32)
     assert data.train.counts() == [5000] * 10 and data.val.counts() == [1000] * 10
     assert data.train.skipped == [] and data.val.skipped == []
     t = time.perf_counter()
-    again = load_data(CIFAR, 32, cache_dir=tmp_path, quiet=True)
+    again = load_data(CIFAR, 224, cache_dir=tmp_path, quiet=True)
     loaded = time.perf_counter() - t
-    assert loaded < 2.0 and torch.equal(again.val.images, data.val.images)
-    print(f"CIFAR-10 at 32 px: built in {built:.1f} s, loaded from the cache in {loaded * 1000:.0f} ms")
+    assert _same(again.val, data.val) and again.resolution == 224
+    assert len(list(tmp_path.glob("*.json"))) == 2
+    print(f"CIFAR-10: built in {built:.1f} s, loaded from the cache at another resolution in {loaded * 1000:.0f} ms")
 
 
 # ---------------------------------------------------------------------------- batches

@@ -151,7 +151,7 @@ def train(
         ds, data_s = _load_data(data, spec.resolution, quiet, train_size=train_size, val_size=val_size)
         if child and rank == 0:
             distributed.barrier()
-        if ds.train.images.shape[0] < rec.batch_size:
+        if len(ds.train) < rec.batch_size:
             raise typer.BadParameter(f"{rec.batch_size} exceeds the {len(ds.train)} training images",
                                      param_hint="--batch-size")
         try:

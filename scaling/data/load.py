@@ -1,12 +1,21 @@
-"""`load_data`: the default data set or a folder/archive, at one resolution, through the cache."""
+"""`load_data`: the default data set or a folder/archive, decoded once into one cache per source.
+
+The cache holds each image once, at its own size (large images capped, see
+:func:`cap_for`), whatever resolution a trial asks for: :class:`~.batches.Batches` cuts
+the batches at that resolution on the device. Before the images are read, what they
+take in memory is checked against what there is (:func:`memory_available`): a data set
+that cannot fit is refused in one line saying what would fit, never killed.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
-import tempfile
+import re
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator, Literal
 
@@ -23,6 +32,18 @@ log = logging.getLogger(__name__)
 DEFAULT_SIZES = {"train": 5000, "val": 1000}
 DEFAULT_CLASSES = 10
 SPLITS = ("train", "val")
+MEMORY_ENV = "SCALING_MEMORY_LIMIT"
+FOLDER_CAP = 256  # the smallest cap of a folder's cache: photos are kept at up to 256 px at least
+CAPS = (32, 64, 128, 256, 384, 512, 768, 1024, 1536, 2048, 3072, 4096)
+
+
+def cap_for(resolution: int, floor: int = 32) -> int:
+    """The stored side's cap for a need of ``resolution`` px: the first of :data:`CAPS` from
+    ``floor`` that holds it (beyond them, the next multiple of 1024)."""
+    for c in CAPS:
+        if c >= max(resolution, floor):
+            return c
+    return -(-int(resolution) // 1024) * 1024
 
 
 def load_data(
@@ -36,17 +57,18 @@ def load_data(
     train_size: int | None = None,
     val_size: int | None = None,
     workers: int | None = None,
+    max_resolution: int | None = None,
 ) -> DataSet:
-    """Load a data set at one resolution, decoding it only the first time.
+    """Load a data set, batched at one resolution, decoding it only the first time.
 
     Args:
         source: ``None`` or ``"default"`` for the embedded default data set (see
             :mod:`scaling.data.synthetic`); else a folder or a tar archive (optionally
             compressed) in the ImageFolder layout: ``train/<class>/*`` and ``val/<class>/*``
             (or ``validation/``, else ``test/``), at the root or inside one top folder.
-        resolution: image size R; images are R x R.
-        cache_dir: where decoded splits are kept (default ``$SCALING_CACHE``, else
-            ``~/.cache/scaling/data``); ``False``: no cache, everything in memory.
+        resolution: image size R of the batches; images are R x R.
+        cache_dir: the data cache folder (default ``ROOT/data`` of :func:`.cache.cache_root`);
+            ``False``: no cache, everything in memory.
         strict: raise :class:`DataError` at the first file that cannot be used, instead
             of skipping it (also for a cache built earlier with skipped files).
         quiet: no progress bar while decoding.
@@ -56,47 +78,126 @@ def load_data(
             5,000), or a class-stratified random subset of a real source's training split.
         val_size: likewise for the validation split (default set: 1,000).
         workers: decoding processes (default: the CPUs this process may use; 0: none).
+        max_resolution: the largest resolution the caller will ask of this source (a
+            study's): the cache is made for it, so that every smaller one reuses it.
 
     Returns:
-        A :class:`DataSet`; images of cached splits are memory-mapped.
+        A :class:`DataSet` at ``resolution``; images of cached splits are memory-mapped.
+        ``data.at(r)`` is the same data at another resolution, at no cost.
 
     Raises:
-        DataError: missing source or split, no or empty class folders, classes of the
-            two splits that differ, a bad file when ``strict``, a subset larger than
-            its split.
+        DataError: missing source or split, fewer than two, no or empty class folders,
+            classes of the two splits that differ, a bad file when ``strict``, a subset
+            larger than its split, more images than the memory there is.
+        cache.NoSpace: the disk of the cache folder is full (an ``OSError``, ENOSPC).
 
     Example:
         >>> data = load_data(None, 32, cache_dir=False, train_size=100, val_size=20, quiet=True)
-        >>> data.train.images.shape, data.num_classes
-        (torch.Size([100, 3, 32, 32]), 10)
+        >>> data.resolution, len(data.train), data.num_classes
+        (32, 100, 10)
     """
     if int(resolution) != resolution or resolution < 8:
         raise ValueError(f"resolution must be an integer of at least 8, got {resolution}")
     for name, n in (("train_size", train_size), ("val_size", val_size)):
         if n is not None and n < 1:
             raise ValueError(f"{name} must be positive, got {n}")
-    with _cache_folder(cache_dir) as (root, in_memory):
-        if source is None or (isinstance(source, str) and source == "default"):
-            sizes = {"train": train_size or DEFAULT_SIZES["train"], "val": val_size or DEFAULT_SIZES["val"]}
-            splits = {s: _default_split(s, sizes[s], resolution, seed, root, quiet) for s in SPLITS}
-            name = "default"
-        else:
-            splits, name = _source_splits(Path(source).expanduser(), resolution, root, strict, quiet, workers)
-            splits = {"train": _subset(splits["train"], train_size, seed, "train"),
-                      "val": _subset(splits["val"], val_size, seed, "val")}
-        if in_memory:  # the temporary folder goes away: keep the tensors, not the mapping
-            for s in splits.values():
-                s.images = s.images.clone()
-    return DataSet(train=splits["train"], val=splits["val"], name=name, resolution=resolution)
-
-
-@contextlib.contextmanager
-def _cache_folder(cache_dir) -> Iterator[tuple[Path, bool]]:
-    if cache_dir is False:
-        with tempfile.TemporaryDirectory(prefix="scaling-data-") as tmp:
-            yield Path(tmp), True
+    need = max(int(resolution), int(max_resolution or 0))
+    root = None if cache_dir is False else cache.data_folder(cache_dir)
+    if source is None or (isinstance(source, str) and source == "default"):
+        sizes = {"train": train_size or DEFAULT_SIZES["train"], "val": val_size or DEFAULT_SIZES["val"]}
+        cap = _default_cap(root, sizes, seed, need)
+        check_memory({s: (sizes[s], cap) for s in SPLITS}, fixed_cap=True)
+        splits = {s: _default_split(s, sizes[s], cap, seed, root, quiet) for s in SPLITS}
+        name = "default"
     else:
-        yield cache.cache_root(cache_dir), False
+        splits, name = _source_splits(Path(source).expanduser(), need, root, strict, quiet, workers)
+        splits = {"train": _subset(splits["train"], train_size, seed, "train"),
+                  "val": _subset(splits["val"], val_size, seed, "val")}
+        check_memory({s: splits[s] for s in SPLITS})
+    return DataSet(train=splits["train"].at(resolution), val=splits["val"].at(resolution), name=name,
+                   resolution=int(resolution))
+
+
+# ---------------------------------------------------------------------------- memory
+
+
+def _parse_bytes(text: str) -> int:
+    m = re.fullmatch(r"\s*([0-9.]+)\s*([kKmMgGtT]?)[iI]?[bB]?\s*", text)
+    if not m:
+        raise DataError(f"{MEMORY_ENV}={text!r}: give bytes, or a size such as 500M or 4G")
+    return int(float(m.group(1)) * 1024 ** " KMGT".index(m.group(2).upper() or " "))
+
+
+def memory_available() -> tuple[int, str]:
+    """Host memory the data may take, in bytes, and where the figure comes from.
+
+    ``$SCALING_MEMORY_LIMIT`` (bytes, or ``500M``, ``4G``) when set; else the system's
+    available memory (``MemAvailable``), lowered to what a cgroup limit leaves.
+    """
+    env = os.environ.get(MEMORY_ENV)
+    if env:
+        return _parse_bytes(env), f"{MEMORY_ENV}={env}"
+    avail, where = None, "available memory"
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                avail = int(line.split()[1]) * 1024
+    with contextlib.suppress(OSError, ValueError):
+        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+        if limit != "max":
+            left = int(limit) - int(Path("/sys/fs/cgroup/memory.current").read_text())
+            if avail is None or left < avail:
+                avail, where = left, "memory left under the cgroup limit"
+    if avail is None:
+        import psutil  # noqa: F401  (only where /proc is missing)
+
+        avail = psutil.virtual_memory().available
+    return avail, where
+
+
+@dataclass
+class MemoryNeed:
+    """What a data set takes in memory: its stored images, by split."""
+
+    images: dict[str, int]  # split -> number of images
+    bytes: dict[str, int]  # split -> bytes of its stored images
+    largest_side: int  # the largest stored side
+
+    @property
+    def total(self) -> int:
+        return sum(self.bytes.values())
+
+
+def check_memory(splits: dict, *, fixed_cap: bool = False) -> MemoryNeed:
+    """Refuse (:class:`DataError`, one line) data whose stored images exceed the host's memory.
+
+    ``splits``: split -> :class:`Split`, or (images, side) of a split yet to be drawn.
+    The line names the size, what there is, and what would fit: fewer training images
+    (``--train-size``) or a lower resolution.
+    """
+    images, nbytes, side = {}, {}, 0
+    for s, x in splits.items():
+        if isinstance(x, Split):
+            images[s], nbytes[s], side = len(x), x.nbytes, max(side, *x.sides)
+        else:
+            n, cap = x
+            images[s], nbytes[s], side = n, n * 3 * cap * cap, max(side, cap)
+    need = MemoryNeed(images, nbytes, side)
+    avail, where = memory_available()
+    if need.total <= avail:
+        return need
+    per_image = nbytes["train"] / max(1, images["train"])
+    fit = int((avail - nbytes.get("val", 0)) // per_image) if per_image else 0
+    options = [f"--train-size {fit:,} or fewer" if fit >= 1 else "a smaller --val-size"]
+    lower = [c for c in CAPS if c < side and sum(images.values()) * 3 * c * c <= avail]
+    if lower:
+        options.append(f"a resolution of at most {lower[-1]} px" if fixed_cap else
+                       f"a study at most {lower[-1]} px (images stored at up to {lower[-1]} px)")
+    gb = 1e9
+    raise DataError(
+        f"the data needs {need.total / gb:.2f} GB of memory ({images['train']:,} training and "
+        f"{images.get('val', 0):,} held-out images stored at up to {side} px), more than the {avail / gb:.2f} GB "
+        f"of {where}: {', or '.join(options)} would fit")
 
 
 @contextlib.contextmanager
@@ -110,7 +211,7 @@ def _progress(quiet: bool, description: str, total: int) -> Iterator[Callable[[i
 
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                TimeElapsedColumn(), TimeRemainingColumn())
-    with Progress(*columns, auto_refresh=False) as bar:
+    with Progress(*columns, auto_refresh=False, transient=True) as bar:  # the line after it says what was built
         task = bar.add_task(description, total=total)
         last = [0.0]
 
@@ -125,50 +226,120 @@ def _progress(quiet: bool, description: str, total: int) -> Iterator[Callable[[i
         bar.refresh()
 
 
+def _built(quiet: bool, what: str, header: dict, root: Path | None) -> None:
+    """Say what a build made and where (stderr): the cache's size on disk."""
+    if quiet:
+        return
+    from rich.console import Console
+
+    size = sum(p["bytes"] for p in header["parts"]) / 1e6
+    sides = ", ".join(f"{p['count']:,} at {p['side']} px" for p in header["parts"][:4])
+    more = f" and {len(header['parts']) - 4} more sizes" if len(header["parts"]) > 4 else ""
+    where = f"in {root}" if root is not None else "in memory (no cache folder)"
+    Console(stderr=True).print(f"cached {what}: {size:,.1f} MB {where} ({sides}{more}), "
+                               f"{header['build_seconds']:.1f} s", markup=False, highlight=False)
+
+
+def _find(root: Path | None, name: str, split: str, source_key: str, need: int) -> tuple[Split, dict] | None:
+    """An entry of this source and split that serves ``need`` px: its cap holds it, or no
+    image was capped (each at its own size, as any larger cap would store it); the smallest."""
+    if root is None:
+        return None
+    found = []
+    for head in root.glob(cache.entry_glob(name, split)):
+        stem = head.name[: -len(".json")]
+        try:
+            h = json.loads(head.read_text())
+            if h.get("source_key") == source_key and h.get("format") == cache.FORMAT and (
+                    h["cap"] >= need or not h.get("capped", True)):
+                found.append((h["cap"], stem))
+        except FileNotFoundError:  # removed meanwhile
+            continue
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            log.warning("cache entry %s in %s has an unreadable header (%s): rebuilt", stem, root, e)
+            cache.remove(root, stem)
+    for _, stem in sorted(found):
+        out = cache.read(root, stem)
+        if out is not None:
+            return out
+    return None
+
+
 # ---------------------------------------------------------------------------- default
 
 
-def _default_split(split: str, n: int, resolution: int, seed: int, root: Path, quiet: bool) -> Split:
-    key = cache.digest("default", synthetic.VERSION, seed, split, n, DEFAULT_CLASSES, resolution)
-    stem = cache.entry_stem("default", split, resolution, key)
-    found = cache.read(root, stem)
-    if found is not None:
-        return found[0]
-    writer = cache.Writer(root, stem, n, resolution)
-    try:
-        with _progress(quiet or n * resolution**2 < 2**24, f"drawing default {split} at {resolution} px", n) as advance:
-            _, labels = synthetic.generate(n, resolution, seed=seed, split=split, num_classes=DEFAULT_CLASSES,
-                                           out=torch.from_numpy(writer.images), progress=advance)
-        writer.labels[:] = labels.numpy()
-        classes = synthetic.class_names(DEFAULT_CLASSES)
-        note = dict(key=key, source="default", split=split, folder=None, seed=seed, version=synthetic.VERSION,
-                    classes=classes, counts=np.bincount(writer.labels, minlength=len(classes)).tolist(), skipped=[])
-        return writer.commit(note)[0]
-    except BaseException:
-        writer.discard()
-        raise
+def _default_key(split: str, n: int, seed: int) -> str:
+    return cache.digest("default", synthetic.VERSION, seed, split, n, DEFAULT_CLASSES)
+
+
+def _default_cap(root: Path | None, sizes: dict, seed: int, need: int) -> int:
+    """The cap (= stored side) of the default set for ``need``: an existing entry's, else a new one's."""
+    if root is None:
+        return cap_for(need)
+    caps = []
+    for split in SPLITS:
+        key = _default_key(split, sizes[split], seed)
+        have = set()
+        for head in root.glob(cache.entry_glob("default", split)):
+            m = re.search(r"-cap(\d+)-([0-9a-f]+)\.json$", head.name)
+            if m and int(m.group(1)) >= need and m.group(2) == cache.digest(key, int(m.group(1))):
+                have.add(int(m.group(1)))
+        caps.append(have)
+    common = sorted(caps[0] & caps[1])
+    # an existing larger one serves, unless it is more than twice the size a new one would be
+    return common[0] if common and common[0] <= 2 * cap_for(need) else cap_for(need)
+
+
+def _default_split(split: str, n: int, cap: int, seed: int, root: Path | None, quiet: bool) -> Split:
+    source_key = _default_key(split, n, seed)
+    key = cache.digest(source_key, cap)
+    stem = cache.entry_stem("default", split, cap, key)
+    with cache.locked(root, stem):
+        found = cache.read(root, stem) if root is not None else None
+        if found is not None:
+            return found[0]
+        writer = cache.Writer(root, stem, n)
+        try:
+            params = synthetic.draw_params(n, seed, split, DEFAULT_CLASSES)
+            chunk = max(16, (1 << 21) // (cap * cap))
+            with _progress(quiet or n * cap**2 < 2**24, f"drawing default {split} at {cap} px", n) as advance:
+                for lo in range(0, n, chunk):
+                    part = {k: v[lo: lo + chunk] for k, v in params.items()}
+                    writer.add(synthetic.render(part, cap).numpy(), part["labels"])
+                    advance(len(part["labels"]))
+            classes = synthetic.class_names(DEFAULT_CLASSES)
+            note = dict(key=key, source_key=source_key, cap=cap, capped=True, source="default", split=split,
+                        folder=None, seed=seed, version=synthetic.VERSION, classes=classes,
+                        counts=np.bincount(params["labels"], minlength=len(classes)).tolist(), skipped=[])
+            out, header = writer.commit(note)
+        except BaseException:
+            writer.discard()
+            raise
+    _built(quiet or n * cap**2 < 2**24, f"default {split} ({n:,} images)", header, root)
+    return out
 
 
 # ---------------------------------------------------------------------------- folders and archives
 
 
-def _source_splits(path: Path, resolution: int, root: Path, strict: bool, quiet: bool,
+def _source_splits(path: Path, need: int, root: Path | None, strict: bool, quiet: bool,
                    workers: int | None) -> tuple[dict[str, Split], str]:
     src = open_source(path)
-    stems = {}
-    for split in SPLITS:
-        key = cache.digest(type(src).__name__, src.fingerprint(split), split, resolution, POLICY)
-        stems[split] = cache.entry_stem(src.name, split, resolution, key), key
+    cap = cap_for(need, FOLDER_CAP)
+    keys = {s: cache.digest(type(src).__name__, src.fingerprint(s), s, POLICY) for s in SPLITS}
     splits, notes = {}, {}
-    for split, (stem, _) in stems.items():
-        found = cache.read(root, stem)
-        if found is not None:
-            splits[split], notes[split] = found
-    missing = [s for s in SPLITS if s not in splits]
-    if missing:
-        built = _build(src, {s: stems[s] for s in missing}, resolution, root, strict, quiet, workers)
-        for split, (s, note) in built.items():
-            splits[split], notes[split] = s, note
+    lock_stem = cache.entry_stem(src.name, "both", 0, cache.digest(keys["train"], keys["val"]))
+    with cache.locked(root, lock_stem):  # two workers needing one source build it once
+        for split in SPLITS:
+            found = _find(root, src.name, split, keys[split], need)
+            if found is not None:
+                splits[split], notes[split] = found
+        missing = [s for s in SPLITS if s not in splits]
+        if missing:
+            stems = {s: (cache.entry_stem(src.name, s, cap, cache.digest(keys[s], cap)), keys[s]) for s in missing}
+            built = _build(src, stems, cap, root, strict, quiet, workers)
+            for split, (s, note) in built.items():
+                splits[split], notes[split] = s, note
     for split in SPLITS:
         note = notes[split]
         if note["skipped"]:
@@ -192,7 +363,7 @@ def _check_classes(train: list[str], val: list[str], t: str, v: str) -> None:
     raise DataError(f"the classes of {v}/ differ from those of {t}/: " + "; ".join(parts))
 
 
-def _build(src, stems: dict[str, tuple[str, str]], resolution: int, root: Path, strict: bool, quiet: bool,
+def _build(src, stems: dict[str, tuple[str, str]], cap: int, root: Path | None, strict: bool, quiet: bool,
            workers: int | None) -> dict[str, tuple[Split, dict]]:
     listings: dict[str, Listing] = {s: src.listing(s) for s in stems}
     if len(listings) == 2:  # before decoding anything
@@ -203,31 +374,42 @@ def _build(src, stems: dict[str, tuple[str, str]], resolution: int, root: Path, 
             if lst.stray:
                 raise DataError(f"file outside any class folder: {lst.stray[0]} in {src.path}")
     writers: dict[str, cache.Writer] = {}
+    budget = memory_available()[0] // 2 if root is None else None  # no cache folder: both splits in memory
     try:
         for split, lst in listings.items():
-            writers[split] = w = cache.Writer(root, stems[split][0], len(lst.files), resolution)
-            w.labels[:] = [c for _, c, _ in lst.files]
+            writers[split] = cache.Writer(root, stems[split][0], len(lst.files), budget)
         total = sum(len(lst.files) for lst in listings.values())
         what = " and ".join(lst.folder for lst in listings.values())
-        with _progress(quiet, f"decoding {src.name} {what} at {resolution} px", total) as advance:
-            failed = build(src, {s: (listings[s], writers[s]) for s in listings}, resolution,
-                           strict=strict, workers=workers, advance=advance)
+        with _progress(quiet, f"decoding {src.name} {what} (stored at up to {cap} px)", total) as advance:
+            try:
+                failed = build(src, {s: (listings[s], writers[s]) for s in listings}, cap,
+                               strict=strict, workers=workers, advance=advance)
+            except MemoryError as e:  # decoding into memory (no cache folder) went past what there is
+                avail, where = memory_available()
+                needed = e.args[0] if e.args and isinstance(e.args[0], int) else 0
+                raise DataError(f"the data needs about {needed / 1e9:.2f} GB of memory or more for one split "
+                                f"(there is no cache folder, so it is decoded into memory), more than half "
+                                f"the {avail / 1e9:.2f} GB of {where}: set SCALING_CACHE to a writable folder, "
+                                "or use a smaller --train-size") from None
         out = {}
         for split, lst in listings.items():
             w, bad = writers[split], failed[split]
-            keep = np.ones(len(lst.files), dtype=bool)
-            keep[list(bad)] = False
-            w.keep(keep)
-            counts = np.bincount(w.labels, minlength=len(lst.classes))
+            counts = np.bincount([lst.files[r][1] for r in range(len(lst.files)) if r not in bad],
+                                 minlength=len(lst.classes))
             if (counts == 0).any():
                 c = lst.classes[int(np.flatnonzero(counts == 0)[0])]
                 raise DataError(f"class folder {lst.folder}/{c}/ in {src.path} has no readable image")
             skipped = [{"path": p, "reason": "outside any class folder"} for p in lst.stray]
+            skipped += [{"path": p, "reason": r} for p, r in lst.unfollowed.items()]
             skipped += [{"path": lst.files[row][0], "reason": reason} for row, reason in bad.items()]
             skipped.sort(key=lambda s: s["path"])
-            note = dict(key=stems[split][1], source=str(src.path), split=split, folder=lst.folder,
-                        policy=POLICY, classes=lst.classes, counts=counts.tolist(), skipped=skipped)
+            note = dict(key=stems[split][0].rsplit("-", 1)[-1], source_key=stems[split][1], cap=cap,
+                        capped=w.capped, source=str(src.path), split=split, folder=lst.folder, policy=POLICY,
+                        classes=lst.classes, counts=counts.tolist(), skipped=skipped)
             out[split] = w.commit(note)
+        for split in listings:
+            _built(quiet, f"{src.name} {listings[split].folder}/ ({out[split][1]['num_images']:,} images)",
+                   out[split][1], root)
         return out
     except BaseException:
         for w in writers.values():
@@ -253,5 +435,4 @@ def _subset(split: Split, size: int | None, seed: int, which: str) -> Split:
     rank[order] = torch.arange(n, dtype=torch.float64) - starts[labels[order]]
     spread = (rank + 0.5) / counts[labels] + keys * 1e-9  # each class spread evenly over [0, 1)
     pick = torch.sort(torch.argsort(spread)[:size]).values
-    return Split(images=split.images[pick], labels=labels[pick], classes=split.classes,
-                 fingerprint=cache.digest(split.fingerprint, size, seed), skipped=split.skipped)
+    return split.take(pick, cache.digest(split.fingerprint, size, seed))
