@@ -23,12 +23,12 @@ _DAMAGED = ("database disk image is malformed", "file is not a database", "malfo
 class NoSpace(StudyError):
     """No space left on a folder: the search stops (exit code 2); its trial is queued again by the next run."""
 
-    def __init__(self, folder: Path | None):
+    def __init__(self, folder: Path | None, needed_bytes: int | None = None):
         self.folder = folder
         where = str(folder) if folder is not None else "the disk"
-        free = ""
+        free = f"{needed_bytes / 1e6:,.1f} MB needed" if needed_bytes else ""
         with contextlib.suppress(OSError, TypeError):
-            free = f"{shutil.disk_usage(folder).free / 2**20:.0f} MB free"
+            free += ("; " if free else "") + f"{shutil.disk_usage(folder).free / 2**20:.0f} MB free"
         super().__init__(f"no space left on {where}: {free + '; ' if free else ''}free some and run the same "
                          "command (the trial that stopped is queued again)")
 
@@ -67,6 +67,8 @@ def no_space(e: BaseException, folder: Path | None = None) -> NoSpace | None:
         if isinstance(x, NoSpace):
             return x
         if isinstance(x, OSError) and x.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
+            if getattr(x, "folder", None) is not None:  # the data cache's: its folder and the space it needed
+                return NoSpace(Path(x.folder), getattr(x, "needed_bytes", None))
             name = x.filename or x.filename2
             return NoSpace(Path(name).parent if name else folder)
         if not isinstance(x, OSError) and any(m in _text(x) for m in _FULL):

@@ -251,6 +251,16 @@ def open_storage(url: str, create: bool = True) -> RDBStorage:
 # ---------------------------------------------------------------------------- candidates
 
 
+def largest_resolution(config: StudyConfig) -> int:
+    """The largest image size a study's trials ask for, so that one data cache (one cap on
+    the stored size) serves every trial: its plan's largest member, or the grid's top gamma."""
+    plan = plan_of(config)
+    if plan is not None:
+        base = base_spec(config)
+        return max(member(plan, base, k, config.multiple).spec.resolution for k in plan.keys)
+    return round_resolution(config.base_resolution * config.gamma[1] ** config.phi, config.multiple)
+
+
 def base_spec(config: StudyConfig):
     return spec_for("efficientnet-b0", resolution=config.base_resolution, width=config.base_width,
                     depth=config.base_depth)
@@ -422,6 +432,7 @@ class Objective:
         grid = self.plan is None and config.sampler == "grid"
         self.cands = study_candidates(config, self.num_classes) if grid else []
         self.recipe = config.training_recipe()
+        self.max_resolution = largest_resolution(config)
         self.version = code_version()
         self.worker = f"{socket.gethostname()}:{os.getpid()}"
         self.current: optuna.Trial | None = None
@@ -529,7 +540,8 @@ class Objective:
 
         t0 = time.perf_counter()
         data = load_data(None if self.config.source == "default" else self.config.source, resolution,
-                         quiet=True, seed=0, train_size=self.config.train_size, val_size=self.config.val_size)
+                         quiet=True, seed=0, train_size=self.config.train_size, val_size=self.config.val_size,
+                         max_resolution=self.max_resolution)
         return data, time.perf_counter() - t0
 
     def _train(self, trial: optuna.Trial, spec, seed: int, data, data_s: float) -> float:

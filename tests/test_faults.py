@@ -114,6 +114,24 @@ def test_a_full_studies_folder_when_a_trial_ends_leaves_nothing_running(fast, tm
     assert len(set(_trained(_study(tmp_path)))) == 3 and "1 trial recovered" in r.output
 
 
+def test_the_data_caches_full_disk_says_its_folder_and_the_space_needed(fast, tmp_path, monkeypatch):
+    import scaling.data as d
+    from scaling.data.cache import NoSpace as CacheFull
+
+    real, cache = d.load_data, tmp_path / "cache"
+    calls = {"n": 0}
+
+    def full(source, resolution, **kw):
+        calls["n"] += 1
+        if calls["n"] == 2:  # the first trial's data: the cache cannot be written
+            raise CacheFull(cache, 5_000_000)
+        return real(source, resolution, **kw)
+
+    monkeypatch.setattr(d, "load_data", full)
+    _last_line_only_error(search(fast), f"no space left on {cache}: 5.0 MB needed;", "queued again")
+    assert [t.state for t in _study(tmp_path).trials].count(TrialState.RUNNING) == 0
+
+
 def test_a_full_disk_in_a_storage_write_inside_a_trial(fast, tmp_path, monkeypatch):
     real = s.Storage.set_trial_user_attr
 

@@ -430,3 +430,16 @@ def test_a_study_grid_too_large_is_refused_in_one_line(study_file, tmp_path):
     size = resolve(study_file).grid().size
     assert size == 20001**3 and r.stderr.strip().count("\n") == 0 and f"the grid has {size:,} points" in r.stderr
     assert not (tmp_path / "studies" / "tiny" / "optuna.db").exists()
+
+
+def test_largest_resolution_bounds_every_trial_of_the_study():
+    from scaling.plans import Plan
+    from scaling.search import largest_resolution, study_candidates
+    from scaling.study import StudyConfig
+
+    grid = StudyConfig(name="g", base_resolution=64, gamma=(1.0, 1.5), phi=1)
+    assert largest_resolution(grid) == 96
+    assert max(c.spec.resolution for c in study_candidates(grid)) <= 96
+    family = StudyConfig(name="f", base_resolution=64,
+                         plan=Plan("family", phis=[0, 1, 2, 3], alpha=1.2, beta=1.1, gamma=1.15).to_dict())
+    assert largest_resolution(family) == 96  # 64 * 1.15^3 = 97.3, to a multiple of 8

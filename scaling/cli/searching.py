@@ -134,7 +134,7 @@ def search(
 
     Example: scaling search --phi 1   |   scaling search --study studies/proxy.toml --data cifar10-jpeg.tar.gz --gpus all
     """
-    from ..search import create_study
+    from ..search import create_study, largest_resolution
     from ..study import StudyError
 
     config, gpu_ids, folder, url = prepare_study(
@@ -142,7 +142,7 @@ def search(
         phi=phi, base_resolution=base_resolution, base_width=base_width, base_depth=base_depth, sampler=sampler,
         trials=trials, seeds=seeds, prune=prune, per_gpu=parse_per_gpu(per_gpu))
     data, _ = _load_data(config.source, config.base_resolution, quiet, train_size=config.train_size,
-                         val_size=config.val_size)
+                         val_size=config.val_size, max_resolution=largest_resolution(config))
     if not gpu_ids:
         err.print(cpu_estimate([s.replace(num_classes=data.num_classes) for s in search_specs(config)],
                                len(data.train), len(data.val), config.training_recipe().epochs, config.seeds),
