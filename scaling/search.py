@@ -17,6 +17,7 @@ import logging
 import math
 import os
 import signal
+import sys
 import socket
 import subprocess
 import threading
@@ -95,8 +96,18 @@ def install_signal_handlers() -> None:
         if _signals["window"]:
             raise Interrupted(signum)
 
+    def unraisable(info, default=sys.unraisablehook):
+        # The signal landed inside a finalizer (a weakref callback of SQLAlchemy's, say),
+        # where Python prints the exception and drops it: it stays pending, and the next
+        # safe point (the epoch's report, the next trial) raises it.
+        if isinstance(info.exc_value, Interrupted):
+            return
+        default(info)
+
     signal.signal(signal.SIGINT, handler)
     signal.signal(signal.SIGTERM, handler)
+    if getattr(sys.unraisablehook, "__name__", "") != "unraisable":
+        sys.unraisablehook = unraisable
 
 
 def check_signals() -> None:

@@ -148,10 +148,11 @@ def memory_available() -> tuple[int, str]:
             left = int(limit) - int(Path("/sys/fs/cgroup/memory.current").read_text())
             if avail is None or left < avail:
                 avail, where = left, "memory left under the cgroup limit"
-    if avail is None:
-        import psutil  # noqa: F401  (only where /proc is missing)
-
-        avail = psutil.virtual_memory().available
+    if avail is None:  # no /proc: POSIX's count of free pages
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            avail = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    if avail is None:  # nothing says: not checked
+        avail, where = float("inf"), "memory (unknown here)"
     return avail, where
 
 
