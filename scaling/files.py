@@ -1,4 +1,5 @@
-"""Files written atomically (a reader sees the old file or the new one) with the mode the umask gives."""
+"""Files written atomically (a reader sees the old file or the new one) with the mode the umask gives;
+whether the process that left a temporary file behind still runs."""
 
 from __future__ import annotations
 
@@ -31,3 +32,16 @@ def write_text_atomic(path: str | Path, text: str) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` runs (this one, or another user's, counts as running)."""
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True

@@ -43,6 +43,7 @@ from typing import Iterator
 import numpy as np
 import torch
 
+from ..files import process_alive as _alive
 from .base import Split
 
 log = logging.getLogger(__name__)
@@ -183,17 +184,6 @@ def clean_stale(root: Path, max_age_s: float = 86400.0) -> list[Path]:
                 removed.append(p)
     return removed
 
-
-def _alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 @contextlib.contextmanager

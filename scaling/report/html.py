@@ -11,6 +11,7 @@ import re
 import tempfile
 from pathlib import Path
 
+from ..files import process_alive as _alive
 from .content import Plot, Report, Section, Table
 
 FIGURE_DPI = 144  # 2x a 72 dpi figure: sharp on high-density screens and in print
@@ -170,17 +171,6 @@ def clean_stale(path: Path) -> list[Path]:
             continue
     return removed
 
-
-def _alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process
-        return True
-    return True
 
 
 def write_html(report: Report, path: str | Path) -> Path:
