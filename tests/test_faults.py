@@ -16,19 +16,16 @@ from scaling.cli import app
 from scaling.results import failures_frame
 from scaling.study import check_or_save, resolve
 
-from test_search import TOML
+from test_search import TOML, study_file  # noqa: F401  (the fixture)
 
 # Three networks of the tiny grid, one epoch each on 100 images.
 FAST = TOML.replace('sampler = "grid"', 'sampler = "grid"\ntrials = 3')
 
 
 @pytest.fixture
-def fast(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("SCALING_CACHE", str(tmp_path / "cache"))
-    f = tmp_path / "fast.toml"
-    f.write_text(FAST)
-    return f
+def fast(study_file):
+    study_file.write_text(FAST)
+    return study_file
 
 
 def _study(tmp_path):
