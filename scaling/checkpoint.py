@@ -10,6 +10,7 @@ cannot be checked.
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -82,6 +83,8 @@ def check_resume(path: Path, saved: dict, spec: NetworkSpec, recipe: Recipe, see
     if saved.get("seed") != seed:
         what.append(f"seed ({saved.get('seed')} -> {seed})")
     old = saved.get("recipe", {})
+    with contextlib.suppress(TypeError, ValueError):  # fields a newer version added: their defaults
+        old = Recipe.from_dict(old).to_dict()
     rec = [c for c in _changed(old, recipe.to_dict()) if not c.startswith("epochs ")]
     if rec:
         what.append("recipe (" + ", ".join(rec) + ")")

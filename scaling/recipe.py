@@ -29,6 +29,9 @@ class Recipe:
     ema: float = 0.0  # decay of an exponential moving average of the weights; 0: none
     rmsprop_alpha: float = 0.9  # RMSProp's squared-gradient decay
     rmsprop_eps: float = 1e-3
+    # Evaluate on the held-out split after every eval_every-th epoch, and always after the last
+    # (pruning sees only these epochs; the curves have no top-1 at the others).
+    eval_every: int = 1
     min_micro_batch: int = 8  # out of memory: halve the micro-batch down to this, then fail
     # Batch-norm momentum while training (PyTorch convention); None keeps the spec's 0.01
     # (TensorFlow's 0.99), whose running statistics need thousands of steps to settle:
@@ -46,6 +49,8 @@ class Recipe:
             raise ValueError(f"batch size must be at least 1, got {self.batch_size}")
         if not self.lr > 0:
             raise ValueError(f"lr must be positive, got {self.lr}")
+        if self.eval_every < 1:
+            raise ValueError(f"eval_every must be at least 1, got {self.eval_every}")
         if not 0 <= self.ema < 1:
             raise ValueError(f"ema must lie in [0, 1), got {self.ema}")
 

@@ -86,6 +86,64 @@ class GraphStep:
         return self.loss.clone()
 
 
+class GraphEval:
+    """Held-out counts of one evaluation batch (loss sum, top-1 and top-5 hits), captured once
+    in a CUDA graph and replayed for every batch of every evaluation of a run.
+
+    An eager evaluation of a B0-sized network at the training batch size is bound by the
+    host's kernel launches (1.14 s for 10,000 images at 256 a batch on an H200); the graph
+    launches a batch at once. Batches shorter than the captured one (the last) are copied
+    into the front of the static input and only their rows are counted, so one graph, and
+    the training's convolution plans at that batch size, serve every batch.
+
+    The network is read through its parameters' and buffers' addresses, so the graph sees
+    every later update of the weights and of the batch-norm statistics (the training graph
+    and the optimizer update them in place). Call with the network in eval mode.
+    """
+
+    def __init__(self, model, x: torch.Tensor, num_classes: int, amp: bool):
+        self.model, self.amp = model, amp
+        n = x.shape[0]
+        self.x = torch.zeros_like(x)
+        self.y = torch.zeros(n, dtype=torch.long, device=x.device)
+        self.valid = torch.zeros(n, dtype=torch.bool, device=x.device)
+        self.k = min(5, num_classes)
+        side = _warmup_stream(x.device)
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side), torch.no_grad():
+            self._counts()
+        torch.cuda.current_stream().wait_stream(side)
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.no_grad(), torch.cuda.graph(self.graph):
+            self.out = self._counts()
+
+    def _counts(self) -> torch.Tensor:
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.amp, cache_enabled=False):
+            logits = self.model(self.x)
+        logits = logits.float()
+        loss = torch.nn.functional.cross_entropy(logits, self.y, reduction="none")
+        hit = logits.topk(self.k, dim=1).indices == self.y[:, None]
+        v = self.valid
+        return torch.stack([(loss * v).double().sum(), (hit[:, 0] & v).double().sum(),
+                            (hit.any(dim=1) & v).double().sum()])
+
+    def __call__(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """(loss sum, top-1 hits, top-5 hits) over the batch (x, y), as a new float64 tensor."""
+        b = y.shape[0]
+        if b > self.x.shape[0]:
+            raise ValueError(f"batch of {b} exceeds the captured {self.x.shape[0]}")
+        self.x[:b].copy_(x, non_blocking=True)
+        self.y[:b].copy_(y, non_blocking=True)
+        self.valid.fill_(False)
+        self.valid[:b] = True
+        self.graph.replay()
+        return self.out.clone()
+
+    def release(self) -> None:
+        del self.x, self.y, self.valid, self.out
+        self.graph.reset()
+
+
 _WARMUP_STREAMS: dict[int, torch.cuda.Stream] = {}
 
 
