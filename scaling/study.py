@@ -212,6 +212,7 @@ class _RecipeValues(BaseModel):
     ema: _num("a number in [0, 1)", ge=0, lt=1) = None
     rmsprop_alpha: _num("a number in (0, 1)", gt=0, lt=1) = None
     rmsprop_eps: _num("a number > 0", gt=0) = None
+    eval_every: _int("a whole number >= 1", ge=1) = None
     min_micro_batch: _int("a whole number >= 1", ge=1) = None
     bn_momentum: _num("a number in (0, 1]", gt=0, le=1) = None
 
