@@ -7,8 +7,8 @@ Each trial builds the scaled network with timm's EfficientNet generator (channel
 multipliers), reads the images with torchvision's ImageFolder through a DataLoader whose
 worker processes decode and augment on the CPU (random resized crop and flip for training,
 resize for evaluation), and trains with the recipe of scaling's ``proxy`` (SGD with Nesterov
-momentum 0.9, 0.2 per 256 images, one warm-up epoch then cosine, label smoothing 0.1, weight
-decay 5e-5 off batch norm and biases) in bf16 autocast and channels_last, with cudnn
+momentum 0.9, --lr per 256 images (0.2), one warm-up epoch then cosine, label smoothing 0.1, weight
+decay --weight-decay (5e-5) off batch norm and biases) in bf16 autocast and channels_last, with cudnn
 autotuning on as such scripts usually have it. One trial per network (Optuna's grid sampler
 over their indices); it prints trials per hour and each trial's wall time and top-1, and
 writes them as JSON.
@@ -78,8 +78,8 @@ def objective_factory(args, root: Path, networks: list[tuple[float, float, int]]
                                               drop_path_rate=0.2).to(dev).to(memory_format=torch.channels_last)
         decay = [p for p in model.parameters() if p.ndim > 1]
         no_decay = [p for p in model.parameters() if p.ndim <= 1]
-        peak = 0.2 * args.batch_size / 256
-        opt = torch.optim.SGD([{"params": decay, "weight_decay": 5e-5}, {"params": no_decay, "weight_decay": 0.0}],
+        peak = args.lr * args.batch_size / 256
+        opt = torch.optim.SGD([{"params": decay, "weight_decay": args.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
                               lr=peak, momentum=0.9, nesterov=True)
         steps = len(train_loader)
         total, warm = args.epochs * steps, steps
@@ -130,6 +130,8 @@ def main() -> None:
     ap.add_argument("--networks", required=True, help="width:depth:resolution, comma-separated")
     ap.add_argument("--epochs", type=int, default=10)
     ap.add_argument("--batch-size", type=int, default=256)
+    ap.add_argument("--lr", type=float, default=0.2, help="learning rate per 256 images (the study's recipe)")
+    ap.add_argument("--weight-decay", type=float, default=5e-5)
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="DataLoader processes")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
