@@ -39,6 +39,34 @@ def data_fingerprint(data) -> str:
     return f"{data.train.fingerprint}:{data.val.fingerprint}"
 
 
+def data_identity(data) -> dict:
+    """What the data are, independent of the machine and the path: per split the number of
+    images and a hash of their labels in order (the order of the sorted file paths), and the
+    class names. Equal for one data set unpacked anywhere; a study records it at creation,
+    so that a storage brought from another machine resumes only on the same data."""
+    import hashlib
+
+    def split(s) -> dict:
+        labels = s.labels.to(torch.int64).cpu().numpy().tobytes()
+        return {"images": len(s), "labels": hashlib.sha256(labels).hexdigest()[:16]}
+
+    return {"classes": list(data.classes), "train": split(data.train), "val": split(data.val)}
+
+
+def identity_difference(saved: dict, mine: dict) -> str:
+    """How two data identities differ, in words ("" where they do not)."""
+    parts = []
+    if saved.get("classes") != mine.get("classes"):
+        parts.append(f"classes: {class_difference(saved.get('classes') or [], mine.get('classes') or [])}")
+    for k in ("train", "val"):
+        a, b = saved.get(k) or {}, mine.get(k) or {}
+        if a.get("images") != b.get("images"):
+            parts.append(f"{k} images {a.get('images')} -> {b.get('images')}")
+        elif a.get("labels") != b.get("labels"):
+            parts.append(f"{k} labels in another order or of other files")
+    return "; ".join(parts)
+
+
 def _changed(saved: dict, mine: dict) -> list[str]:
     return [f"{k} {saved.get(k)!r} -> {mine.get(k)!r}" for k in sorted(set(saved) | set(mine))
             if saved.get(k) != mine.get(k)]

@@ -326,18 +326,41 @@ def queued(config: StudyConfig) -> bool:
     return config.sampler == "grid" or config.plan is not None
 
 
-def create_study(config: StudyConfig, url: str, num_classes: int | None = None) -> optuna.Study:
+def create_study(config: StudyConfig, url: str, num_classes: int | None = None,
+                 identity: dict | None = None) -> optuna.Study:
     """Create or load the study; in grid mode enqueue each network and seed once; for a
     plan (family, official, sweep) each member and seed, adding members a re-run asks for.
 
     ``num_classes`` (the data's) is what the candidates are counted with; it is recorded in
     the study, so that every worker and the report hold the same candidates to their FLOPs.
     A network whose trials all failed (a full disk, a bug since fixed, a lost worker past
-    its retries) is queued again."""
+    its retries) is queued again.
+
+    ``identity`` (:func:`scaling.checkpoint.data_identity` of the data) is recorded at
+    creation; a later run, maybe on another machine with the data at another path, goes on
+    only where its data have the same identity. The definition the workers read is the
+    current one (its data path is this machine's)."""
     with told(url, config.name), creation_lock(url):
         study = _create_study(config, url, num_classes)
+        if identity is not None:
+            check_identity(study, config, identity)
+        study.set_user_attr("definition", json.dumps(config.to_dict()))
         requeue_failed(study)
     return study
+
+
+def check_identity(study: optuna.Study, config: StudyConfig, identity: dict) -> None:
+    """Record the data's identity in a new study; refuse other data for an existing one."""
+    from .checkpoint import identity_difference
+
+    saved = study.user_attrs.get("data_identity")
+    if saved is None:
+        study.set_user_attr("data_identity", identity)
+        return
+    diff = identity_difference(saved, identity)
+    if diff:
+        raise StudyError(f"study {config.name!r} was trained on other data than {config.source} ({diff}); "
+                         "give the data it was trained on, or another --name")
 
 
 def _create_study(config: StudyConfig, url: str, num_classes: int | None = None) -> optuna.Study:

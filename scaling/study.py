@@ -38,6 +38,10 @@ SECTIONS = {
 }
 # How a study is run, not what it is: may change between runs of one study (not compared on resume).
 EXECUTION = ("per_gpu",)
+# Where its data lie on this machine: another path resumes the study (a storage brought from
+# another machine) where the data there are the same (the search checks the study's recorded
+# data identity, scaling.checkpoint.data_identity); the embedded default against a path differs.
+LOCATION = ("source",)
 PER_GPU_MAX = 16
 
 
@@ -324,13 +328,18 @@ def check_or_save(config: StudyConfig, folder: Path) -> None:
     mine = config.to_dict()
     if path.exists():
         saved = json.loads(path.read_text())
-        diff = sorted(k for k in set(saved) | set(mine) if saved.get(k) != mine.get(k) and k not in EXECUTION)
+        diff = sorted(k for k in set(saved) | set(mine) if saved.get(k) != mine.get(k)
+                      and k not in EXECUTION + LOCATION)
+        if "default" in (saved.get("source"), mine.get("source")) and saved.get("source") != mine.get("source"):
+            diff.append("source")
         if diff:
             raise StudyError(
-                f"study {config.name!r} exists in {folder} with other settings ({', '.join(diff)}); "
+                f"study {config.name!r} exists in {folder} with other settings ({', '.join(sorted(diff))}); "
                 f"use another --name, or the same settings to resume it"
             )
-        return
+        if all(saved.get(k) == mine.get(k) for k in LOCATION):
+            return
+        # The same study on another machine: its data here (checked against the study's by the search).
     folder.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(".study.json.tmp")
     tmp.write_text(json.dumps(mine, indent=2))

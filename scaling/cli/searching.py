@@ -148,7 +148,10 @@ def search(
                                len(data.train), len(data.val), config.training_recipe().epochs, config.seeds),
                   soft_wrap=True)
     try:
-        study = create_study(config, url, num_classes=data.num_classes)  # candidates counted as trained
+        from ..checkpoint import data_identity
+
+        study = create_study(config, url, num_classes=data.num_classes,  # candidates counted as trained
+                             identity=data_identity(data))
         code = execute(config, url, study, gpu_ids, workers, quiet)
     except StudyError as e:  # a full disk, a read-only or damaged storage, an infeasible space
         raise InputError(str(e))

@@ -40,6 +40,7 @@ def train_plans(make_plans: Callable, *, study_file, name, data, storage, gpus, 
     from ..study import StudyError
     from .searching import INTERRUPTED, cpu_estimate, execute, parse_per_gpu, prepare_study, refresh_report
     from .training import _load_data
+    from ..checkpoint import data_identity
 
     config, gpu_ids, folder, url = prepare_study(study_file, studies_dir, storage, gpus, epochs=epochs,
                                                  batch_size=batch_size, name=name, source=data, must_exist=True,
@@ -58,7 +59,7 @@ def train_plans(make_plans: Callable, *, study_file, name, data, storage, gpus, 
         err.print(f"training {plan.series()}: {plural(len(plan.keys), 'member')} x {plural(seeds, 'seed')} in "
                   f"study {sub.name}", soft_wrap=True)
         try:
-            study = create_study(sub, url)
+            study = create_study(sub, url, identity=data_identity(data))
             code = execute(sub, url, study, gpu_ids, workers, quiet)
         except StudyError as e:  # the machine's fault: a full disk, a read-only or damaged storage
             raise InputError(str(e))
