@@ -330,7 +330,8 @@ def execute(config, url: str, study, gpu_ids: list[int], workers: int, quiet: bo
         if gpu_ids:
             k = per_gpu_of(config)
             if k == 1:
-                return _run_workers(config, url, [({"CUDA_VISIBLE_DEVICES": str(i)}, "cuda:0") for i in gpu_ids])
+                return _run_workers(config, url, [({"CUDA_VISIBLE_DEVICES": str(i)}, "cuda:0") for i in gpu_ids],
+                                    quiet)
             from .. import mps
 
             db = sqlite_file(url)
@@ -338,13 +339,13 @@ def execute(config, url: str, study, gpu_ids: list[int], workers: int, quiet: bo
             err.print(f"{plural(k, 'worker')} on each of {plural(len(gpu_ids), 'GPU')}", soft_wrap=True)
             with mps.shared_gpu(log_dir, say=lambda line: err.print(line, soft_wrap=True, markup=False)) as env:
                 return _run_workers(config, url, [(dict(env, CUDA_VISIBLE_DEVICES=str(i)), "cuda:0")
-                                                  for i in gpu_ids for _ in range(k)])
+                                                  for i in gpu_ids for _ in range(k)], quiet)
         if config.per_gpu not in (1, "auto"):
             err.print(f"no GPU: --per-gpu {config.per_gpu} does nothing here; --workers N runs N workers on the CPU",
                       soft_wrap=True)
         if workers > 1:  # the cores shared out: more threads than cores makes every worker crawl
             threads = str(max(1, (os.cpu_count() or 1) // workers))
-            return _run_workers(config, url, [({"OMP_NUM_THREADS": threads}, "cpu")] * workers)
+            return _run_workers(config, url, [({"OMP_NUM_THREADS": threads}, "cpu")] * workers, quiet)
         _run_local(config, url, study, quiet)
     except KeyboardInterrupt as e:
         err.print("interrupted: the running trial is marked failed and queued again; run the same command to resume",
@@ -374,45 +375,72 @@ def refresh_report(name: str, studies_dir: Path, storage) -> None:
 
 
 def _run_local(config, url, study, quiet) -> None:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    import socket
 
-    from ..search import counts, run_worker
+    from ..progress import Display, Watcher
+    from ..search import run_worker
+    from ..train import resolve_device
 
-    total = study.user_attrs.get("enqueued") or config.trials or 20
+    dev = resolve_device(None)
+    here = {f"{socket.gethostname()}:{os.getpid()}": (dev.index or 0) if dev.type == "cuda" else "cpu"}
+    with Display(err, quiet=quiet) as display:
+        watcher = Watcher(config, url, here, on_snapshot=display.show)
+        if not quiet:
+            watcher.start()
+        try:
+            run_worker(config, url, quiet=True)
+        except BaseException:
+            watcher.stop(wait=0)
+            raise
+        watcher.stop()
+        if not quiet:  # the line ends at the run's last count, not the last refresh's
+            final = watcher.read()
+            if final is not None:
+                display.show(final)
 
-    def done(s) -> int:
-        c = counts(s)
-        return c["COMPLETE"] + c["FAIL"]
 
-    with Progress(TextColumn("[bold]trials"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  disable=quiet, console=err) as progress:
-        task = progress.add_task("", total=total, completed=min(done(study), total))
-        run_worker(config, url, quiet=True, on_trial=lambda s: progress.update(task, completed=min(done(s), total)))
-
-
-def _run_workers(config, url, workers: list[tuple[dict, str]]) -> int:
+def _run_workers(config, url, workers: list[tuple[dict, str]], quiet: bool = False) -> int:
     """One `scaling worker` process per (environment, device); waits for all, and passes
-    Ctrl+C or SIGTERM on to them."""
+    Ctrl+C or SIGTERM on to them. Their progress is read from the storage every 2 s (on
+    stderr, unless ``quiet``); at the end, one line sums the run up."""
     import signal
+    import socket
     import subprocess
     import time
 
+    from ..progress import Display, Watcher, summary
     from ..search import check_signals
 
-    procs = []
+    procs, places = [], {}
+    watcher = Watcher(config, url)  # the run starts now: its rate counts trials that end from here on
     for env, device in workers:
         procs.append(subprocess.Popen([sys.executable, "-m", "scaling.cli", "worker", config.name, "--storage", url,
                                        "--device", device, "-q"], env=dict(os.environ, **env)))
+        gpu = env.get("CUDA_VISIBLE_DEVICES", "")
+        places[f"{socket.gethostname()}:{procs[-1].pid}"] = int(gpu) if device.startswith("cuda") and gpu.isdigit() \
+            else ("cpu" if device == "cpu" else device)
+    watcher.workers = places
     try:
-        while any(p.poll() is None for p in procs):
-            check_signals()
-            time.sleep(0.2)
+        with Display(err, quiet=quiet) as display:
+            watcher.on_snapshot = display.show
+            if not quiet:
+                watcher.start()
+            while any(p.poll() is None for p in procs):
+                check_signals()
+                time.sleep(0.2)
+            watcher.stop()
+            final = watcher.read()
+            if final is not None:
+                display.show(final)  # the line ends at the run's last count, not the last refresh's
     except KeyboardInterrupt:
+        watcher.stop(wait=0)
         for p in procs:
             p.send_signal(signal.SIGTERM)
         for p in procs:
             p.wait()
         raise
+    if final is not None:
+        err.print(summary(final, config.name), markup=False, highlight=False, soft_wrap=True)  # stdout: rows
     codes = [p.returncode for p in procs]
     if all(c == 0 for c in codes):
         return 0
