@@ -167,6 +167,10 @@ def place_text(place: int | str) -> str:
     return f"GPU {place}" if isinstance(place, int) else "CPU" if place == "cpu" else str(place)
 
 
+def _where(place: int | str) -> str:
+    return {STARTING: "starting", ELSEWHERE: "on a worker elsewhere"}.get(place, f"on {place_text(place)}")
+
+
 def render(p: StudyProgress, detail: bool = False) -> str:
     """One line (two with ``detail``: the running trials), e.g.
     ``12/25 networks · 4 running (GPU 0: 4) · 41.3 trials/h · about 18 min left · 1 failed``."""
@@ -187,8 +191,7 @@ def render(p: StudyProgress, detail: bool = False) -> str:
         parts.append(f"{p.pruned} pruned")
     line = " · ".join(parts)
     if detail and p.running:
-        shown = [f"trial {r.number}" + (f" {r.label}" if r.label else "") + f" on {place_text(r.gpu)}"
-                 for r in p.running[:4]]
+        shown = [f"trial {r.number}" + (f" {r.label}" if r.label else "") + f" {_where(r.gpu)}" for r in p.running[:4]]
         more = len(p.running) - len(shown)
         line += "\nrunning: " + "; ".join(shown) + (f"; and {more} more" if more else "")
     return line

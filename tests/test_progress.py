@@ -76,7 +76,7 @@ def test_snapshot_of_a_study_read_from_its_storage(study_url):
                          "5.00 trials/h · about 72 min left · 1 failed")
     assert render(p, detail=True).splitlines()[1] == (
         "running: trial 5 (1.0, 1.2, 1.2) on GPU 0; trial 6 (1.1, 1.1, 1.2) on GPU 1; trial 7 on GPU 0; "
-        "trial 8 on elsewhere; and 1 more")
+        "trial 8 on a worker elsewhere; and 1 more")
     assert summary(p, "p") == "study p: 3/10 networks done, 1 failed, 36 min wall, 5.00 trials/h"
 
 
