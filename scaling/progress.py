@@ -139,6 +139,15 @@ def snapshot(trials: Iterable[FrozenTrial], *, total: int, started: dt.datetime,
                          elapsed_s=max(0.0, (now - started).total_seconds()), finished=finished)
 
 
+def worker_place(env: Mapping[str, str], device: str) -> int | str:
+    """Where a worker started with ``env`` on ``device`` runs: the GPU index that its
+    CUDA_VISIBLE_DEVICES names, else "cpu" (or the device as given)."""
+    if device.startswith("cuda"):
+        gpu = env.get("CUDA_VISIBLE_DEVICES", "")
+        return int(gpu) if gpu.isdigit() else (gpu or device)
+    return "cpu" if device == "cpu" else device
+
+
 def study_total(user_attrs: Mapping, config) -> int:
     """The networks a study trains: its queue's length ("enqueued"), else the trials budget."""
     from .search import DEFAULT_TRIALS

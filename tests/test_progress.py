@@ -13,7 +13,8 @@ from rich.console import Console
 from typer.testing import CliRunner
 
 from scaling.cli import app
-from scaling.progress import (ELSEWHERE, STARTING, Display, RunningTrial, Watcher, render, snapshot, summary)
+from scaling.progress import (ELSEWHERE, STARTING, Display, RunningTrial, Watcher, render, snapshot, summary,
+                              worker_place)
 from scaling.study import StudyConfig
 
 START = dt.datetime(2025, 3, 1, 12, 0, 0)  # this run's start
@@ -78,6 +79,13 @@ def test_snapshot_of_a_study_read_from_its_storage(study_url):
         "running: trial 5 (1.0, 1.2, 1.2) on GPU 0; trial 6 (1.1, 1.1, 1.2) on GPU 1; trial 7 on GPU 0; "
         "trial 8 on a worker elsewhere; and 1 more")
     assert summary(p, "p") == "study p: 3/10 networks done, 1 failed, 36 min wall, 5.00 trials/h"
+
+
+def test_each_worker_is_placed_on_the_gpu_its_environment_names():
+    # As execute starts them: one per GPU, K per GPU under MPS, N on the CPU.
+    assert worker_place({"CUDA_VISIBLE_DEVICES": "3"}, "cuda:0") == 3
+    assert worker_place({"CUDA_MPS_PIPE_DIRECTORY": "/tmp/mps", "CUDA_VISIBLE_DEVICES": "1"}, "cuda:0") == 1
+    assert worker_place({"OMP_NUM_THREADS": "1"}, "cpu") == "cpu"
 
 
 def test_a_failed_refresh_keeps_the_last_snapshot(study_url, tmp_path, monkeypatch):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import os
 import sys
 import tempfile
@@ -314,6 +315,10 @@ def per_gpu_of(config) -> int:
     return auto_per_gpu(count(base_spec(config)).flops)
 
 
+# -q of the command that runs the workers, as execute was told it.
+_QUIET: contextvars.ContextVar[bool] = contextvars.ContextVar("quiet", default=False)
+
+
 def execute(config, url: str, study, gpu_ids: list[int], workers: int, quiet: bool) -> int:
     """Run the study's workers here (``per_gpu`` on each GPU, or N on the CPU, or this
     process) until its queue is empty; the exit code: 0, 1 when a worker failed, 2, 130 or 143.
@@ -326,12 +331,12 @@ def execute(config, url: str, study, gpu_ids: list[int], workers: int, quiet: bo
     from ..study import StudyError
 
     install_signal_handlers()
+    said = _QUIET.set(quiet)  # _run_workers's default (tests stand in for it with three arguments)
     try:
         if gpu_ids:
             k = per_gpu_of(config)
             if k == 1:
-                return _run_workers(config, url, [({"CUDA_VISIBLE_DEVICES": str(i)}, "cuda:0") for i in gpu_ids],
-                                    quiet)
+                return _run_workers(config, url, [({"CUDA_VISIBLE_DEVICES": str(i)}, "cuda:0") for i in gpu_ids])
             from .. import mps
 
             db = sqlite_file(url)
@@ -339,13 +344,13 @@ def execute(config, url: str, study, gpu_ids: list[int], workers: int, quiet: bo
             err.print(f"{plural(k, 'worker')} on each of {plural(len(gpu_ids), 'GPU')}", soft_wrap=True)
             with mps.shared_gpu(log_dir, say=lambda line: err.print(line, soft_wrap=True, markup=False)) as env:
                 return _run_workers(config, url, [(dict(env, CUDA_VISIBLE_DEVICES=str(i)), "cuda:0")
-                                                  for i in gpu_ids for _ in range(k)], quiet)
+                                                  for i in gpu_ids for _ in range(k)])
         if config.per_gpu not in (1, "auto"):
             err.print(f"no GPU: --per-gpu {config.per_gpu} does nothing here; --workers N runs N workers on the CPU",
                       soft_wrap=True)
         if workers > 1:  # the cores shared out: more threads than cores makes every worker crawl
             threads = str(max(1, (os.cpu_count() or 1) // workers))
-            return _run_workers(config, url, [({"OMP_NUM_THREADS": threads}, "cpu")] * workers, quiet)
+            return _run_workers(config, url, [({"OMP_NUM_THREADS": threads}, "cpu")] * workers)
         _run_local(config, url, study, quiet)
     except KeyboardInterrupt as e:
         err.print("interrupted: the running trial is marked failed and queued again; run the same command to resume",
@@ -356,6 +361,8 @@ def execute(config, url: str, study, gpu_ids: list[int], workers: int, quiet: bo
     except StudyError as e:  # e.g. a sampler that finds nothing feasible
         err.print(f"error: {e}", markup=False)
         return 2
+    finally:
+        _QUIET.reset(said)
     return 0
 
 
@@ -399,26 +406,25 @@ def _run_local(config, url, study, quiet) -> None:
                 display.show(final)
 
 
-def _run_workers(config, url, workers: list[tuple[dict, str]], quiet: bool = False) -> int:
+def _run_workers(config, url, workers: list[tuple[dict, str]], quiet: bool | None = None) -> int:
     """One `scaling worker` process per (environment, device); waits for all, and passes
     Ctrl+C or SIGTERM on to them. Their progress is read from the storage every 2 s (on
-    stderr, unless ``quiet``); at the end, one line sums the run up."""
+    stderr, unless ``quiet``: by default, execute's); at the end, one line sums the run up."""
     import signal
     import socket
     import subprocess
     import time
 
-    from ..progress import Display, Watcher, summary
+    from ..progress import Display, Watcher, summary, worker_place
     from ..search import check_signals
 
+    quiet = _QUIET.get() if quiet is None else quiet
     procs, places = [], {}
     watcher = Watcher(config, url)  # the run starts now: its rate counts trials that end from here on
     for env, device in workers:
         procs.append(subprocess.Popen([sys.executable, "-m", "scaling.cli", "worker", config.name, "--storage", url,
                                        "--device", device, "-q"], env=dict(os.environ, **env)))
-        gpu = env.get("CUDA_VISIBLE_DEVICES", "")
-        places[f"{socket.gethostname()}:{procs[-1].pid}"] = int(gpu) if device.startswith("cuda") and gpu.isdigit() \
-            else ("cpu" if device == "cpu" else device)
+        places[f"{socket.gethostname()}:{procs[-1].pid}"] = worker_place(env, device)  # its trials' "worker"
     watcher.workers = places
     try:
         with Display(err, quiet=quiet) as display:
