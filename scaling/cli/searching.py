@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import os
 import sys
 import tempfile
@@ -317,6 +318,10 @@ def per_gpu_of(config) -> int:
     return auto_per_gpu(count(base_spec(config)).flops)
 
 
+# -q of the command that runs the workers, as execute was told it.
+_QUIET: contextvars.ContextVar[bool] = contextvars.ContextVar("quiet", default=False)
+
+
 def execute(config, url: str, study, gpu_ids: list[int], workers: int, quiet: bool) -> int:
     """Run the study's workers here (``per_gpu`` on each GPU, or N on the CPU, or this
     process) until its queue is empty; the exit code: 0, 1 when a worker failed, 2, 130 or 143.
@@ -329,6 +334,7 @@ def execute(config, url: str, study, gpu_ids: list[int], workers: int, quiet: bo
     from ..study import StudyError
 
     install_signal_handlers()
+    said = _QUIET.set(quiet)  # _run_workers's default (tests stand in for it with three arguments)
     try:
         if gpu_ids:
             k = per_gpu_of(config)
@@ -358,6 +364,8 @@ def execute(config, url: str, study, gpu_ids: list[int], workers: int, quiet: bo
     except StudyError as e:  # e.g. a sampler that finds nothing feasible
         err.print(f"error: {e}", markup=False)
         return 2
+    finally:
+        _QUIET.reset(said)
     return 0
 
 
@@ -377,45 +385,71 @@ def refresh_report(name: str, studies_dir: Path, storage) -> None:
 
 
 def _run_local(config, url, study, quiet) -> None:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    import socket
 
-    from ..search import counts, run_worker
+    from ..progress import Display, Watcher
+    from ..search import run_worker
+    from ..train import resolve_device
 
-    total = study.user_attrs.get("enqueued") or config.trials or 20
+    dev = resolve_device(None)
+    here = {f"{socket.gethostname()}:{os.getpid()}": (dev.index or 0) if dev.type == "cuda" else "cpu"}
+    with Display(err, quiet=quiet) as display:
+        watcher = Watcher(config, url, here, on_snapshot=display.show)
+        if not quiet:
+            watcher.start()
+        try:
+            run_worker(config, url, quiet=True)
+        except BaseException:
+            watcher.stop(wait=0)
+            raise
+        watcher.stop()
+        if not quiet:  # the line ends at the run's last count, not the last refresh's
+            final = watcher.read()
+            if final is not None:
+                display.show(final)
 
-    def done(s) -> int:
-        c = counts(s)
-        return c["COMPLETE"] + c["FAIL"]
 
-    with Progress(TextColumn("[bold]trials"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  disable=quiet, console=err) as progress:
-        task = progress.add_task("", total=total, completed=min(done(study), total))
-        run_worker(config, url, quiet=True, on_trial=lambda s: progress.update(task, completed=min(done(s), total)))
-
-
-def _run_workers(config, url, workers: list[tuple[dict, str]]) -> int:
+def _run_workers(config, url, workers: list[tuple[dict, str]], quiet: bool | None = None) -> int:
     """One `scaling worker` process per (environment, device); waits for all, and passes
-    Ctrl+C or SIGTERM on to them."""
+    Ctrl+C or SIGTERM on to them. Their progress is read from the storage every 2 s (on
+    stderr, unless ``quiet``: by default, execute's); at the end, one line sums the run up."""
     import signal
+    import socket
     import subprocess
     import time
 
+    from ..progress import Display, Watcher, summary, worker_place
     from ..search import check_signals
 
-    procs = []
+    quiet = _QUIET.get() if quiet is None else quiet
+    procs, places = [], {}
+    watcher = Watcher(config, url)  # the run starts now: its rate counts trials that end from here on
     for env, device in workers:
         procs.append(subprocess.Popen([sys.executable, "-m", "scaling.cli", "worker", config.name, "--storage", url,
                                        "--device", device, "-q"], env=dict(os.environ, **env)))
+        places[f"{socket.gethostname()}:{procs[-1].pid}"] = worker_place(env, device)  # its trials' "worker"
+    watcher.workers = places
     try:
-        while any(p.poll() is None for p in procs):
-            check_signals()
-            time.sleep(0.2)
+        with Display(err, quiet=quiet) as display:
+            watcher.on_snapshot = display.show
+            if not quiet:
+                watcher.start()
+            while any(p.poll() is None for p in procs):
+                check_signals()
+                time.sleep(0.2)
+            watcher.stop()
+            final = watcher.read()
+            if final is not None:
+                display.show(final)  # the line ends at the run's last count, not the last refresh's
     except KeyboardInterrupt:
+        watcher.stop(wait=0)
         for p in procs:
             p.send_signal(signal.SIGTERM)
         for p in procs:
             p.wait()
         raise
+    if final is not None:
+        err.print(summary(final, config.name), markup=False, highlight=False, soft_wrap=True)  # stdout: rows
     codes = [p.returncode for p in procs]
     if all(c == 0 for c in codes):
         return 0
