@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextvars
 import os
 import sys
 import tempfile
@@ -318,10 +317,6 @@ def per_gpu_of(config) -> int:
     return auto_per_gpu(count(base_spec(config)).flops)
 
 
-# -q of the command that runs the workers, as execute was told it.
-_QUIET: contextvars.ContextVar[bool] = contextvars.ContextVar("quiet", default=False)
-
-
 def execute(config, url: str, study, gpu_ids: list[int], workers: int, quiet: bool) -> int:
     """Run the study's workers here (``per_gpu`` on each GPU, or N on the CPU, or this
     process) until its queue is empty; the exit code: 0, 1 when a worker failed, 2, 130 or 143.
@@ -334,12 +329,11 @@ def execute(config, url: str, study, gpu_ids: list[int], workers: int, quiet: bo
     from ..study import StudyError
 
     install_signal_handlers()
-    said = _QUIET.set(quiet)  # _run_workers's default (tests stand in for it with three arguments)
     try:
         if gpu_ids:
             k = per_gpu_of(config)
             if k == 1:
-                return _run_workers(config, url, [({"CUDA_VISIBLE_DEVICES": str(i)}, "cuda:0") for i in gpu_ids])
+                return _run_workers(config, url, [({"CUDA_VISIBLE_DEVICES": str(i)}, "cuda:0") for i in gpu_ids], quiet)
             from .. import mps
 
             db = sqlite_file(url)
@@ -347,13 +341,13 @@ def execute(config, url: str, study, gpu_ids: list[int], workers: int, quiet: bo
             err.print(f"{plural(k, 'worker')} on each of {plural(len(gpu_ids), 'GPU')}", soft_wrap=True)
             with mps.shared_gpu(log_dir, say=lambda line: err.print(line, soft_wrap=True, markup=False)) as env:
                 return _run_workers(config, url, [(dict(env, CUDA_VISIBLE_DEVICES=str(i)), "cuda:0")
-                                                  for i in gpu_ids for _ in range(k)])
+                                                  for i in gpu_ids for _ in range(k)], quiet)
         if config.per_gpu not in (1, "auto"):
             err.print(f"no GPU: --per-gpu {config.per_gpu} does nothing here; --workers N runs N workers on the CPU",
                       soft_wrap=True)
         if workers > 1:  # the cores shared out: more threads than cores makes every worker crawl
             threads = str(max(1, (os.cpu_count() or 1) // workers))
-            return _run_workers(config, url, [({"OMP_NUM_THREADS": threads}, "cpu")] * workers)
+            return _run_workers(config, url, [({"OMP_NUM_THREADS": threads}, "cpu")] * workers, quiet)
         _run_local(config, url, study, quiet)
     except KeyboardInterrupt as e:
         err.print("interrupted: the running trial is marked failed and queued again; run the same command to resume",
@@ -364,8 +358,6 @@ def execute(config, url: str, study, gpu_ids: list[int], workers: int, quiet: bo
     except StudyError as e:  # e.g. a sampler that finds nothing feasible
         err.print(f"error: {e}", markup=False)
         return 2
-    finally:
-        _QUIET.reset(said)
     return 0
 
 
@@ -409,10 +401,10 @@ def _run_local(config, url, study, quiet) -> None:
                 display.show(final)
 
 
-def _run_workers(config, url, workers: list[tuple[dict, str]], quiet: bool | None = None) -> int:
+def _run_workers(config, url, workers: list[tuple[dict, str]], quiet: bool = False) -> int:
     """One `scaling worker` process per (environment, device); waits for all, and passes
     Ctrl+C or SIGTERM on to them. Their progress is read from the storage every 2 s (on
-    stderr, unless ``quiet``: by default, execute's); at the end, one line sums the run up."""
+    stderr, unless ``quiet``); at the end, one line sums the run up."""
     import signal
     import socket
     import subprocess
@@ -421,7 +413,6 @@ def _run_workers(config, url, workers: list[tuple[dict, str]], quiet: bool | Non
     from ..progress import Display, Watcher, summary, worker_place
     from ..search import check_signals
 
-    quiet = _QUIET.get() if quiet is None else quiet
     procs, places = [], {}
     watcher = Watcher(config, url)  # the run starts now: its rate counts trials that end from here on
     for env, device in workers:
