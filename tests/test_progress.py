@@ -180,3 +180,13 @@ def test_two_cpu_workers_end_with_a_summary_line(tmp_path, monkeypatch):
     # The log's plain progress lines: the last says both are done.
     progress = [x for x in lines if " networks · " in x]
     assert progress and progress[-1] == "2/2 networks · 0 running · nothing left to start", r.output
+
+
+def test_worker_gpus_go_through_the_users_mask():
+    from scaling.cli.searching import visible
+
+    assert visible(0, {}) == "0" and visible(3, {}) == "3"
+    assert visible(0, {"CUDA_VISIBLE_DEVICES": "2,3"}) == "2"
+    assert visible(1, {"CUDA_VISIBLE_DEVICES": " 2, 3 "}) == "3"
+    assert visible(0, {"CUDA_VISIBLE_DEVICES": "GPU-0ee5f556"}) == "GPU-0ee5f556"
+    assert visible(0, {"CUDA_VISIBLE_DEVICES": ""}) == "0"

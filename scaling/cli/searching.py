@@ -317,6 +317,14 @@ def per_gpu_of(config) -> int:
     return auto_per_gpu(count(base_spec(config)).flops)
 
 
+def visible(index: int, environ: dict | None = None) -> str:
+    """``CUDA_VISIBLE_DEVICES`` for a worker on GPU ``index`` of this process's view: the
+    entry of the user's own mask where one is set (``2,3``: index 0 is physical GPU 2)."""
+    mask = (os.environ if environ is None else environ).get("CUDA_VISIBLE_DEVICES", "").strip()
+    entries = [e.strip() for e in mask.split(",") if e.strip()] if mask else []
+    return entries[index] if index < len(entries) else str(index)
+
+
 def execute(config, url: str, study, gpu_ids: list[int], workers: int, quiet: bool) -> int:
     """Run the study's workers here (``per_gpu`` on each GPU, or N on the CPU, or this
     process) until its queue is empty; the exit code: 0, 1 when a worker failed, 2, 130 or 143.
@@ -333,14 +341,14 @@ def execute(config, url: str, study, gpu_ids: list[int], workers: int, quiet: bo
         if gpu_ids:
             k = per_gpu_of(config)
             if k == 1:
-                return _run_workers(config, url, [({"CUDA_VISIBLE_DEVICES": str(i)}, "cuda:0") for i in gpu_ids], quiet)
+                return _run_workers(config, url, [({"CUDA_VISIBLE_DEVICES": visible(i)}, "cuda:0") for i in gpu_ids], quiet)
             from .. import mps
 
             db = sqlite_file(url)
             log_dir = (db.parent if db is not None else Path(tempfile.gettempdir()) / f"scaling-{config.name}") / "mps"
             err.print(f"{plural(k, 'worker')} on each of {plural(len(gpu_ids), 'GPU')}", soft_wrap=True)
             with mps.shared_gpu(log_dir, say=lambda line: err.print(line, soft_wrap=True, markup=False)) as env:
-                return _run_workers(config, url, [(dict(env, CUDA_VISIBLE_DEVICES=str(i)), "cuda:0")
+                return _run_workers(config, url, [(dict(env, CUDA_VISIBLE_DEVICES=visible(i)), "cuda:0")
                                                   for i in gpu_ids for _ in range(k)], quiet)
         if config.per_gpu not in (1, "auto"):
             err.print(f"no GPU: --per-gpu {config.per_gpu} does nothing here; --workers N runs N workers on the CPU",
@@ -381,16 +389,15 @@ def _run_local(config, url, study, quiet) -> None:
 
     from ..progress import Display, Watcher
     from ..search import run_worker
-    from ..train import resolve_device
 
-    dev = resolve_device(None)
-    here = {f"{socket.gethostname()}:{os.getpid()}": (dev.index or 0) if dev.type == "cuda" else "cpu"}
+    # Reached without GPUs to use (none there, or --gpus none): the CPU, even where CUDA is there.
+    here = {f"{socket.gethostname()}:{os.getpid()}": "cpu"}
     with Display(err, quiet=quiet) as display:
         watcher = Watcher(config, url, here, on_snapshot=display.show)
         if not quiet:
             watcher.start()
         try:
-            run_worker(config, url, quiet=True)
+            run_worker(config, url, device="cpu", quiet=True)
         except BaseException:
             watcher.stop(wait=0)
             raise
