@@ -36,7 +36,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from . import distributed
+from . import distributed, memory
 from .checkpoint import check_resume, data_fingerprint, read_saved_result
 from .data import Batches, DataSet
 from .data.batches import _seed as _derive_seed
@@ -257,7 +257,8 @@ def train(
         cuda_graphs: capture the training step in a CUDA graph (:mod:`scaling.step`);
             default: where it applies (a GPU, SGD, no EMA, one process).
         micro_batch: start with this micro-batch (gradient accumulation over the batch,
-            or over this process's share of it); default: the whole batch.
+            or over this process's share of it); default: the whole batch, on the CPU as much
+            of it as the memory there is allows (:mod:`scaling.memory`).
         sync_bn: in a process group on GPUs, normalise with batch statistics over all
             processes' images (SyncBatchNorm) rather than each process's own.
         cudnn_benchmark: let cudnn time its algorithms for every new layer shape. Measured
@@ -342,14 +343,25 @@ def train(
         dtype = torch.bfloat16 if cuda else torch.float32
         shard = (rank, world)
         train_batches = Batches(data.train, per_process, train=True, device=dev, seed=seed, dtype=dtype, shard=shard)
-        # On a GPU at the training batch size: its convolution plans serve the evaluation too.
-        val_batches = Batches(data.val, per_process if cuda else min(recipe.batch_size, 1024), train=False, device=dev,
-                              seed=seed, dtype=dtype, shard=shard)
+        # On a GPU at the training batch size: its convolution plans serve the evaluation too. On
+        # the CPU bounded by the memory there is (scaling.memory): the kernel would kill the process.
+        val_full = per_process if cuda else min(recipe.batch_size, 1024)
+        val_size = val_full if cuda else memory.eval_batch_size(spec, val_full, split=data.val, processes=world)
+        val_batches = Batches(data.val, val_size, train=False, device=dev, seed=seed, dtype=dtype, shard=shard)
         result.times["data"] += time.perf_counter() - t0
         state = _Loop(model, opt, ema, recipe, train_batches, val_batches, dev, amp, result, lr_tensor,
                       net=net, seed=seed)
         if micro_batch is not None:
             state.micro = micro_batch
+        elif not cuda:  # no out-of-memory error on the CPU: the micro-batch from the memory there is, up front
+            plan = memory.choose_micro_batch(spec, recipe, per_process, split=data.train, processes=world)
+            state.micro = result.micro_batch = plan.micro
+            if plan.splits or val_size < val_full:
+                result.notes.append(memory.describe(plan, val_size if val_size < val_full else None))
+                if not quiet:
+                    from rich.console import Console
+
+                    Console(stderr=True).print(result.notes[-1], markup=False, highlight=False, soft_wrap=True)
         start_epoch = 0
         if resume and checkpoint and Path(checkpoint).exists():
             start_epoch = state.restore(Path(checkpoint))
