@@ -1,7 +1,10 @@
 """The search on the CPU: a small grid end to end, resume, faults by injection, many workers, bad input."""
 
+import contextlib
+import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -9,13 +12,12 @@ from pathlib import Path
 
 import optuna
 import pandas as pd
-import sqlalchemy.exc
 import pytest
 from typer.testing import CliRunner
 
 from scaling.cli import app
 from scaling.compound import PAPER
-from scaling.search import counts, create_study, spread_order, study_candidates
+from scaling.search import counts, spread_order, study_candidates
 from scaling.study import StudyConfig, StudyError, check_or_save, read_toml, resolve
 
 # A grid of a few tiny networks on a few embedded images: seconds per trial on 2 cores.
@@ -161,73 +163,92 @@ def slow_study_file(study_file):
     return study_file
 
 
-def _wait_running(folder: Path, proc=None, timeout=120):
-    """Until a trial is in training: its network recorded, no epoch reported yet."""
+def _running(db: Path, name="tiny") -> list[tuple[int, str]]:
+    """(number, worker) of the study's trials in training with no epoch reported yet: its network
+    recorded, no intermediate value. Read from the SQLite file itself, which costs a millisecond
+    where ``optuna.load_study`` costs a tenth of a second of the CPU the command being waited for needs."""
+    with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)) as con:
+        rows = con.execute(
+            "SELECT t.number, a.value_json FROM trials t JOIN studies s ON s.study_id = t.study_id "
+            "JOIN trial_user_attributes a ON a.trial_id = t.trial_id AND a.key = 'worker' "
+            "WHERE s.study_name = ? AND t.state = 'RUNNING' AND NOT EXISTS "
+            "(SELECT 1 FROM trial_intermediate_values v WHERE v.trial_id = t.trial_id)", (name,)).fetchall()
+    return [(number, json.loads(worker)) for number, worker in rows]
+
+
+def _wait_running(folder: Path, proc=None, timeout=300) -> int:
+    """Until a trial of ``proc`` (of any process without one) is in training: its network recorded,
+    no epoch reported yet. Returns its number. Polls: a loaded machine may take long to start."""
     t0 = time.time()
     while time.time() - t0 < timeout:
         if proc is not None and proc.poll() is not None:
             raise AssertionError(f"the command ended ({proc.returncode}) before a trial ran: {proc.stdout.read()}")
         if (folder / "optuna.db").exists():
             try:
-                study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{folder / 'optuna.db'}")
-                running = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
-                if any("worker" in t.user_attrs and not t.intermediate_values for t in running):
-                    return
-            except (KeyError, sqlalchemy.exc.SQLAlchemyError):  # not created yet, or being created
+                for number, worker in _running(folder / "optuna.db"):
+                    # a killed process's trial stays RUNNING until it goes stale: not the one asked for
+                    if proc is None or worker.endswith(f":{proc.pid}"):
+                        return number
+            except sqlite3.OperationalError:  # not created yet, being created, or locked by a writer
                 pass
         time.sleep(0.05)
     raise AssertionError("no trial started")
 
 
-def test_sigterm_marks_the_trial_and_rerun_resumes(slow_study_file, tmp_path):
-    study_file = slow_study_file
-    folder = tmp_path / "studies" / "tiny"
-    p = _spawn(["search", "--study", str(study_file), "-q", "--no-report"], tmp_path)
-    _wait_running(folder, p)
-    p.send_signal(signal.SIGTERM)
-    out, _ = p.communicate(timeout=120)
-    assert p.returncode == 143, out
-    # One line says what happened; Optuna's warning with the interrupted trial's traceback is silenced.
-    assert "Traceback" not in out and "failed with" not in out, out
-    assert "interrupted: the running trial is marked failed and queued again" in out, out
-    study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{folder / 'optuna.db'}")
-    assert counts(study)["RUNNING"] == 0
-    assert any(t.user_attrs.get("reason") == "interrupted" for t in study.trials)
-    assert (folder / "results.csv").exists()
-    p = _spawn(["search", "--study", str(study_file), "-q", "--no-report"], tmp_path)
-    out, _ = p.communicate(timeout=900)
-    assert p.returncode == 0, out
-    _, nets = trials_by_network(folder)
-    assert len(nets) == len(set(nets)) == n_queued(resolve(study_file))
+def test_sigterm_sigkill_of_a_worker_and_of_the_command_then_resume(slow_study_file, tmp_path):
+    """One study through each way a run stops, each stage starting where the last one left it (one
+    study's start-up and re-run for all three): SIGTERM to a search marks its trial failed and queues
+    it again; SIGKILL of a `scaling worker`, then of the whole search command, leave trials RUNNING
+    that go stale; a search re-run waits them out and trains every network exactly once."""
+    from scaling.results import failures_frame
 
-
-def test_sigkill_of_a_worker_retrains_its_network_once(slow_study_file, tmp_path):
     study_file = slow_study_file
     config = resolve(study_file)
     folder = tmp_path / "studies" / "tiny"
-    check_or_save(config, folder)
     url = f"sqlite:///{folder / 'optuna.db'}"
-    os.environ.update(ENV)
-    try:
-        create_study(config, url)
-    finally:
-        for k in ENV:
-            os.environ.pop(k)
+    search = ["search", "--study", str(study_file), "-q", "--no-report"]
+
+    # 1. SIGTERM: one line says what happened; Optuna's warning with the interrupted trial's traceback is silenced.
+    p = _spawn(search, tmp_path)
+    interrupted = _wait_running(folder, p)
+    p.send_signal(signal.SIGTERM)
+    out, _ = p.communicate(timeout=300)
+    assert p.returncode == 143, out
+    assert "Traceback" not in out and "failed with" not in out, out
+    assert "interrupted: the running trial is marked failed and queued again" in out, out
+    study = optuna.load_study(study_name="tiny", storage=url)
+    assert counts(study)["RUNNING"] == 0 and counts(study)["FAIL"] == 1
+    assert study.trials[interrupted].state == optuna.trial.TrialState.FAIL
+    assert study.trials[interrupted].user_attrs.get("reason") == "interrupted"
+    assert (folder / "results.csv").exists()
+
+    # 2. SIGKILL of a worker of the study, in its trial.
     victim = _spawn(["worker", "tiny", "--storage", url, "--device", "cpu", "-q"], tmp_path)
-    _wait_running(folder, victim)
+    lost_worker = _wait_running(folder, victim)
     victim.send_signal(signal.SIGKILL)
-    victim.wait()
-    p = _spawn(["worker", "tiny", "--storage", url, "--device", "cpu", "-q"], tmp_path)
+    victim.wait(timeout=60)
+
+    # 3. SIGKILL of the whole search command, in its trial.
+    p = _spawn(search, tmp_path)
+    lost_command = _wait_running(folder, p)
+    p.send_signal(signal.SIGKILL)
+    p.wait(timeout=60)
+    assert len({interrupted, lost_worker, lost_command}) == 3
+
+    # 4. The re-run waits out the stale heartbeats and trains every network exactly once.
+    p = _spawn(search, tmp_path)
     out, _ = p.communicate(timeout=900)
     assert p.returncode == 0, out
     study, nets = trials_by_network(folder)
     assert len(nets) == len(set(nets)) == n_queued(config)
-    assert counts(study)["RUNNING"] == 0 and counts(study)["WAITING"] == 0
-    assert counts(study)["FAIL"] == 1  # the killed one, failed by its stale heartbeat
-    from scaling.results import failures_frame
-
-    fails = failures_frame(study)  # listed as recovered, with what happened to it
-    assert fails["reason"].tolist() == ["worker lost, retried"] and fails["recovered"].tolist() == [True]
+    c = counts(study)
+    assert c["RUNNING"] == 0 and c["WAITING"] == 0
+    assert c["FAIL"] == 3  # the interrupted one, and the two killed ones, each failed once by its stale heartbeat
+    fails = failures_frame(study)  # each listed as recovered, with what happened to it
+    assert dict(zip(fails["trial"], fails["reason"])) == {
+        interrupted: "interrupted", lost_worker: "worker lost, retried", lost_command: "worker lost, retried"}
+    assert fails["recovered"].tolist() == [True] * 3
+    assert len(pd.read_csv(folder / "results.csv")) == len(nets)
 
 
 def test_four_workers_share_one_study(study_file, tmp_path):
@@ -319,22 +340,6 @@ def test_failures_are_recorded_and_the_study_goes_on(study_file, tmp_path, monke
     assert "1 failed trial:" in r.output and "nan: loss became nan" in r.output
     n = len(study_candidates(resolve(study_file)))
     assert len(nets) == n - 1 and len(pd.read_csv(folder / "results.csv")) == n - 1
-
-
-def test_sigkill_of_the_whole_command_then_resume(slow_study_file, tmp_path):
-    study_file = slow_study_file
-    folder = tmp_path / "studies" / "tiny"
-    p = _spawn(["search", "--study", str(study_file), "-q", "--no-report"], tmp_path)
-    _wait_running(folder, p)
-    p.send_signal(signal.SIGKILL)
-    p.wait()
-    p = _spawn(["search", "--study", str(study_file), "-q", "--no-report"], tmp_path)  # waits out the stale heartbeat
-    out, _ = p.communicate(timeout=900)
-    assert p.returncode == 0, out
-    study, nets = trials_by_network(folder)
-    assert len(nets) == len(set(nets)) == n_queued(resolve(study_file))
-    assert counts(study)["RUNNING"] == 0 and counts(study)["FAIL"] == 1
-    assert len(pd.read_csv(folder / "results.csv")) == len(nets)
 
 
 @pytest.mark.parametrize("sampler", ["random", "tpe"])

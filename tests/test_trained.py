@@ -1,6 +1,7 @@
 """`family --train` and `sweep --train`: members trained as studies beside the search, on the CPU."""
 
 import math
+import shutil
 
 import optuna
 import pytest
@@ -13,7 +14,7 @@ from scaling.results import plan_studies, series_failures, series_frame
 from scaling.search import base_spec
 from scaling.study import resolve
 
-from test_search import study_file  # noqa: F401 - the tiny study's TOML in a fresh folder (a fixture)
+from test_search import TOML, study_file  # noqa: F401 - the tiny study's TOML in a fresh folder (a fixture)
 
 FAMILY = "compound (1.2, 1.1, 1.15)"
 
@@ -80,14 +81,30 @@ def test_sweeps_train_given_and_matched_multipliers(study_file, tmp_path):
     assert abs(width.iloc[0]["flops"] - target) / target < 0.15
 
 
+@pytest.fixture(scope="module")
+def phi0_trained(tmp_path_factory):
+    """The tiny study with its family's phi=0 member trained, once for the module: its folder
+    (``studies/`` and the ``cache/`` it was trained with), for tests to copy and leave as it is."""
+    root = tmp_path_factory.mktemp("phi0")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(root)
+        mp.setenv("SCALING_CACHE", str(root / "cache"))
+        (root / "tiny.toml").write_text(TOML)
+        r = invoke("family", "--train", "--study", str(root / "tiny.toml"), "--phi", "0")
+        assert r.exit_code == 0, r.output
+    return root
+
+
 @pytest.mark.parametrize("args, says", [
     (["sweep", "--dimension", "width", "--values", "0.5", "--train"], "--values"),
     (["family", "--train", "--official", "--phi", "8"], "B0..B7"),
     (["family", "--train", "--epochs", "7"], "other settings"),
     (["family", "--train", "--alpha", "0.9"], "--alpha"),
 ])
-def test_bad_input_exits_2_with_one_line(study_file, tmp_path, args, says):
-    assert invoke("family", "--train", "--study", str(study_file), "--phi", "0").exit_code == 0
+def test_bad_input_exits_2_with_one_line(phi0_trained, study_file, tmp_path, args, says):
+    # The study as `family --train --phi 0` left it, trained once for the module and copied here.
+    for folder in ("studies", "cache"):
+        shutil.copytree(phi0_trained / folder, tmp_path / folder)
     before = sorted(p.name for p in (tmp_path / "studies").iterdir())
     r = invoke(*args, "--study", str(study_file))
     assert r.exit_code == 2, r.output
