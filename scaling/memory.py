@@ -10,8 +10,10 @@ the CPU the micro-batch is chosen up front from an estimate of what a step costs
   batch norm's, the SiLU's, the squeeze-excitation's gate and product) and the backward
   pass's own buffers;
 * once: the model's state (weights, gradients, the optimizer's buffers, an EMA copy), the
-  batch's input buffers (:func:`scaling.data.batches.batch_bytes`) and ``STEP_OVERHEAD``
-  (the first step's workspaces, measured up to ~200 MB beyond the state).
+  batch's input (``INPUT_COPIES`` float32 copies of the batch at the resolution: cutting,
+  flipping, selecting, channels_last, and the previous batch held while the next is cut;
+  5 measured) and ``STEP_OVERHEAD`` (the first step's workspaces, measured up to ~200 MB
+  beyond the state, and torchvision's operators, ~0.3 GB resident from the first batch).
 
 The factors were measured against the peak resident memory (``ru_maxrss``) of CPU steps
 in fresh processes, torch 2.14.1, 2 cores (docs/BENCHMARKS.md, "Peak memory of a CPU
@@ -47,7 +49,9 @@ from .spec import NetworkSpec, smallest_batch
 FLOAT = 4  # bytes of a float32
 TRAIN_FACTOR = 5.0  # float32 values kept per conv/linear output element and image, forward and backward
 EVAL_FACTOR = 8.0  # float32 values per element of the largest layer's output and image, without gradients
-STEP_OVERHEAD = 256 * 2**20  # the first step's workspaces and allocator slack, once
+STEP_OVERHEAD = 512 * 2**20  # the first step's workspaces, torchvision's operators, once
+INPUT_COPIES = 6  # float32 copies of a training batch at its resolution while it is cut (5 measured)
+EVAL_INPUT_COPIES = 4  # the same for an evaluation batch (3 measured)
 SHARE = 0.5  # of the memory available, for one step (the rest: evaluation, the estimate's error, the machine)
 ACTIVATION_CAP = 2 * 2**30  # at most this much of a micro-batch's activations: larger trains no faster on a CPU
 EVAL_MAX = 1024  # the largest evaluation batch (as on a GPU)
@@ -100,7 +104,7 @@ def optimizer_buffers(recipe: Recipe) -> int:
 def step_memory(spec: NetworkSpec, recipe: Recipe, input_bytes: int = 0, processes: int = 1) -> StepMemory:
     """The estimate of a CPU training step of ``spec`` at ``spec.resolution`` (float32).
 
-    ``input_bytes``: the batch's input buffers (``Batches.need.per_batch``). Under
+    ``input_bytes``: the batch's input (:func:`input_bytes`). Under
     DistributedDataParallel (``processes`` > 1) the gradients have one more copy in its buckets.
     """
     c = count(spec)
@@ -152,8 +156,7 @@ def choose_micro_batch(spec: NetworkSpec, recipe: Recipe, batch: int, *, split=N
     ``spec`` as trained (the data's resolution); ``split``: the training split, for the
     batch's input buffers. Raises :class:`CPUMemoryError` where even the floor does not fit.
     """
-    input_bytes = _input_bytes(split, batch, spec.resolution)
-    est = step_memory(spec, recipe, input_bytes, processes)
+    est = step_memory(spec, recipe, input_bytes(split, batch, spec.resolution), processes)
     avail, where = _available(processes)
     budget = SHARE * avail
     floor = floor_of(spec, recipe, batch)
@@ -170,7 +173,7 @@ def choose_micro_batch(spec: NetworkSpec, recipe: Recipe, batch: int, *, split=N
 def eval_batch_size(spec: NetworkSpec, batch: int, *, split=None, processes: int = 1) -> int:
     """The largest of ``batch``, ``batch // 2``, ... whose CPU evaluation batch fits in
     ``SHARE`` of the memory available and ``ACTIVATION_CAP`` (1 at the least)."""
-    per_image = eval_bytes_per_image(spec, _input_bytes(split, 1, spec.resolution))
+    per_image = eval_bytes_per_image(spec, input_bytes(split, 1, spec.resolution, EVAL_INPUT_COPIES))
     avail, _ = _available(processes)
     limit = min(SHARE * avail, ACTIVATION_CAP)
     return next((b for b in _halvings(batch, 1) if b * per_image <= limit), 1)
@@ -196,12 +199,14 @@ def _gb(n: float) -> str:
     return "unknown" if math.isinf(n) else f"{n / GB:.1f} GB"
 
 
-def _input_bytes(split, batch: int, resolution: int) -> int:
+def input_bytes(split, batch: int, resolution: int, copies: int = INPUT_COPIES) -> int:
+    """Bytes of cutting one batch of ``split`` at ``resolution`` on the CPU: its uint8 gather
+    and float32 copy at the stored side, ``copies`` float32 copies at the resolution (0
+    without a split)."""
     if split is None:
         return 0
-    from .data.batches import batch_bytes
-
-    return batch_bytes(split, batch, resolution)
+    side = max(split.sides)
+    return batch * 3 * (side * side * 5 + resolution * resolution * FLOAT * copies)
 
 
 def _refusal(spec, recipe, batch, split, processes, est: StepMemory, floor: int, avail: float, where: str) -> str:
@@ -209,7 +214,7 @@ def _refusal(spec, recipe, batch, split, processes, est: StepMemory, floor: int,
     fit = None
     for r in range(spec.resolution - 8, 31, -8):
         s = spec.replace(resolution=r)
-        if step_memory(s, recipe, _input_bytes(split, batch, r), processes).at(floor) <= SHARE * avail:
+        if step_memory(s, recipe, input_bytes(split, batch, r), processes).at(floor) <= SHARE * avail:
             fit = r
             break
     what = (f"at most {fit} px would fit (or more memory, or a smaller network)" if fit is not None

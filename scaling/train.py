@@ -358,7 +358,7 @@ def train(
             state.micro = result.micro_batch = plan.micro
             if plan.splits or val_size < val_full:
                 result.notes.append(memory.describe(plan, val_size if val_size < val_full else None))
-                if not quiet:
+                if rank == 0:  # said even when quiet (no progress bar): a search's trials train quietly
                     from rich.console import Console
 
                     Console(stderr=True).print(result.notes[-1], markup=False, highlight=False, soft_wrap=True)

@@ -8,7 +8,6 @@ import scaling.memory as m
 import scaling.train as t
 from scaling.cli import app
 from scaling.data import load_data
-from scaling.data.batches import batch_bytes
 from scaling.data.load import MEMORY_ENV
 from scaling.recipe import Recipe
 from scaling.spec import custom_spec, spec_for
@@ -67,18 +66,21 @@ def test_choices_for_b0_at_256_px(monkeypatch):
     assert est.per_image == 176_192_120  # 5 float32 values per conv output element (8.8 M at batch 1)
     monkeypatch.setenv(MEMORY_ENV, "24G")  # this machine: held by the activation cap, not the memory
     plan = m.choose_micro_batch(b0, rec, 256)
-    assert (plan.micro, plan.limited_by) == (8, "cap") and round(plan.need / 1e9, 2) == 1.73
+    assert (plan.micro, plan.limited_by) == (8, "cap") and plan.need == 1_994_652_168
     assert m.eval_batch_size(b0, 1024) == 32  # not 1024: some 50 GB at 256 px
-    monkeypatch.setenv(MEMORY_ENV, "5G")  # half of it: 2.7 GB, 16 images take 3.1 GB
+    monkeypatch.setenv(MEMORY_ENV, "5G")  # half of it: 2.7 GB, 16 images take 3.4 GB
     plan = m.choose_micro_batch(b0, rec, 256)
     assert (plan.micro, plan.limited_by, plan.larger) == (8, "memory", 16)
-    assert m.describe(plan, 32) == ("CPU memory: micro-batch 8 of 256 (about 1.7 GB a step of 5.4 GB of "
+    assert m.describe(plan, 32) == ("CPU memory: micro-batch 8 of 256 (about 2.0 GB a step of 5.4 GB of "
                                     "SCALING_MEMORY_LIMIT=5G; 16 would need more than 50% of it), evaluation in "
                                     "batches of 32")
-    monkeypatch.setenv(MEMORY_ENV, "1G")
-    with pytest.raises(m.CPUMemoryError, match=r"needs about 1\.73 GB at its smallest micro-batch \(8 images\), "
-                                               r"more than 50% of the 1\.1 GB of SCALING_MEMORY_LIMIT=1G: at most "
-                                               r"96 px would fit"):
+    monkeypatch.setenv(MEMORY_ENV, "2G")
+    with pytest.raises(m.CPUMemoryError, match=r"needs about 1\.99 GB at its smallest micro-batch \(8 images\), "
+                                               r"more than 50% of the 2\.1 GB of SCALING_MEMORY_LIMIT=2G: at most "
+                                               r"144 px would fit"):
+        m.choose_micro_batch(b0, rec, 256)
+    monkeypatch.setenv(MEMORY_ENV, "1G")  # less than the fixed part (the state, the overhead) takes
+    with pytest.raises(m.CPUMemoryError, match="not even 32 px would fit: a smaller network or more memory"):
         m.choose_micro_batch(b0, rec, 256)
     tiny = TINY.replace(resolution=40)  # the README's quick study: the whole batch, as before
     monkeypatch.setenv(MEMORY_ENV, "24G")
@@ -92,11 +94,11 @@ def data(tmp_path_factory):
 
 def test_train_takes_the_micro_batch_that_fits_and_trains_as_given_it(data, monkeypatch, tmp_path):
     rec = Recipe(epochs=1, batch_size=32, lr=0.4)
-    est = m.step_memory(t.run_spec(TINY, data, rec), rec, batch_bytes(data.train, 32))
+    est = m.step_memory(t.run_spec(TINY, data, rec), rec, m.input_bytes(data.train, 32, 32))
     monkeypatch.setenv(MEMORY_ENV, str(est.at(8) + est.at(16)))  # half of it: more than 8 images take, less than 16
     chosen = t.train(TINY, data, rec, device="cpu", seed=3, quiet=True, save_weights=tmp_path / "chosen.pt")
     assert chosen.status == "ok" and chosen.micro_batch == 8
-    assert chosen.notes == [f"CPU memory: micro-batch 8 of 32 (about 0.3 GB a step of 0.6 GB of SCALING_MEMORY_LIMIT="
+    assert chosen.notes == [f"CPU memory: micro-batch 8 of 32 (about 0.5 GB a step of 1.1 GB of SCALING_MEMORY_LIMIT="
                             f"{est.at(8) + est.at(16)}; 16 would need more than 50% of it)"]
     monkeypatch.delenv(MEMORY_ENV)
     given = t.train(TINY, data, rec, device="cpu", seed=3, quiet=True, micro_batch=8,
@@ -109,13 +111,13 @@ def test_train_takes_the_micro_batch_that_fits_and_trains_as_given_it(data, monk
 
 def test_cli_refuses_what_cannot_fit_in_one_line(tmp_path, monkeypatch):
     monkeypatch.setenv("SCALING_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setenv(MEMORY_ENV, "760M")  # half of it: 0.40 GB; B0's step of 8 images at 64 px: 0.41 GB
+    monkeypatch.setenv(MEMORY_ENV, "1300M")  # half of it: 0.68 GB; B0's step of 8 images at 64 px: 0.69 GB
     r = CliRunner().invoke(app, ["train", "efficientnet-b0", "--resolution", "64", "--train-size", "64",
                                  "--val-size", "16", "--batch-size", "32", "--epochs", "1",
                                  "--run-dir", str(tmp_path / "run"), "-q"])
     assert r.exit_code == 2, r.output
-    assert r.output.strip() == ("error: CPU memory: a training step of efficientnet-b0 at 64 px needs about 0.41 GB at "
-                                "its smallest micro-batch (8 images), more than 50% of the 0.8 GB of "
-                                "SCALING_MEMORY_LIMIT=760M: at most 56 px would fit (or more memory, or a smaller "
+    assert r.output.strip() == ("error: CPU memory: a training step of efficientnet-b0 at 64 px needs about 0.69 GB at "
+                                "its smallest micro-batch (8 images), more than 50% of the 1.4 GB of "
+                                "SCALING_MEMORY_LIMIT=1300M: at most 56 px would fit (or more memory, or a smaller "
                                 "network)")
     assert not (tmp_path / "run" / "checkpoint.pt").exists()
