@@ -28,7 +28,8 @@ The micro-batch is the batch halved until the step fits in ``SHARE`` of
 at most ``ACTIVATION_CAP`` of activations: on the CPU a larger micro-batch trained no
 faster (B0 at 256 px: 0.63 to 0.69 images/s at micro-batches of 4 to 32; evaluation at
 128 px: 10.7 to 12.7 images/s at 16 to 128) and only takes memory from everything else on
-the machine. Gradient accumulation keeps the effective batch, so the recipe is the same.
+the machine. Gradient accumulation keeps the effective batch and the recipe (batch norm
+normalises over each micro-batch, as after out-of-memory halving on a GPU).
 Where even the floor (``recipe.min_micro_batch``, or fewer where batch norm allows no
 fewer) does not fit, :class:`CPUMemoryError` says so in one line, with the resolution
 that would fit; the CLI exits with code 2.
@@ -54,13 +55,15 @@ INPUT_COPIES = 6  # float32 copies of a training batch at its resolution while i
 EVAL_INPUT_COPIES = 4  # the same for an evaluation batch (3 measured)
 SHARE = 0.5  # of the memory available, for one step (the rest: evaluation, the estimate's error, the machine)
 ACTIVATION_CAP = 2 * 2**30  # at most this much of a micro-batch's activations: larger trains no faster on a CPU
-EVAL_MAX = 1024  # the largest evaluation batch (as on a GPU)
 
 GB = 1e9
 
 
 class CPUMemoryError(InputError):
-    """Even the smallest micro-batch of a CPU training step does not fit in the memory there is."""
+    """Even the smallest micro-batch of a CPU training step does not fit in the memory there is.
+
+    An ``InputError`` of the command line's, so that ``scaling train`` says it in one line
+    and exits with code 2; in a search the trial fails with it as its reason."""
 
 
 @dataclass(frozen=True)
@@ -182,7 +185,8 @@ def eval_batch_size(spec: NetworkSpec, batch: int, *, split=None, processes: int
 def describe(plan: MicroPlan, eval_batch: int | None = None) -> str:
     """One line saying what was chosen (for when it splits the batch or bounds the evaluation's)."""
     head = f"micro-batch {plan.micro} of {plan.batch}" if plan.splits else f"the whole batch of {plan.batch}"
-    line = f"CPU memory: {head} (about {plan.need / GB:.1f} GB a step of {_gb(plan.available)} of {plan.where}"
+    there = plan.where if math.isinf(plan.available) else f"{_gb(plan.available)} of {plan.where}"
+    line = f"CPU memory: {head} (about {plan.need / GB:.1f} GB a step of {there}"
     if plan.limited_by == "memory":
         line += f"; {plan.larger} would need more than {SHARE:.0%} of it)"
     elif plan.limited_by == "cap":
