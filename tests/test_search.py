@@ -176,11 +176,12 @@ def _running(db: Path, name="tiny") -> list[tuple[int, str]]:
     return [(number, json.loads(worker)) for number, worker in rows]
 
 
-def _wait_running(folder: Path, proc=None, timeout=300) -> int:
+def _wait_running(folder: Path, proc=None, timeout=300) -> int | None:
     """Until a trial of ``proc`` (of any process without one) is in training: its network recorded,
-    no epoch reported yet. Returns its number. Polls: a loaded machine may take long to start."""
+    no epoch reported yet. Returns its number. Polls: a loaded machine may take long to start.
+    ``timeout=0``: one look, None where no such trial runs yet."""
     t0 = time.time()
-    while time.time() - t0 < timeout:
+    while True:
         if proc is not None and proc.poll() is not None:
             raise AssertionError(f"the command ended ({proc.returncode}) before a trial ran: {proc.stdout.read()}")
         if (folder / "optuna.db").exists():
@@ -191,15 +192,18 @@ def _wait_running(folder: Path, proc=None, timeout=300) -> int:
                         return number
             except sqlite3.OperationalError:  # not created yet, being created, or locked by a writer
                 pass
+        if timeout == 0:
+            return None
+        if time.time() - t0 > timeout:
+            raise AssertionError("no trial started")
         time.sleep(0.05)
-    raise AssertionError("no trial started")
 
 
 def test_sigterm_sigkill_of_a_worker_and_of_the_command_then_resume(slow_study_file, tmp_path):
     """One study through each way a run stops, each stage starting where the last one left it (one
     study's start-up and re-run for all three): SIGTERM to a search marks its trial failed and queues
-    it again; SIGKILL of a `scaling worker`, then of the whole search command, leave trials RUNNING
-    that go stale; a search re-run waits them out and trains every network exactly once."""
+    it again; SIGKILL of a `scaling worker` and of the whole search command leave their trials RUNNING,
+    to go stale; a search re-run waits them out and trains every network exactly once."""
     from scaling.results import failures_frame
 
     study_file = slow_study_file
@@ -222,20 +226,26 @@ def test_sigterm_sigkill_of_a_worker_and_of_the_command_then_resume(slow_study_f
     assert study.trials[interrupted].user_attrs.get("reason") == "interrupted"
     assert (folder / "results.csv").exists()
 
-    # 2. SIGKILL of a worker of the study, in its trial.
+    # 2. SIGKILL of a worker of the study and of the whole search command, each in its trial: started
+    # together (their start-ups overlap), each killed as soon as its own trial is in training.
     victim = _spawn(["worker", "tiny", "--storage", url, "--device", "cpu", "-q"], tmp_path)
-    lost_worker = _wait_running(folder, victim)
-    victim.send_signal(signal.SIGKILL)
-    victim.wait(timeout=60)
-
-    # 3. SIGKILL of the whole search command, in its trial.
     p = _spawn(search, tmp_path)
-    lost_command = _wait_running(folder, p)
-    p.send_signal(signal.SIGKILL)
-    p.wait(timeout=60)
+    lost = {}
+    t0 = time.time()
+    while len(lost) < 2:
+        assert time.time() - t0 < 300, f"no trial started by the {({'worker', 'command'} - set(lost)).pop()}"
+        for what, proc in (("worker", victim), ("command", p)):
+            if what not in lost:
+                number = _wait_running(folder, proc, timeout=0)
+                if number is not None:
+                    proc.send_signal(signal.SIGKILL)
+                    proc.wait(timeout=60)
+                    lost[what] = number
+        time.sleep(0.05)
+    lost_worker, lost_command = lost["worker"], lost["command"]
     assert len({interrupted, lost_worker, lost_command}) == 3
 
-    # 4. The re-run waits out the stale heartbeats and trains every network exactly once.
+    # 3. The re-run waits out the stale heartbeats and trains every network exactly once.
     p = _spawn(search, tmp_path)
     out, _ = p.communicate(timeout=900)
     assert p.returncode == 0, out
@@ -331,6 +341,7 @@ def test_failures_are_recorded_and_the_study_goes_on(study_file, tmp_path, monke
         return loss * float("nan") if calls["n"] == 1 else loss
 
     monkeypatch.setattr(t, "compute_loss", poisoned)
+    study_file.write_text(TOML.replace('sampler = "grid"', 'sampler = "grid"\ntrials = 3'))  # 3 of the 8 are enough
     r = CliRunner().invoke(app, ["search", "--study", str(study_file), "-q", "--no-report"])
     assert r.exit_code == 0, r.output
     folder = tmp_path / "studies" / "tiny"
@@ -338,8 +349,8 @@ def test_failures_are_recorded_and_the_study_goes_on(study_file, tmp_path, monke
     fails = [x for x in study.trials if x.state == optuna.trial.TrialState.FAIL]
     assert len(fails) == 1 and fails[0].user_attrs["reason"].startswith("nan: loss became nan")
     assert "1 failed trial:" in r.output and "nan: loss became nan" in r.output
-    n = len(study_candidates(resolve(study_file)))
-    assert len(nets) == n - 1 and len(pd.read_csv(folder / "results.csv")) == n - 1
+    n = n_queued(resolve(study_file))
+    assert n == 3 and len(nets) == n - 1 and len(pd.read_csv(folder / "results.csv")) == n - 1
 
 
 @pytest.mark.parametrize("sampler", ["random", "tpe"])
