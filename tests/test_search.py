@@ -261,10 +261,12 @@ def test_sigterm_sigkill_of_a_worker_and_of_the_command_then_resume(slow_study_f
     assert len(pd.read_csv(folder / "results.csv")) == len(nets)
 
 
-def test_four_workers_share_one_study(study_file, tmp_path):
-    p = _spawn(["search", "--study", str(study_file), "--workers", "4", "-q", "--no-report"], tmp_path)
-    out, _ = p.communicate(timeout=400)
-    assert p.returncode == 0, out
+def test_four_workers_share_one_study(study_file, tmp_path, monkeypatch):
+    # The command here (it only waits for its workers), its 4 worker processes with the short heartbeat.
+    for k, v in ENV.items():
+        monkeypatch.setenv(k, v)
+    r = CliRunner().invoke(app, ["search", "--study", str(study_file), "--workers", "4", "-q", "--no-report"])
+    assert r.exit_code == 0, r.output
     study, nets = trials_by_network(tmp_path / "studies" / "tiny")
     assert len(nets) == len(set(nets)) == len(study_candidates(resolve(study_file)))
 
