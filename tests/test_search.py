@@ -199,11 +199,12 @@ def _wait_running(folder: Path, proc=None, timeout=300) -> int | None:
         time.sleep(0.05)
 
 
-def test_sigterm_sigkill_of_a_worker_and_of_the_command_then_resume(slow_study_file, tmp_path):
+def test_ctrl_c_sigterm_sigkill_of_a_worker_and_of_the_command_then_resume(slow_study_file, tmp_path):
     """One study through each way a run stops, each stage starting where the last one left it (one
-    study's start-up and re-run for all three): SIGTERM to a search marks its trial failed and queues
-    it again; SIGKILL of a `scaling worker` and of the whole search command leave their trials RUNNING,
-    to go stale; a search re-run waits them out and trains every network exactly once."""
+    study's start-up and re-run for all four): Ctrl+C, then SIGTERM, to a search end it in one line,
+    its trial marked failed and queued again; SIGKILL of a `scaling worker` and of the whole search
+    command leave their trials RUNNING, to go stale; a search re-run waits them out and trains every
+    network exactly once."""
     from scaling.results import failures_frame
 
     study_file = slow_study_file
@@ -211,22 +212,27 @@ def test_sigterm_sigkill_of_a_worker_and_of_the_command_then_resume(slow_study_f
     folder = tmp_path / "studies" / "tiny"
     url = f"sqlite:///{folder / 'optuna.db'}"
     search = ["search", "--study", str(study_file), "-q", "--no-report"]
+    said = "interrupted: the running trial is marked failed and queued again; run the same command to resume"
+    interrupted = []
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        # 1. Ctrl+C, 2. SIGTERM: the last line says what happened, and it alone; no summary table after it;
+        # Optuna's warning with the interrupted trial's traceback is silenced.
+        p = _spawn(search, tmp_path)
+        interrupted.append(_wait_running(folder, p))
+        p.send_signal(signum)
+        out, _ = p.communicate(timeout=300)
+        assert p.returncode == 128 + signum, out
+        lines = out.strip().splitlines()
+        assert lines[-1] == said and sum("interrupted:" in line for line in lines) == 1, out
+        assert "Study tiny" not in out and "aborted" not in out, out
+        assert "Traceback" not in out and "failed with" not in out, out
+        study = optuna.load_study(study_name="tiny", storage=url)
+        assert counts(study)["RUNNING"] == 0 and counts(study)["FAIL"] == len(interrupted)
+        assert study.trials[interrupted[-1]].state == optuna.trial.TrialState.FAIL
+        assert study.trials[interrupted[-1]].user_attrs.get("reason") == "interrupted"
+        assert (folder / "results.csv").exists()  # the ranking so far
 
-    # 1. SIGTERM: one line says what happened; Optuna's warning with the interrupted trial's traceback is silenced.
-    p = _spawn(search, tmp_path)
-    interrupted = _wait_running(folder, p)
-    p.send_signal(signal.SIGTERM)
-    out, _ = p.communicate(timeout=300)
-    assert p.returncode == 143, out
-    assert "Traceback" not in out and "failed with" not in out, out
-    assert "interrupted: the running trial is marked failed and queued again" in out, out
-    study = optuna.load_study(study_name="tiny", storage=url)
-    assert counts(study)["RUNNING"] == 0 and counts(study)["FAIL"] == 1
-    assert study.trials[interrupted].state == optuna.trial.TrialState.FAIL
-    assert study.trials[interrupted].user_attrs.get("reason") == "interrupted"
-    assert (folder / "results.csv").exists()
-
-    # 2. SIGKILL of a worker of the study and of the whole search command, each in its trial: started
+    # 3. SIGKILL of a worker of the study and of the whole search command, each in its trial: started
     # together (their start-ups overlap), each killed as soon as its own trial is in training.
     victim = _spawn(["worker", "tiny", "--storage", url, "--device", "cpu", "-q"], tmp_path)
     p = _spawn(search, tmp_path)
@@ -243,9 +249,9 @@ def test_sigterm_sigkill_of_a_worker_and_of_the_command_then_resume(slow_study_f
                     lost[what] = number
         time.sleep(0.05)
     lost_worker, lost_command = lost["worker"], lost["command"]
-    assert len({interrupted, lost_worker, lost_command}) == 3
+    assert len({*interrupted, lost_worker, lost_command}) == 4
 
-    # 3. The re-run waits out the stale heartbeats and trains every network exactly once.
+    # 4. The re-run waits out the stale heartbeats and trains every network exactly once.
     p = _spawn(search, tmp_path)
     out, _ = p.communicate(timeout=900)
     assert p.returncode == 0, out
@@ -253,11 +259,12 @@ def test_sigterm_sigkill_of_a_worker_and_of_the_command_then_resume(slow_study_f
     assert len(nets) == len(set(nets)) == n_queued(config)
     c = counts(study)
     assert c["RUNNING"] == 0 and c["WAITING"] == 0
-    assert c["FAIL"] == 3  # the interrupted one, and the two killed ones, each failed once by its stale heartbeat
+    assert c["FAIL"] == 4  # the two interrupted, and the two killed ones, each failed once by its stale heartbeat
     fails = failures_frame(study)  # each listed as recovered, with what happened to it
     assert dict(zip(fails["trial"], fails["reason"])) == {
-        interrupted: "interrupted", lost_worker: "worker lost, retried", lost_command: "worker lost, retried"}
-    assert fails["recovered"].tolist() == [True] * 3
+        **dict.fromkeys(interrupted, "interrupted"), lost_worker: "worker lost, retried",
+        lost_command: "worker lost, retried"}
+    assert fails["recovered"].tolist() == [True] * 4
     assert len(pd.read_csv(folder / "results.csv")) == len(nets)
 
 
