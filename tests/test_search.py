@@ -98,8 +98,12 @@ def test_spread_order_starts_at_the_paper():
     assert PAPER in cands[order[0]].triples
 
 
-def test_small_grid_end_to_end_and_resume(study_file, tmp_path):
-    r = CliRunner().invoke(app, ["search", "--study", str(study_file), "-q"])
+def test_small_grid_end_to_end_with_four_workers_and_resume(study_file, tmp_path, monkeypatch):
+    # Four worker processes share the study (with the short heartbeat); this command waits for them, then
+    # ranks the networks and writes the report.
+    for k, v in ENV.items():
+        monkeypatch.setenv(k, v)
+    r = CliRunner().invoke(app, ["search", "--study", str(study_file), "--workers", "4", "-q"])
     assert r.exit_code == 0, r.output
     folder = tmp_path / "studies" / "tiny"
     n = len(study_candidates(resolve(study_file)))
@@ -132,7 +136,13 @@ def test_small_grid_end_to_end_and_resume(study_file, tmp_path):
     assert [s["study_name"] for s in studies] == ["tiny"]
     detail = _dashboard(folder / "optuna.db", f"/api/studies/{studies[0]['study_id']}")
     assert len(detail["trials"]) == before
-    assert {t["state"] for t in detail["trials"]} == {"Complete"}
+    study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{folder / 'optuna.db'}")
+    assert {t["number"]: t["state"] for t in detail["trials"]} == {t.number: t.state.name.capitalize()
+                                                                  for t in study.trials}
+    # Every network's trial complete; any other is a worker's that found the queue empty (skipped, pruned).
+    assert sum(t["state"] == "Complete" for t in detail["trials"]) == n
+    assert all(t.state == optuna.trial.TrialState.PRUNED and t.user_attrs.get("skipped")
+               for t in study.trials if t.state != optuna.trial.TrialState.COMPLETE)
 
 
 def _dashboard(db: Path, path: str) -> dict:
@@ -266,16 +276,6 @@ def test_ctrl_c_sigterm_sigkill_of_a_worker_and_of_the_command_then_resume(slow_
         lost_command: "worker lost, retried"}
     assert fails["recovered"].tolist() == [True] * 4
     assert len(pd.read_csv(folder / "results.csv")) == len(nets)
-
-
-def test_four_workers_share_one_study(study_file, tmp_path, monkeypatch):
-    # The command here (it only waits for its workers), its 4 worker processes with the short heartbeat.
-    for k, v in ENV.items():
-        monkeypatch.setenv(k, v)
-    r = CliRunner().invoke(app, ["search", "--study", str(study_file), "--workers", "4", "-q", "--no-report"])
-    assert r.exit_code == 0, r.output
-    study, nets = trials_by_network(tmp_path / "studies" / "tiny")
-    assert len(nets) == len(set(nets)) == len(study_candidates(resolve(study_file)))
 
 
 @pytest.mark.parametrize("args, names", [
