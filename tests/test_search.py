@@ -209,12 +209,28 @@ def _wait_running(folder: Path, proc=None, timeout=300) -> int | None:
         time.sleep(0.05)
 
 
+def _signal_each_once_running(folder: Path, procs: dict) -> dict:
+    """Send each process of ``procs`` (name -> (process, signal)) its signal as soon as its own trial is
+    in training; the trials' numbers, by name. The processes start together: their start-ups overlap."""
+    numbers, t0 = {}, time.time()
+    while len(numbers) < len(procs):
+        assert time.time() - t0 < 300, f"no trial started by {sorted(set(procs) - set(numbers))}"
+        for name, (proc, signum) in procs.items():
+            if name not in numbers:
+                number = _wait_running(folder, proc, timeout=0)
+                if number is not None:
+                    proc.send_signal(signum)
+                    numbers[name] = number
+        time.sleep(0.05)
+    return numbers
+
+
 def test_ctrl_c_sigterm_sigkill_of_a_worker_and_of_the_command_then_resume(slow_study_file, tmp_path):
     """One study through each way a run stops, each stage starting where the last one left it (one
-    study's start-up and re-run for all four): Ctrl+C, then SIGTERM, to a search end it in one line,
+    study's start-up and re-run for all four): Ctrl+C and SIGTERM to a search end it in one line,
     its trial marked failed and queued again; SIGKILL of a `scaling worker` and of the whole search
     command leave their trials RUNNING, to go stale; a search re-run waits them out and trains every
-    network exactly once."""
+    network exactly once. The two processes of each stage start together (their start-ups overlap)."""
     from scaling.results import failures_frame
 
     study_file = slow_study_file
@@ -223,45 +239,35 @@ def test_ctrl_c_sigterm_sigkill_of_a_worker_and_of_the_command_then_resume(slow_
     url = f"sqlite:///{folder / 'optuna.db'}"
     search = ["search", "--study", str(study_file), "-q", "--no-report"]
     said = "interrupted: the running trial is marked failed and queued again; run the same command to resume"
-    interrupted = []
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        # 1. Ctrl+C, 2. SIGTERM: the last line says what happened, and it alone; no summary table after it;
-        # Optuna's warning with the interrupted trial's traceback is silenced.
-        p = _spawn(search, tmp_path)
-        interrupted.append(_wait_running(folder, p))
-        p.send_signal(signum)
+
+    # 1. Ctrl+C to one search, SIGTERM to another: each ends in one line, the last, its trial marked failed
+    # and queued again; no summary table after it; Optuna's warning with the trial's traceback is silenced.
+    procs = {signum: (_spawn(search, tmp_path), signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+    interrupted = _signal_each_once_running(folder, procs)
+    for signum, (p, _) in procs.items():
         out, _ = p.communicate(timeout=300)
         assert p.returncode == 128 + signum, out
         lines = out.strip().splitlines()
         assert lines[-1] == said and sum("interrupted:" in line for line in lines) == 1, out
         assert "Study tiny" not in out and "aborted" not in out, out
         assert "Traceback" not in out and "failed with" not in out, out
-        study = optuna.load_study(study_name="tiny", storage=url)
-        assert counts(study)["RUNNING"] == 0 and counts(study)["FAIL"] == len(interrupted)
-        assert study.trials[interrupted[-1]].state == optuna.trial.TrialState.FAIL
-        assert study.trials[interrupted[-1]].user_attrs.get("reason") == "interrupted"
-        assert (folder / "results.csv").exists()  # the ranking so far
+    study = optuna.load_study(study_name="tiny", storage=url)
+    assert counts(study)["RUNNING"] == 0 and counts(study)["FAIL"] == 2
+    for number in interrupted.values():
+        assert study.trials[number].state == optuna.trial.TrialState.FAIL
+        assert study.trials[number].user_attrs.get("reason") == "interrupted"
+    assert (folder / "results.csv").exists()  # the ranking so far
 
-    # 3. SIGKILL of a worker of the study and of the whole search command, each in its trial: started
-    # together (their start-ups overlap), each killed as soon as its own trial is in training.
-    victim = _spawn(["worker", "tiny", "--storage", url, "--device", "cpu", "-q"], tmp_path)
-    p = _spawn(search, tmp_path)
-    lost = {}
-    t0 = time.time()
-    while len(lost) < 2:
-        assert time.time() - t0 < 300, f"no trial started by the {({'worker', 'command'} - set(lost)).pop()}"
-        for what, proc in (("worker", victim), ("command", p)):
-            if what not in lost:
-                number = _wait_running(folder, proc, timeout=0)
-                if number is not None:
-                    proc.send_signal(signal.SIGKILL)
-                    proc.wait(timeout=60)
-                    lost[what] = number
-        time.sleep(0.05)
+    # 2. SIGKILL of a worker of the study and of the whole search command, each in its trial.
+    worker = ["worker", "tiny", "--storage", url, "--device", "cpu", "-q"]
+    procs = {"worker": (_spawn(worker, tmp_path), signal.SIGKILL), "command": (_spawn(search, tmp_path), signal.SIGKILL)}
+    lost = _signal_each_once_running(folder, procs)
+    for p, _ in procs.values():
+        p.wait(timeout=60)
     lost_worker, lost_command = lost["worker"], lost["command"]
-    assert len({*interrupted, lost_worker, lost_command}) == 4
+    assert len({*interrupted.values(), lost_worker, lost_command}) == 4
 
-    # 4. The re-run waits out the stale heartbeats and trains every network exactly once.
+    # 3. The re-run waits out the stale heartbeats and trains every network exactly once.
     p = _spawn(search, tmp_path)
     out, _ = p.communicate(timeout=900)
     assert p.returncode == 0, out
@@ -272,7 +278,7 @@ def test_ctrl_c_sigterm_sigkill_of_a_worker_and_of_the_command_then_resume(slow_
     assert c["FAIL"] == 4  # the two interrupted, and the two killed ones, each failed once by its stale heartbeat
     fails = failures_frame(study)  # each listed as recovered, with what happened to it
     assert dict(zip(fails["trial"], fails["reason"])) == {
-        **dict.fromkeys(interrupted, "interrupted"), lost_worker: "worker lost, retried",
+        **dict.fromkeys(interrupted.values(), "interrupted"), lost_worker: "worker lost, retried",
         lost_command: "worker lost, retried"}
     assert fails["recovered"].tolist() == [True] * 4
     assert len(pd.read_csv(folder / "results.csv")) == len(nets)
