@@ -1,9 +1,9 @@
 """Studies at the command line: --name reopens one as defined, missing names list what exists,
-results in every format, Ctrl+C in one line."""
+results in every format. (Ctrl+C during a quiet search, in one line: the first stage of
+test_search.py's signal test, which goes on with the same study.)"""
 
 import json
 import os
-import signal
 
 import pandas as pd
 import pytest
@@ -126,21 +126,3 @@ def test_cpu_estimate_from_the_counted_flops():
     assert f"2 networks x 2 seeds x 3 epochs on 1,000 images: {macs / 1e9:.3g} G multiply-adds" in line
     assert f"about {round(macs / 4e9)} s" in line and "assumed 4 G multiply-adds/s" in line
     assert "1 network x 1 seed x 1 epoch on" in cpu_estimate(specs[:1], 10, 10, epochs=1, seeds=1)
-
-
-def test_ctrl_c_during_a_quiet_search_ends_in_one_line(tmp_path, monkeypatch):
-    from test_search import SLOW, _spawn, _wait_running
-
-    monkeypatch.chdir(tmp_path)
-    (tmp_path / "tiny.toml").write_text(SLOW)
-    p = _spawn(["search", "--study", "tiny.toml", "-q", "--no-report"], tmp_path)
-    _wait_running(tmp_path / "studies" / "tiny", p)
-    p.send_signal(signal.SIGINT)
-    out, _ = p.communicate(timeout=120)
-    assert p.returncode == 130, out
-    lines = out.strip().splitlines()
-    assert lines[-1] == ("interrupted: the running trial is marked failed and queued again; run the same command "
-                         "to resume"), out
-    assert sum("interrupted:" in line for line in lines) == 1
-    assert "Study tiny" not in out and "aborted" not in out  # no summary table after Ctrl+C
-    assert (tmp_path / "studies" / "tiny" / "results.csv").exists()

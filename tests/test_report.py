@@ -16,7 +16,7 @@ from optuna.trial import TrialState
 from typer.testing import CliRunner
 
 from scaling.cli import app
-from scaling.report import Plot, Report, Section, Table, build_report, write_html, write_pdf
+from scaling.report import Plot, Report, Section, Table, write_html, write_pdf
 from scaling.report.content import _fit_section, _fits, flops_text, pct, sig3
 from scaling.report.pdf import _width, wrap
 from scaling.search import create_study, storage_url
@@ -93,12 +93,39 @@ def study(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def report(study, tmp_path_factory):
-    """The report command run once on the tiny study: (its output, the HTML file, the PDF file)."""
+def report_run(study, tmp_path_factory):
+    """The report command run once on the tiny study, and what it built on the way: its own calls of
+    build_report and _fits are watched (they run as they are; their results are kept), so that the
+    tests of the content read the very Report the command rendered instead of building another."""
+    import scaling.report
+    import scaling.report.content as content
+
     out = tmp_path_factory.mktemp("out")
-    r = invoke("report", "tiny", "--studies-dir", str(study / "studies"), "--output-dir", str(out))
+    built, fitted = [], []
+    build, fits = scaling.report.build_report, content._fits
+
+    def watched_build(*args, **kwargs):
+        built.append((args, kwargs, build(*args, **kwargs)))
+        return built[-1][2]
+
+    def watched_fits(df):
+        fitted.append((df, fits(df)))
+        return fitted[-1][1]
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(scaling.report, "build_report", watched_build)
+        mp.setattr(content, "_fits", watched_fits)
+        r = invoke("report", "tiny", "--studies-dir", str(study / "studies"), "--output-dir", str(out))
     assert r.exit_code == 0, r.output
-    return r.output, out / "tiny" / "index.html", out / "tiny" / "report.pdf"
+    assert len(built) == len(fitted) == 1  # one report, its series fitted once
+    return SimpleNamespace(output=r.output, html=out / "tiny" / "index.html", pdf=out / "tiny" / "report.pdf",
+                           build_args=built[0][:2], built=built[0][2], series=fitted[0][0], fits=fitted[0][1])
+
+
+@pytest.fixture(scope="module")
+def report(report_run):
+    """The report command run once on the tiny study: (its output, the HTML file, the PDF file)."""
+    return report_run.output, report_run.html, report_run.pdf
 
 
 def test_report_command_writes_both_files(report):
@@ -159,8 +186,10 @@ def test_pdf_holds_the_best_triple_the_family_and_the_fits(report, study, monkey
     assert "torch 2." in text and "seed" in text  # provenance
 
 
-def test_report_content_matches_the_study(study):
-    rep = build_report("tiny", study / "studies")
+def test_report_content_matches_the_study(study, report_run):
+    # The Report the command built (build_report of the study) and rendered as the HTML and PDF above.
+    assert report_run.build_args == (("tiny", study / "studies", None), {})
+    rep = report_run.built
     sections = {sec.heading: sec for sec in rep.sections}
     results = pd.read_csv(study / "studies" / "tiny" / "results.csv")
     ranking = sections["Search results"].tables[0]
@@ -355,14 +384,16 @@ def test_a_failed_fit_is_shown_as_no_law():
     assert not [ln for ln in flops_figure.figure.axes[0].get_lines() if ln.get_linestyle() == "--"]
 
 
-def test_results_says_whether_a_law_fits(study, monkeypatch):
+def test_results_says_whether_a_law_fits(study, report_run, monkeypatch):
     from scaling.results import plan_studies, series_frame
 
     monkeypatch.chdir(study)
     r = invoke("results", "tiny")
     assert r.exit_code == 0, r.output
     series = series_frame(plan_studies(f"sqlite:///{study / 'studies' / 'tiny' / 'optuna.db'}", "tiny"))
-    fit, _ = _fits(series)["compound (1.2, 1.1, 1.15)"]
+    # The fits of this series are those the report command made (_fits of the same frame), not made again.
+    pd.testing.assert_frame_equal(report_run.series, series)
+    fit, _ = report_run.fits["compound (1.2, 1.1, 1.15)"]
     line = next(line for line in r.output.splitlines() if line.startswith("law of compound (1.2, 1.1, 1.15): "))
     if fit.ok:
         assert f"top-1 limit {100 * (1 - fit.law.c):.2f}%" in line

@@ -18,7 +18,8 @@ TINY = custom_spec(0.25, 0.25, 32)
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
-    return load_data(None, 32, train_size=256, val_size=100, cache_dir=tmp_path_factory.mktemp("cache"), quiet=True)
+    """2 steps of 64 an epoch: continuing a schedule exactly, or resuming, holds at any size."""
+    return load_data(None, 32, train_size=128, val_size=100, cache_dir=tmp_path_factory.mktemp("cache"), quiet=True)
 
 
 @pytest.fixture(scope="module")

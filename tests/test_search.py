@@ -98,8 +98,12 @@ def test_spread_order_starts_at_the_paper():
     assert PAPER in cands[order[0]].triples
 
 
-def test_small_grid_end_to_end_and_resume(study_file, tmp_path):
-    r = CliRunner().invoke(app, ["search", "--study", str(study_file), "-q"])
+def test_small_grid_end_to_end_with_four_workers_and_resume(study_file, tmp_path, monkeypatch):
+    # Four worker processes share the study (with the short heartbeat); this command waits for them, then
+    # ranks the networks and writes the report.
+    for k, v in ENV.items():
+        monkeypatch.setenv(k, v)
+    r = CliRunner().invoke(app, ["search", "--study", str(study_file), "--workers", "4", "-q"])
     assert r.exit_code == 0, r.output
     folder = tmp_path / "studies" / "tiny"
     n = len(study_candidates(resolve(study_file)))
@@ -132,7 +136,13 @@ def test_small_grid_end_to_end_and_resume(study_file, tmp_path):
     assert [s["study_name"] for s in studies] == ["tiny"]
     detail = _dashboard(folder / "optuna.db", f"/api/studies/{studies[0]['study_id']}")
     assert len(detail["trials"]) == before
-    assert {t["state"] for t in detail["trials"]} == {"Complete"}
+    study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{folder / 'optuna.db'}")
+    assert {t["number"]: t["state"] for t in detail["trials"]} == {t.number: t.state.name.capitalize()
+                                                                  for t in study.trials}
+    # Every network's trial complete; any other is a worker's that found the queue empty (skipped, pruned).
+    assert sum(t["state"] == "Complete" for t in detail["trials"]) == n
+    assert all(t.state == optuna.trial.TrialState.PRUNED and t.user_attrs.get("skipped")
+               for t in study.trials if t.state != optuna.trial.TrialState.COMPLETE)
 
 
 def _dashboard(db: Path, path: str) -> dict:
@@ -176,11 +186,12 @@ def _running(db: Path, name="tiny") -> list[tuple[int, str]]:
     return [(number, json.loads(worker)) for number, worker in rows]
 
 
-def _wait_running(folder: Path, proc=None, timeout=300) -> int:
+def _wait_running(folder: Path, proc=None, timeout=300) -> int | None:
     """Until a trial of ``proc`` (of any process without one) is in training: its network recorded,
-    no epoch reported yet. Returns its number. Polls: a loaded machine may take long to start."""
+    no epoch reported yet. Returns its number. Polls: a loaded machine may take long to start.
+    ``timeout=0``: one look, None where no such trial runs yet."""
     t0 = time.time()
-    while time.time() - t0 < timeout:
+    while True:
         if proc is not None and proc.poll() is not None:
             raise AssertionError(f"the command ended ({proc.returncode}) before a trial ran: {proc.stdout.read()}")
         if (folder / "optuna.db").exists():
@@ -191,15 +202,35 @@ def _wait_running(folder: Path, proc=None, timeout=300) -> int:
                         return number
             except sqlite3.OperationalError:  # not created yet, being created, or locked by a writer
                 pass
+        if timeout == 0:
+            return None
+        if time.time() - t0 > timeout:
+            raise AssertionError("no trial started")
         time.sleep(0.05)
-    raise AssertionError("no trial started")
 
 
-def test_sigterm_sigkill_of_a_worker_and_of_the_command_then_resume(slow_study_file, tmp_path):
+def _signal_each_once_running(folder: Path, procs: dict) -> dict:
+    """Send each process of ``procs`` (name -> (process, signal)) its signal as soon as its own trial is
+    in training; the trials' numbers, by name. The processes start together: their start-ups overlap."""
+    numbers, t0 = {}, time.time()
+    while len(numbers) < len(procs):
+        assert time.time() - t0 < 300, f"no trial started by {sorted(set(procs) - set(numbers))}"
+        for name, (proc, signum) in procs.items():
+            if name not in numbers:
+                number = _wait_running(folder, proc, timeout=0)
+                if number is not None:
+                    proc.send_signal(signum)
+                    numbers[name] = number
+        time.sleep(0.05)
+    return numbers
+
+
+def test_ctrl_c_sigterm_sigkill_of_a_worker_and_of_the_command_then_resume(slow_study_file, tmp_path):
     """One study through each way a run stops, each stage starting where the last one left it (one
-    study's start-up and re-run for all three): SIGTERM to a search marks its trial failed and queues
-    it again; SIGKILL of a `scaling worker`, then of the whole search command, leave trials RUNNING
-    that go stale; a search re-run waits them out and trains every network exactly once."""
+    study's start-up and re-run for all four): Ctrl+C and SIGTERM to a search end it in one line,
+    its trial marked failed and queued again; SIGKILL of a `scaling worker` and of the whole search
+    command leave their trials RUNNING, to go stale; a search re-run waits them out and trains every
+    network exactly once. The two processes of each stage start together (their start-ups overlap)."""
     from scaling.results import failures_frame
 
     study_file = slow_study_file
@@ -207,35 +238,36 @@ def test_sigterm_sigkill_of_a_worker_and_of_the_command_then_resume(slow_study_f
     folder = tmp_path / "studies" / "tiny"
     url = f"sqlite:///{folder / 'optuna.db'}"
     search = ["search", "--study", str(study_file), "-q", "--no-report"]
+    said = "interrupted: the running trial is marked failed and queued again; run the same command to resume"
 
-    # 1. SIGTERM: one line says what happened; Optuna's warning with the interrupted trial's traceback is silenced.
-    p = _spawn(search, tmp_path)
-    interrupted = _wait_running(folder, p)
-    p.send_signal(signal.SIGTERM)
-    out, _ = p.communicate(timeout=300)
-    assert p.returncode == 143, out
-    assert "Traceback" not in out and "failed with" not in out, out
-    assert "interrupted: the running trial is marked failed and queued again" in out, out
+    # 1. Ctrl+C to one search, SIGTERM to another: each ends in one line, the last, its trial marked failed
+    # and queued again; no summary table after it; Optuna's warning with the trial's traceback is silenced.
+    procs = {signum: (_spawn(search, tmp_path), signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+    interrupted = _signal_each_once_running(folder, procs)
+    for signum, (p, _) in procs.items():
+        out, _ = p.communicate(timeout=300)
+        assert p.returncode == 128 + signum, out
+        lines = out.strip().splitlines()
+        assert lines[-1] == said and sum("interrupted:" in line for line in lines) == 1, out
+        assert "Study tiny" not in out and "aborted" not in out, out
+        assert "Traceback" not in out and "failed with" not in out, out
     study = optuna.load_study(study_name="tiny", storage=url)
-    assert counts(study)["RUNNING"] == 0 and counts(study)["FAIL"] == 1
-    assert study.trials[interrupted].state == optuna.trial.TrialState.FAIL
-    assert study.trials[interrupted].user_attrs.get("reason") == "interrupted"
-    assert (folder / "results.csv").exists()
+    assert counts(study)["RUNNING"] == 0 and counts(study)["FAIL"] == 2
+    for number in interrupted.values():
+        assert study.trials[number].state == optuna.trial.TrialState.FAIL
+        assert study.trials[number].user_attrs.get("reason") == "interrupted"
+    assert (folder / "results.csv").exists()  # the ranking so far
 
-    # 2. SIGKILL of a worker of the study, in its trial.
-    victim = _spawn(["worker", "tiny", "--storage", url, "--device", "cpu", "-q"], tmp_path)
-    lost_worker = _wait_running(folder, victim)
-    victim.send_signal(signal.SIGKILL)
-    victim.wait(timeout=60)
+    # 2. SIGKILL of a worker of the study and of the whole search command, each in its trial.
+    worker = ["worker", "tiny", "--storage", url, "--device", "cpu", "-q"]
+    procs = {"worker": (_spawn(worker, tmp_path), signal.SIGKILL), "command": (_spawn(search, tmp_path), signal.SIGKILL)}
+    lost = _signal_each_once_running(folder, procs)
+    for p, _ in procs.values():
+        p.wait(timeout=60)
+    lost_worker, lost_command = lost["worker"], lost["command"]
+    assert len({*interrupted.values(), lost_worker, lost_command}) == 4
 
-    # 3. SIGKILL of the whole search command, in its trial.
-    p = _spawn(search, tmp_path)
-    lost_command = _wait_running(folder, p)
-    p.send_signal(signal.SIGKILL)
-    p.wait(timeout=60)
-    assert len({interrupted, lost_worker, lost_command}) == 3
-
-    # 4. The re-run waits out the stale heartbeats and trains every network exactly once.
+    # 3. The re-run waits out the stale heartbeats and trains every network exactly once.
     p = _spawn(search, tmp_path)
     out, _ = p.communicate(timeout=900)
     assert p.returncode == 0, out
@@ -243,20 +275,13 @@ def test_sigterm_sigkill_of_a_worker_and_of_the_command_then_resume(slow_study_f
     assert len(nets) == len(set(nets)) == n_queued(config)
     c = counts(study)
     assert c["RUNNING"] == 0 and c["WAITING"] == 0
-    assert c["FAIL"] == 3  # the interrupted one, and the two killed ones, each failed once by its stale heartbeat
+    assert c["FAIL"] == 4  # the two interrupted, and the two killed ones, each failed once by its stale heartbeat
     fails = failures_frame(study)  # each listed as recovered, with what happened to it
     assert dict(zip(fails["trial"], fails["reason"])) == {
-        interrupted: "interrupted", lost_worker: "worker lost, retried", lost_command: "worker lost, retried"}
-    assert fails["recovered"].tolist() == [True] * 3
+        **dict.fromkeys(interrupted.values(), "interrupted"), lost_worker: "worker lost, retried",
+        lost_command: "worker lost, retried"}
+    assert fails["recovered"].tolist() == [True] * 4
     assert len(pd.read_csv(folder / "results.csv")) == len(nets)
-
-
-def test_four_workers_share_one_study(study_file, tmp_path):
-    p = _spawn(["search", "--study", str(study_file), "--workers", "4", "-q", "--no-report"], tmp_path)
-    out, _ = p.communicate(timeout=400)
-    assert p.returncode == 0, out
-    study, nets = trials_by_network(tmp_path / "studies" / "tiny")
-    assert len(nets) == len(set(nets)) == len(study_candidates(resolve(study_file)))
 
 
 @pytest.mark.parametrize("args, names", [
@@ -331,6 +356,7 @@ def test_failures_are_recorded_and_the_study_goes_on(study_file, tmp_path, monke
         return loss * float("nan") if calls["n"] == 1 else loss
 
     monkeypatch.setattr(t, "compute_loss", poisoned)
+    study_file.write_text(TOML.replace('sampler = "grid"', 'sampler = "grid"\ntrials = 3'))  # 3 of the 8 are enough
     r = CliRunner().invoke(app, ["search", "--study", str(study_file), "-q", "--no-report"])
     assert r.exit_code == 0, r.output
     folder = tmp_path / "studies" / "tiny"
@@ -338,8 +364,8 @@ def test_failures_are_recorded_and_the_study_goes_on(study_file, tmp_path, monke
     fails = [x for x in study.trials if x.state == optuna.trial.TrialState.FAIL]
     assert len(fails) == 1 and fails[0].user_attrs["reason"].startswith("nan: loss became nan")
     assert "1 failed trial:" in r.output and "nan: loss became nan" in r.output
-    n = len(study_candidates(resolve(study_file)))
-    assert len(nets) == n - 1 and len(pd.read_csv(folder / "results.csv")) == n - 1
+    n = n_queued(resolve(study_file))
+    assert n == 3 and len(nets) == n - 1 and len(pd.read_csv(folder / "results.csv")) == n - 1
 
 
 @pytest.mark.parametrize("sampler", ["random", "tpe"])

@@ -22,6 +22,12 @@ def data(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
+def data_192(tmp_path_factory):
+    """3 steps of 64 per epoch: what tests of the micro-batch and of resuming need (they hold at any size)."""
+    return load_data(None, 32, train_size=192, val_size=200, cache_dir=tmp_path_factory.mktemp("cache"), quiet=True)
+
+
+@pytest.fixture(scope="module")
 def data_2000(tmp_path_factory):
     return load_data(None, 32, train_size=2000, val_size=200, cache_dir=tmp_path_factory.mktemp("cache"), quiet=True)
 
@@ -80,7 +86,8 @@ def test_nan_stops_within_one_step(data, monkeypatch):
     assert r.epochs_completed == 1 and math.isfinite(r.top1)
 
 
-def test_oom_halves_micro_batch_then_fails(data, monkeypatch):
+def test_oom_halves_micro_batch_then_fails(data_192, monkeypatch):
+    data = data_192
     real = t.compute_loss
 
     def tight(logits, labels, smoothing):
@@ -100,7 +107,8 @@ def test_oom_halves_micro_batch_then_fails(data, monkeypatch):
     assert r.status == "oom" and "micro-batch 8" in r.reason and r.top1 is None
 
 
-def test_resume_is_exact(data, tmp_path):
+def test_resume_is_exact(data_192, tmp_path):
+    data = data_192
     rec = small(epochs=3)
     whole = t.train(TINY, data, rec, device="cpu", seed=3, quiet=True, deterministic=True,
                     checkpoint=tmp_path / "a.pt", save_weights=tmp_path / "a-final.pt")
