@@ -350,7 +350,9 @@ def _create_study(config: StudyConfig, url: str, num_classes: int | None = None)
                                 sampler=sampler, pruner=pruner, load_if_exists=True)
     plan = plan_of(config)
     if plan is not None:
-        have = {(t.params.get(plan.param), t.params.get("seed")) for t in study.get_trials(deepcopy=False)}
+        # What each trial trains, queued ones included (a WAITING trial has no params yet: only its fixed ones).
+        have = {(dict(trial_key(t)).get(plan.param), dict(trial_key(t)).get("seed"))
+                for t in study.get_trials(deepcopy=False)}
         for seed in range(config.seeds):
             for key in plan.keys:
                 if (key, seed) not in have:
@@ -680,12 +682,14 @@ def settle(study: optuna.Study, trial: optuna.Trial | None) -> None:
 
 
 def requeue_interrupted(study: optuna.Study, trial: optuna.Trial | None) -> None:
-    """Enqueue again the network of a trial that a signal interrupted (Optuna marked it FAIL)."""
+    """Enqueue again the network of a queued trial (grid, family, official, sweep) that a
+    signal interrupted (Optuna marked it FAIL), so that any worker of the study trains it
+    again, not only the next run; a sampled trial (tpe, random) is not queued again."""
     if trial is None:
         return
     frozen = study._storage.get_trial(trial._trial_id)
     if frozen.state == TrialState.RUNNING:
         study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
         frozen = study._storage.get_trial(trial._trial_id)
-    if frozen.state == TrialState.FAIL and frozen.params and "candidate" in frozen.params:
-        study.enqueue_trial(dict(frozen.params), skip_if_exists=False)
+    if frozen.state == TrialState.FAIL and frozen.system_attrs.get("fixed_params"):
+        study.enqueue_trial(dict(trial_key(frozen)), skip_if_exists=False)
