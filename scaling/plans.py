@@ -3,7 +3,8 @@ coefficients, or one dimension alone.
 
 A plan is part of a study's definition. Its study lives in the same storage as the search
 (``NAME.family-1.2-1.1-1.15``, ``NAME.official``, ``NAME.sweep-width``) and trains with
-the same data and recipe. Each member is one Optuna parameter (``phi`` for a family or the
+the same data and recipe. Each member is queued as ``{"member": key, "seed": s}`` (as the
+grid's networks are), its key the value of the plan's parameter (``phi`` for a family or the
 official networks, ``multiplier`` for a sweep) with a fixed distribution, so a later run
 that asks for more members adds them to the same study and trains only what is new.
 """

@@ -1,8 +1,10 @@
 """The search: an Optuna study over the candidate networks, run by one or many workers.
 
 Scheduling is Optuna's own. In grid mode every distinct network (times each seed) is
-enqueued once as a WAITING trial, in an order that spreads the budget; workers pop them
-atomically from the shared storage. Storage is SQLite under studies/NAME/ by default
+enqueued once as a WAITING trial, in an order that spreads the budget; a plan (family,
+official, sweep) enqueues each member and seed. Every queued trial has one form,
+``{"member": key, "seed": s}`` (:func:`queue_param`); workers pop them atomically from the
+shared storage. Storage is SQLite under studies/NAME/ by default
 (Optuna's RDB storage, chosen over the journal file because only RDB storage has
 heartbeats), or any database URL for workers on many machines. A worker that dies
 mid-trial stops its heartbeat; after the grace period another worker (or the next run)
@@ -321,6 +323,26 @@ def plan_of(config: StudyConfig) -> Plan | None:
     return Plan.from_dict(config.plan) if config.plan is not None else None
 
 
+MEMBER = "member"  # the parameter a queued trial names its network by: {"member": key, "seed": s}
+
+
+def legacy_param(config: StudyConfig) -> str:
+    """What a study queued before the one form named its member by: the grid's candidate
+    index, a family's or the official networks' phi, a sweep's multiplier."""
+    plan = plan_of(config)
+    return plan.param if plan is not None else "candidate"
+
+
+def queue_param(study: optuna.Study, config: StudyConfig) -> str:
+    """The parameter a queued study's trials name their member by: ``"member"``; a study
+    queued before the one form (its trials name ``"candidate"``, ``"phi"`` or
+    ``"multiplier"``) keeps its own, so that it resumes as it was written."""
+    legacy = legacy_param(config)
+    if any(legacy in dict(trial_key(t)) for t in study.get_trials(deepcopy=False)):
+        return legacy
+    return MEMBER
+
+
 def queued(config: StudyConfig) -> bool:
     """Whether workers take their networks from a queue (grid, family, sweep) rather than a sampler."""
     return config.sampler == "grid" or config.plan is not None
@@ -349,14 +371,15 @@ def _create_study(config: StudyConfig, url: str, num_classes: int | None = None)
     study = optuna.create_study(study_name=config.name, storage=storage, direction="maximize",
                                 sampler=sampler, pruner=pruner, load_if_exists=True)
     plan = plan_of(config)
+    param = queue_param(study, config)
     if plan is not None:
         # What each trial trains, queued ones included (a WAITING trial has no params yet: only its fixed ones).
-        have = {(dict(trial_key(t)).get(plan.param), dict(trial_key(t)).get("seed"))
+        have = {(dict(trial_key(t)).get(param), dict(trial_key(t)).get("seed"))
                 for t in study.get_trials(deepcopy=False)}
         for seed in range(config.seeds):
             for key in plan.keys:
                 if (key, seed) not in have:
-                    study.enqueue_trial({plan.param: key, "seed": seed})
+                    study.enqueue_trial({param: key, "seed": seed})
         study.set_user_attr("enqueued", len(plan.keys) * config.seeds)  # the progress bar's total
         study.set_user_attr("plan", json.dumps(plan.to_dict()))
         study.set_user_attr("definition", json.dumps(config.to_dict()))
@@ -373,7 +396,7 @@ def _create_study(config: StudyConfig, url: str, num_classes: int | None = None)
         order = spread_order(cands)[: config.trials or None]
         for seed in range(config.seeds):
             for k in order:
-                study.enqueue_trial({"candidate": k, "seed": seed}, skip_if_exists=True)
+                study.enqueue_trial({param: k, "seed": seed}, skip_if_exists=True)
         study.set_user_attr("enqueued", len(order) * config.seeds)
         study.set_user_attr("definition", json.dumps(config.to_dict()))
     return study
@@ -453,19 +476,21 @@ class Objective:
     def network(self, trial: optuna.Trial):
         """The trial's network, what to record about it, and its seed."""
         c = self.config
-        if queued(c) and "fixed_params" not in trial.study._storage.get_trial_system_attrs(trial._trial_id):
+        fixed = trial.study._storage.get_trial_system_attrs(trial._trial_id).get("fixed_params")
+        if queued(c) and fixed is None:
             trial.set_user_attr("skipped", True)
             raise optuna.TrialPruned("no queued network left")
+        name = MEMBER if MEMBER in (fixed or {}) else legacy_param(c)  # a study queued before the one form: its own
         if self.plan is not None:
             lo, hi = MULTIPLIER_RANGE if self.plan.param == "multiplier" else PHI_RANGE
-            key = trial.suggest_float(self.plan.param, lo, hi)
+            key = trial.suggest_float(name, lo, hi)
             seed = trial.suggest_int("seed", 0, max(0, c.seeds - 1))
             m = member(self.plan, base_spec(c), key, c.multiple)
             attrs = dict(m.attrs, label=m.label, series=self.plan.series(), kind=self.plan.kind, triples="",
                          product=math.nan)
             return m.spec, attrs, seed
         if c.sampler == "grid":
-            k = trial.suggest_categorical("candidate", list(range(len(self.cands))))
+            k = trial.suggest_categorical(name, list(range(len(self.cands))))
             seed = trial.suggest_int("seed", 0, max(0, c.seeds - 1))
             cand = self.cands[k]
             return cand.spec, self._triple_attrs(cand.triple, cand.label), seed
