@@ -32,10 +32,11 @@ import sqlalchemy.exc
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback, fail_stale_trials
 from optuna.trial import TrialState
 
-from .compound import (PAPER, Candidate, GridTooLarge, Triple, candidates, constraint, hold_to_budget, multipliers,
-                       round_resolution, scaled_spec)
+from .compound import (PAPER, Candidate, GridTooLarge, Triple, candidates, hold_to_budget, round_resolution,
+                       scaled_spec)
 from .complexity import count
 from .faults import NoSpace, no_space, sqlite_file, storage_fault, told
+from .members import Member, candidate_member, grid_member
 from .plans import MULTIPLIER_RANGE, PHI_RANGE, Plan, member
 from .spec import spec_for
 from .study import StudyConfig, StudyError
@@ -267,10 +268,8 @@ def open_storage(url: str, create: bool = True) -> RDBStorage:
 def largest_resolution(config: StudyConfig) -> int:
     """The largest image size a study's trials ask for, so that one data cache (one cap on
     the stored size) serves every trial: its plan's largest member, or the grid's top gamma."""
-    plan = plan_of(config)
-    if plan is not None:
-        base = base_spec(config)
-        return max(member(plan, base, k, config.multiple).spec.resolution for k in plan.keys)
+    if config.plan is not None:
+        return max(m.spec.resolution for m in study_members(config))
     return round_resolution(config.base_resolution * config.gamma[1] ** config.phi, config.multiple)
 
 
@@ -317,6 +316,24 @@ def spread_order(cands: list[Candidate]) -> list[int]:
         order.append(i)
         dist = [min(d, math.dist(p, pts[i])) for d, p in zip(dist, pts)]
     return order
+
+
+def study_members(config: StudyConfig, num_classes: int | None = None) -> list[Member]:
+    """The networks a queued study trains, for every kind: a grid's candidates in spread
+    order (each keyed by its index among the candidates; the search queues the first
+    ``trials``), a plan's members in its order. Empty for a sampled search (tpe, random).
+
+    Raises:
+        StudyError: the grid is too large to enumerate.
+    """
+    plan = plan_of(config)
+    if plan is not None:
+        base = base_spec(config).replace(num_classes=study_classes(config, num_classes))
+        return [member(plan, base, k, config.multiple) for k in plan.keys]
+    if config.sampler != "grid":
+        return []
+    cands = study_candidates(config, num_classes)
+    return [candidate_member(k, cands[k]) for k in spread_order(cands)]
 
 
 def plan_of(config: StudyConfig) -> Plan | None:
@@ -465,8 +482,7 @@ class Objective:
         self.folder = folder  # where a full disk is said to be when the error names no file
         self.plan = plan_of(config)
         self.num_classes = study_classes(config, num_classes)
-        grid = self.plan is None and config.sampler == "grid"
-        self.cands = study_candidates(config, self.num_classes) if grid else []
+        self.members = {m.key: m for m in study_members(config, self.num_classes)}  # grid and plans: by queue key
         self.recipe = config.training_recipe()
         self.max_resolution = largest_resolution(config)
         self.version = code_version()
@@ -485,15 +501,15 @@ class Objective:
             lo, hi = MULTIPLIER_RANGE if self.plan.param == "multiplier" else PHI_RANGE
             key = trial.suggest_float(name, lo, hi)
             seed = trial.suggest_int("seed", 0, max(0, c.seeds - 1))
-            m = member(self.plan, base_spec(c), key, c.multiple)
-            attrs = dict(m.attrs, label=m.label, series=self.plan.series(), kind=self.plan.kind, triples="",
-                         product=math.nan)
-            return m.spec, attrs, seed
+            # A member queued by an earlier definition of the plan (no longer in it) is still its plan's network.
+            m = self.members.get(key) or member(self.plan, base_spec(c).replace(num_classes=self.num_classes), key,
+                                                c.multiple)
+            return m.spec, m.attrs(), seed
         if c.sampler == "grid":
-            k = trial.suggest_categorical(name, list(range(len(self.cands))))
+            k = trial.suggest_categorical(name, list(range(len(self.members))))
             seed = trial.suggest_int("seed", 0, max(0, c.seeds - 1))
-            cand = self.cands[k]
-            return cand.spec, self._triple_attrs(cand.triple, cand.label), seed
+            m = self.members[k]
+            return m.spec, m.attrs(), seed
         lo, hi = c.alpha
         alpha = trial.suggest_float("alpha", lo, hi, step=c.step)
         beta = trial.suggest_float("beta", c.beta[0], c.beta[1], step=c.step)
@@ -506,7 +522,7 @@ class Objective:
         if spec is None:
             trial.set_user_attr("skipped", True)
             raise optuna.TrialPruned(f"no resolution holds {t} within {c.flops_tolerance:.0%} of its FLOPs budget")
-        return spec, self._triple_attrs(t, str(t)), trial.number % c.seeds
+        return spec, grid_member(math.nan, (t,), spec, c.phi).attrs(), trial.number % c.seeds
 
     def _held(self, spec):
         """A sampled triple's network held to its FLOPs budget, as the grid's candidates are."""
@@ -517,11 +533,6 @@ class Objective:
         resolutions = tuple(round_resolution(base.resolution * g**c.phi, c.multiple) for g in c.gamma)
         return hold_to_budget(spec, count(base).flops * c.target**c.phi, c.flops_tolerance, resolutions,
                               c.multiple, lambda s: count(s).flops)
-
-    def _triple_attrs(self, triple: Triple, label: str) -> dict:
-        d, w, r = multipliers(triple, self.config.phi)
-        return dict(alpha=triple.alpha, beta=triple.beta, gamma=triple.gamma, triples=label,
-                    product=round(constraint(triple.alpha, triple.beta, triple.gamma), 4), d=d, w=w, r=r)
 
     def __call__(self, trial: optuna.Trial) -> float:
         self.current = trial
