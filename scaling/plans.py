@@ -3,17 +3,18 @@ coefficients, or one dimension alone.
 
 A plan is part of a study's definition. Its study lives in the same storage as the search
 (``NAME.family-1.2-1.1-1.15``, ``NAME.official``, ``NAME.sweep-width``) and trains with
-the same data and recipe. Each member is one Optuna parameter (``phi`` for a family or the
+the same data and recipe. Each member is queued as ``{"member": key, "seed": s}`` (as the
+grid's networks are), its key the value of the plan's parameter (``phi`` for a family or the
 official networks, ``multiplier`` for a sweep) with a fixed distribution, so a later run
 that asks for more members adds them to the same study and trains only what is new.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass
 
 from .compound import DIMENSIONS, Triple, multipliers, official, scale_one, scaled_spec
+from .members import Member
 from .spec import NetworkSpec
 
 KINDS = ("family", "official", "sweep")
@@ -77,37 +78,27 @@ class Plan:
         return cls(**d)
 
 
-@dataclass(frozen=True)
-class PlanMember:
-    key: float  # the value of the plan's parameter
-    label: str
-    spec: NetworkSpec
-    attrs: dict  # recorded on the trial: phi, multiplier, dimension, alpha, beta, gamma, d, w, r
-
-
-def member(plan: Plan, base: NetworkSpec, key: float, multiple: int = 8) -> PlanMember:
+def member(plan: Plan, base: NetworkSpec, key: float, multiple: int = 8) -> Member:
     """The network of one member of ``plan`` on ``base``."""
-    nan = math.nan
+    series = plan.series()
     if plan.kind == "family":
         d, w, r = multipliers(plan.triple, key)
         spec = scaled_spec(base, plan.triple, key, multiple)
-        attrs = dict(phi=key, multiplier=nan, dimension="compound", alpha=plan.alpha, beta=plan.beta,
-                     gamma=plan.gamma, d=d, w=w, r=r)
-        return PlanMember(key, f"phi={key:g}", spec, attrs)
+        return Member(key=key, kind="family", series=series, label=f"phi={key:g}", spec=spec, d=d, w=w, r=r,
+                      triples=(plan.triple,), phi=key, dimension="compound")
     if plan.kind == "official":
         spec = official([f"efficientnet-b{int(key)}"], base=base)[0]
-        attrs = dict(phi=key, multiplier=nan, dimension="official", alpha=nan, beta=nan, gamma=nan,
-                     d=spec.depth / base.depth, w=spec.width / base.width, r=spec.resolution / base.resolution)
-        return PlanMember(key, f"B{int(key)}", spec, attrs)
+        return Member(key=key, kind="official", series=series, label=f"B{int(key)}", spec=spec,
+                      d=spec.depth / base.depth, w=spec.width / base.width, r=spec.resolution / base.resolution,
+                      phi=key, dimension="official")
     spec = scale_one(base, plan.dimension, key, multiple)
     one = {"depth": "d", "width": "w", "resolution": "r"}[plan.dimension]
-    attrs = dict(phi=nan, multiplier=key, dimension=plan.dimension, alpha=nan, beta=nan, gamma=nan,
-                 d=1.0, w=1.0, r=1.0)
-    attrs[one] = key
-    if key in plan.values and plan.matched_phis:
-        attrs["matched_phi"] = plan.matched_phis[plan.values.index(key)]
-    return PlanMember(key, f"{one} x{key:.3f}", spec, attrs)
+    dwr = {"d": 1.0, "w": 1.0, "r": 1.0}
+    dwr[one] = key
+    matched = plan.matched_phis[plan.values.index(key)] if key in plan.values and plan.matched_phis else None
+    return Member(key=key, kind="sweep", series=series, label=f"{one} x{key:.3f}", spec=spec, **dwr,
+                  multiplier=key, dimension=plan.dimension, matched_phi=matched)
 
 
-def members(plan: Plan, base: NetworkSpec, multiple: int = 8) -> list[PlanMember]:
+def members(plan: Plan, base: NetworkSpec, multiple: int = 8) -> list[Member]:
     return [member(plan, base, k, multiple) for k in plan.keys]

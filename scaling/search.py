@@ -1,8 +1,10 @@
 """The search: an Optuna study over the candidate networks, run by one or many workers.
 
 Scheduling is Optuna's own. In grid mode every distinct network (times each seed) is
-enqueued once as a WAITING trial, in an order that spreads the budget; workers pop them
-atomically from the shared storage. Storage is SQLite under studies/NAME/ by default
+enqueued once as a WAITING trial, in an order that spreads the budget; a plan (family,
+official, sweep) enqueues each member and seed. Every queued trial has one form,
+``{"member": key, "seed": s}`` (:func:`queue_param`); workers pop them atomically from the
+shared storage. Storage is SQLite under studies/NAME/ by default
 (Optuna's RDB storage, chosen over the journal file because only RDB storage has
 heartbeats), or any database URL for workers on many machines. A worker that dies
 mid-trial stops its heartbeat; after the grace period another worker (or the next run)
@@ -30,10 +32,11 @@ import sqlalchemy.exc
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback, fail_stale_trials
 from optuna.trial import TrialState
 
-from .compound import (PAPER, Candidate, GridTooLarge, Triple, candidates, constraint, hold_to_budget, multipliers,
-                       round_resolution, scaled_spec)
+from .compound import (PAPER, Candidate, GridTooLarge, Triple, candidates, hold_to_budget, round_resolution,
+                       scaled_spec)
 from .complexity import count
 from .faults import NoSpace, no_space, sqlite_file, storage_fault, told
+from .members import Member, candidate_member, grid_member
 from .plans import MULTIPLIER_RANGE, PHI_RANGE, Plan, member
 from .spec import spec_for
 from .study import StudyConfig, StudyError
@@ -265,10 +268,8 @@ def open_storage(url: str, create: bool = True) -> RDBStorage:
 def largest_resolution(config: StudyConfig) -> int:
     """The largest image size a study's trials ask for, so that one data cache (one cap on
     the stored size) serves every trial: its plan's largest member, or the grid's top gamma."""
-    plan = plan_of(config)
-    if plan is not None:
-        base = base_spec(config)
-        return max(member(plan, base, k, config.multiple).spec.resolution for k in plan.keys)
+    if config.plan is not None:
+        return max(m.spec.resolution for m in study_members(config))
     return round_resolution(config.base_resolution * config.gamma[1] ** config.phi, config.multiple)
 
 
@@ -317,8 +318,46 @@ def spread_order(cands: list[Candidate]) -> list[int]:
     return order
 
 
+def study_members(config: StudyConfig, num_classes: int | None = None) -> list[Member]:
+    """The networks a queued study trains, for every kind: a grid's candidates in spread
+    order (each keyed by its index among the candidates; the search queues the first
+    ``trials``), a plan's members in its order. Empty for a sampled search (tpe, random).
+
+    Raises:
+        StudyError: the grid is too large to enumerate.
+    """
+    plan = plan_of(config)
+    if plan is not None:
+        base = base_spec(config).replace(num_classes=study_classes(config, num_classes))
+        return [member(plan, base, k, config.multiple) for k in plan.keys]
+    if config.sampler != "grid":
+        return []
+    cands = study_candidates(config, num_classes)
+    return [candidate_member(k, cands[k]) for k in spread_order(cands)]
+
+
 def plan_of(config: StudyConfig) -> Plan | None:
     return Plan.from_dict(config.plan) if config.plan is not None else None
+
+
+MEMBER = "member"  # the parameter a queued trial names its network by: {"member": key, "seed": s}
+
+
+def legacy_param(config: StudyConfig) -> str:
+    """What a study queued before the one form named its member by: the grid's candidate
+    index, a family's or the official networks' phi, a sweep's multiplier."""
+    plan = plan_of(config)
+    return plan.param if plan is not None else "candidate"
+
+
+def queue_param(study: optuna.Study, config: StudyConfig) -> str:
+    """The parameter a queued study's trials name their member by: ``"member"``; a study
+    queued before the one form (its trials name ``"candidate"``, ``"phi"`` or
+    ``"multiplier"``) keeps its own, so that it resumes as it was written."""
+    legacy = legacy_param(config)
+    if any(legacy in dict(trial_key(t)) for t in study.get_trials(deepcopy=False)):
+        return legacy
+    return MEMBER
 
 
 def queued(config: StudyConfig) -> bool:
@@ -372,14 +411,15 @@ def _create_study(config: StudyConfig, url: str, num_classes: int | None = None)
     study = optuna.create_study(study_name=config.name, storage=storage, direction="maximize",
                                 sampler=sampler, pruner=pruner, load_if_exists=True)
     plan = plan_of(config)
+    param = queue_param(study, config)
     if plan is not None:
         # What each trial trains, queued ones included (a WAITING trial has no params yet: only its fixed ones).
-        have = {(dict(trial_key(t)).get(plan.param), dict(trial_key(t)).get("seed"))
+        have = {(dict(trial_key(t)).get(param), dict(trial_key(t)).get("seed"))
                 for t in study.get_trials(deepcopy=False)}
         for seed in range(config.seeds):
             for key in plan.keys:
                 if (key, seed) not in have:
-                    study.enqueue_trial({plan.param: key, "seed": seed})
+                    study.enqueue_trial({param: key, "seed": seed})
         study.set_user_attr("enqueued", len(plan.keys) * config.seeds)  # the progress bar's total
         study.set_user_attr("plan", json.dumps(plan.to_dict()))
         study.set_user_attr("definition", json.dumps(config.to_dict()))
@@ -396,7 +436,7 @@ def _create_study(config: StudyConfig, url: str, num_classes: int | None = None)
         order = spread_order(cands)[: config.trials or None]
         for seed in range(config.seeds):
             for k in order:
-                study.enqueue_trial({"candidate": k, "seed": seed}, skip_if_exists=True)
+                study.enqueue_trial({param: k, "seed": seed}, skip_if_exists=True)
         study.set_user_attr("enqueued", len(order) * config.seeds)
         study.set_user_attr("definition", json.dumps(config.to_dict()))
     return study
@@ -465,8 +505,7 @@ class Objective:
         self.folder = folder  # where a full disk is said to be when the error names no file
         self.plan = plan_of(config)
         self.num_classes = study_classes(config, num_classes)
-        grid = self.plan is None and config.sampler == "grid"
-        self.cands = study_candidates(config, self.num_classes) if grid else []
+        self.members = {m.key: m for m in study_members(config, self.num_classes)}  # grid and plans: by queue key
         self.recipe = config.training_recipe()
         self.max_resolution = largest_resolution(config)
         self.version = code_version()
@@ -476,22 +515,24 @@ class Objective:
     def network(self, trial: optuna.Trial):
         """The trial's network, what to record about it, and its seed."""
         c = self.config
-        if queued(c) and "fixed_params" not in trial.study._storage.get_trial_system_attrs(trial._trial_id):
+        fixed = trial.study._storage.get_trial_system_attrs(trial._trial_id).get("fixed_params")
+        if queued(c) and fixed is None:
             trial.set_user_attr("skipped", True)
             raise optuna.TrialPruned("no queued network left")
+        name = MEMBER if MEMBER in (fixed or {}) else legacy_param(c)  # a study queued before the one form: its own
         if self.plan is not None:
             lo, hi = MULTIPLIER_RANGE if self.plan.param == "multiplier" else PHI_RANGE
-            key = trial.suggest_float(self.plan.param, lo, hi)
+            key = trial.suggest_float(name, lo, hi)
             seed = trial.suggest_int("seed", 0, max(0, c.seeds - 1))
-            m = member(self.plan, base_spec(c), key, c.multiple)
-            attrs = dict(m.attrs, label=m.label, series=self.plan.series(), kind=self.plan.kind, triples="",
-                         product=math.nan)
-            return m.spec, attrs, seed
+            # A member queued by an earlier definition of the plan (no longer in it) is still its plan's network.
+            m = self.members.get(key) or member(self.plan, base_spec(c).replace(num_classes=self.num_classes), key,
+                                                c.multiple)
+            return m.spec, m.attrs(), seed
         if c.sampler == "grid":
-            k = trial.suggest_categorical("candidate", list(range(len(self.cands))))
+            k = trial.suggest_categorical(name, list(range(len(self.members))))
             seed = trial.suggest_int("seed", 0, max(0, c.seeds - 1))
-            cand = self.cands[k]
-            return cand.spec, self._triple_attrs(cand.triple, cand.label), seed
+            m = self.members[k]
+            return m.spec, m.attrs(), seed
         lo, hi = c.alpha
         alpha = trial.suggest_float("alpha", lo, hi, step=c.step)
         beta = trial.suggest_float("beta", c.beta[0], c.beta[1], step=c.step)
@@ -504,7 +545,7 @@ class Objective:
         if spec is None:
             trial.set_user_attr("skipped", True)
             raise optuna.TrialPruned(f"no resolution holds {t} within {c.flops_tolerance:.0%} of its FLOPs budget")
-        return spec, self._triple_attrs(t, str(t)), trial.number % c.seeds
+        return spec, grid_member(math.nan, (t,), spec, c.phi).attrs(), trial.number % c.seeds
 
     def _held(self, spec):
         """A sampled triple's network held to its FLOPs budget, as the grid's candidates are."""
@@ -515,11 +556,6 @@ class Objective:
         resolutions = tuple(round_resolution(base.resolution * g**c.phi, c.multiple) for g in c.gamma)
         return hold_to_budget(spec, count(base).flops * c.target**c.phi, c.flops_tolerance, resolutions,
                               c.multiple, lambda s: count(s).flops)
-
-    def _triple_attrs(self, triple: Triple, label: str) -> dict:
-        d, w, r = multipliers(triple, self.config.phi)
-        return dict(alpha=triple.alpha, beta=triple.beta, gamma=triple.gamma, triples=label,
-                    product=round(constraint(triple.alpha, triple.beta, triple.gamma), 4), d=d, w=w, r=r)
 
     def __call__(self, trial: optuna.Trial) -> float:
         self.current = trial
