@@ -25,6 +25,7 @@ import subprocess
 import threading
 import time
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import optuna
@@ -38,6 +39,7 @@ from .complexity import count
 from .faults import NoSpace, no_space, sqlite_file, storage_fault, told
 from .members import Member, candidate_member, grid_member
 from .plans import MULTIPLIER_RANGE, PHI_RANGE, Plan, member
+from .selection import Selection
 from .spec import spec_for
 from .study import StudyConfig, StudyError
 
@@ -318,6 +320,55 @@ def spread_order(cands: list[Candidate]) -> list[int]:
     return order
 
 
+@dataclass(frozen=True)
+class Selected:
+    """A grid's chosen networks for one run: their queue keys, how many seeds each gets, and
+    what was asked (such as "top 8 of study cifar10, the paper's (1.2, 1.1, 1.15)")."""
+
+    keys: tuple[int, ...]
+    seeds: int
+    asked: str
+
+    def to_dict(self) -> dict:
+        return {"keys": list(self.keys), "seeds": self.seeds, "asked": self.asked}
+
+
+def select_networks(config: StudyConfig, selection: Selection, seeds: int, ranked_url: str,
+                    num_classes: int | None = None) -> Selected:
+    """The networks of ``config``'s grid that ``selection`` names. ``top``/``bottom`` read the
+    ranking (mean top-1 over seeds) of the study ``selection.ranked_by`` (``config``'s own
+    where it names none), stored at ``ranked_url``.
+
+    Raises:
+        StudyError: not a grid study, no such ranked study, or a selection the grid cannot meet.
+    """
+    from .selection import SelectionError, select
+
+    if config.sampler != "grid" or config.plan is not None:
+        raise StudyError("--only chooses networks of a grid study (sampler \"grid\")")
+    cands = study_candidates(config, num_classes)
+    ranking = None
+    if selection.ranked:
+        ranking = _ranking(selection.ranked_by or config.name, ranked_url)
+    try:
+        keys = select(selection, cands, ranking)
+    except SelectionError as e:
+        raise StudyError(f"--only {selection.describe()}: {e}") from None
+    return Selected(tuple(keys), seeds, selection.describe())
+
+
+def _ranking(name: str, url: str) -> list[Triple]:
+    """Each completed network's representative triple, best mean top-1 first, of study ``name``."""
+    from .results import results_frame
+
+    try:
+        study = optuna.load_study(study_name=name, storage=open_storage(url, create=False))
+    except (KeyError, StudyError):
+        raise StudyError(f"no study {name!r} to rank by (looked in {url})") from None
+    df = results_frame(study)
+    return [Triple(float(r.alpha), float(r.beta), float(r.gamma)) for r in df.itertuples()]
+
+
 def study_members(config: StudyConfig, num_classes: int | None = None) -> list[Member]:
     """The networks a queued study trains, for every kind: a grid's candidates in spread
     order (each keyed by its index among the candidates; the search queues the first
@@ -366,7 +417,7 @@ def queued(config: StudyConfig) -> bool:
 
 
 def create_study(config: StudyConfig, url: str, num_classes: int | None = None,
-                 identity: dict | None = None) -> optuna.Study:
+                 identity: dict | None = None, selected: Selected | None = None) -> optuna.Study:
     """Create or load the study; in grid mode enqueue each network and seed once; for a
     plan (family, official, sweep) each member and seed, adding members a re-run asks for.
 
@@ -378,9 +429,13 @@ def create_study(config: StudyConfig, url: str, num_classes: int | None = None,
     ``identity`` (:func:`scaling.checkpoint.data_identity` of the data) is recorded at
     creation; a later run, maybe on another machine with the data at another path, goes on
     only where its data have the same identity. The definition the workers read is the
-    current one (its data path is this machine's)."""
+    current one (its data path is this machine's).
+
+    ``selected`` (a grid's chosen networks, :func:`select_networks`) queues those networks
+    for each of its seeds that they lack, in a new study or an existing one, instead of the
+    whole grid."""
     with told(url, config.name), creation_lock(url):
-        study = _create_study(config, url, num_classes)
+        study = _create_study(config, url, num_classes, selected)
         if identity is not None:
             check_identity(study, config, identity)
         study.set_user_attr("definition", json.dumps(config.to_dict()))
@@ -402,7 +457,8 @@ def check_identity(study: optuna.Study, config: StudyConfig, identity: dict) -> 
                          "give the data it was trained on, or another --name")
 
 
-def _create_study(config: StudyConfig, url: str, num_classes: int | None = None) -> optuna.Study:
+def _create_study(config: StudyConfig, url: str, num_classes: int | None = None,
+                  selected: Selected | None = None) -> optuna.Study:
     storage = open_storage(url)
     sampler = {"grid": optuna.samplers.RandomSampler(seed=0), "random": optuna.samplers.RandomSampler(),
                "tpe": optuna.samplers.TPESampler()}[config.sampler]
@@ -426,6 +482,15 @@ def _create_study(config: StudyConfig, url: str, num_classes: int | None = None)
         return study
     if "num_classes" not in study.user_attrs:  # fixed at creation: the candidates never change under a study
         study.set_user_attr("num_classes", study_classes(config, num_classes))
+    if config.sampler == "grid" and selected is not None:
+        have = {(dict(trial_key(t)).get(param), dict(trial_key(t)).get("seed")) for t in study.get_trials(deepcopy=False)}
+        add = [(k, seed) for seed in range(selected.seeds) for k in selected.keys if (k, seed) not in have]
+        for k, seed in add:
+            study.enqueue_trial({param: k, "seed": seed})
+        study.set_user_attr("enqueued", (study.user_attrs.get("enqueued") or 0) + len(add))
+        study.set_user_attr("selections", [*study.user_attrs.get("selections", []), selected.to_dict()])
+        study.set_user_attr("definition", json.dumps(config.to_dict()))
+        return study
     if config.sampler == "grid" and not study.user_attrs.get("enqueued"):
         cands = study_candidates(config, study.user_attrs["num_classes"])
         if not cands:
@@ -496,6 +561,11 @@ def code_version() -> str:
     return f"{__version__}+{sha}" if sha else __version__
 
 
+def _seed_high(config: StudyConfig, fixed: dict | None) -> int:
+    """The seed's upper bound: the definition's seeds, or a queued seed beyond them (``--only ... --seeds``)."""
+    return max(0, config.seeds - 1, int((fixed or {}).get("seed", 0)))
+
+
 class Objective:
     """Trains one network per trial and returns its held-out top-1."""
 
@@ -523,14 +593,14 @@ class Objective:
         if self.plan is not None:
             lo, hi = MULTIPLIER_RANGE if self.plan.param == "multiplier" else PHI_RANGE
             key = trial.suggest_float(name, lo, hi)
-            seed = trial.suggest_int("seed", 0, max(0, c.seeds - 1))
+            seed = trial.suggest_int("seed", 0, _seed_high(c, fixed))
             # A member queued by an earlier definition of the plan (no longer in it) is still its plan's network.
             m = self.members.get(key) or member(self.plan, base_spec(c).replace(num_classes=self.num_classes), key,
                                                 c.multiple)
             return m.spec, m.attrs(), seed
         if c.sampler == "grid":
             k = trial.suggest_categorical(name, list(range(len(self.members))))
-            seed = trial.suggest_int("seed", 0, max(0, c.seeds - 1))
+            seed = trial.suggest_int("seed", 0, _seed_high(c, fixed))
             m = self.members[k]
             return m.spec, m.attrs(), seed
         lo, hi = c.alpha

@@ -47,7 +47,9 @@ def _summarize(study, config, folder: Path, url: str) -> None:
     import pandas as pd
 
     from ..faults import told
+    from ..agreement import member_top1, seed_agreement
     from ..results import failures_frame, paper_rank, results_frame, running, write_csv
+    from ..search import queue_param
     from ..study import StudyError
 
     from ..repair import write_snapshot
@@ -94,6 +96,9 @@ def _summarize(study, config, folder: Path, url: str) -> None:
                           + (f" ({ties} networks tie)" if ties > 1 else ""))
         rank = paper_rank(df)
         console.print("the paper's (1.2, 1.1, 1.15): " + (f"rank {rank} of {len(df)}" if rank else "not trained"))
+        seeds = seed_agreement(member_top1(study, queue_param(study, config)))
+        if seeds is not None:
+            console.print(seeds.text("seed 0 against seed 1"), markup=False)
     lost, recovered = fails[~fails["recovered"].astype(bool)], fails[fails["recovered"].astype(bool)]
     if len(lost):
         console.print(f"{plural(len(lost), 'failed trial')}:")
@@ -129,29 +134,55 @@ def search(
     studies_dir: Annotated[Path, typer.Option(help="Where study folders live.")] = Path("studies"),
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
     report: Annotated[bool, typer.Option(help="Write or refresh reports/NAME/ at the end.")] = True,
+    only: Annotated[Optional[str], typer.Option(
+        help="Train only these networks of the grid, comma-separated: topN and bottomN (of --ranked-by's ranking), "
+             "paper, alpha:beta:gamma; each gets --seeds seeds (those it lacks), also in an existing study.")] = None,
+    ranked_by: Annotated[Optional[str], typer.Option(
+        help="The study whose ranking --only's topN and bottomN read (default: this study).")] = None,
 ):
     """Train each candidate network briefly (an Optuna study) and rank them by held-out top-1.
 
     Example: scaling search --phi 1   |   scaling search --study studies/proxy.toml --data cifar10-jpeg.tar.gz --gpus all
+    |   scaling search --name cifar10 --only top8,paper --seeds 2
     """
-    from ..search import create_study, largest_resolution
-    from ..study import StudyError
+    from ..search import create_study, largest_resolution, select_networks, storage_url
+    from ..selection import SelectionError, parse_selection
+    from ..study import StudyConfig, StudyError
 
+    selection = None
+    if only is not None:
+        try:
+            selection = parse_selection(only, ranked_by)
+        except SelectionError as e:
+            raise typer.BadParameter(str(e), param_hint="--only")
+    elif ranked_by is not None:
+        raise typer.BadParameter("ranks the networks that --only chooses: give --only too", param_hint="--ranked-by")
     config, gpu_ids, folder, url = prepare_study(
         study_file, studies_dir, storage, gpus, epochs=epochs, batch_size=batch_size, name=name, source=data,
         phi=phi, base_resolution=base_resolution, base_width=base_width, base_depth=base_depth, sampler=sampler,
-        trials=trials, seeds=seeds, prune=prune, per_gpu=parse_per_gpu(per_gpu))
+        trials=trials, seeds=None if selection else seeds, prune=prune, per_gpu=parse_per_gpu(per_gpu))
     data, _ = _load_data(config.source, config.base_resolution, quiet, train_size=config.train_size,
                          val_size=config.val_size, max_resolution=largest_resolution(config))
+    selected = None
+    if selection is not None:  # a grid's chosen networks, more seeds for them: the definition stays as it is
+        ranked = selection.ranked_by or config.name
+        try:
+            selected = select_networks(config, selection, seeds or config.seeds,
+                                       storage_url(StudyConfig(name=ranked), studies_dir / ranked, storage),
+                                       num_classes=data.num_classes)
+        except StudyError as e:
+            raise InputError(str(e))
+        err.print(f"--only {selected.asked}: {plural(len(selected.keys), 'network')} x "
+                  f"{plural(selected.seeds, 'seed')} (those not trained yet)", soft_wrap=True)
     if not gpu_ids:
-        err.print(cpu_estimate([s.replace(num_classes=data.num_classes) for s in search_specs(config)],
-                               len(data.train), len(data.val), config.training_recipe().epochs, config.seeds),
-                  soft_wrap=True)
+        specs = [s.replace(num_classes=data.num_classes) for s in search_specs(config, selected)]
+        err.print(cpu_estimate(specs, len(data.train), len(data.val), config.training_recipe().epochs,
+                               selected.seeds if selected else config.seeds), soft_wrap=True)
     try:
         from ..checkpoint import data_identity
 
         study = create_study(config, url, num_classes=data.num_classes,  # candidates counted as trained
-                             identity=data_identity(data))
+                             identity=data_identity(data), selected=selected)
         code = execute(config, url, study, gpu_ids, workers, quiet)
     except StudyError as e:  # a full disk, a read-only or damaged storage, an infeasible space
         raise InputError(str(e))
@@ -249,11 +280,14 @@ def _duration(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
-def search_specs(config) -> list:
-    """The networks a search of ``config`` trains (grid: the first --trials in spread order)."""
+def search_specs(config, selected=None) -> list:
+    """The networks a search of ``config`` trains (grid: the first --trials in spread order,
+    or the ``selected`` ones)."""
     from ..search import DEFAULT_TRIALS, spread_order, study_candidates
 
     cands = study_candidates(config)
+    if selected is not None:
+        return [cands[k].spec for k in selected.keys]
     if config.sampler == "grid":
         order = spread_order(cands)
         return [cands[i].spec for i in order[:config.trials or len(order)]]
@@ -513,10 +547,13 @@ def results(
     studies_dir: Annotated[Path, typer.Option(help="Where study folders live.")] = Path("studies"),
     fmt: Annotated[Format, typer.Option("--format", help="table, csv or json.")] = Format.table,
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Also write the rows to this file (CSV or JSON).")] = None,
+    against: Annotated[Optional[str], typer.Option(
+        help="Another grid study of the same networks (another proxy): the rank correlation of the two.")] = None,
 ):
     """Print a study's ranking and write studies/NAME/results.csv.
 
     Example: scaling results default-cpu   |   scaling results default-cpu --format json -o ranking.json
+    |   scaling results cifar10-proxy --against cifar10
     """
     from ..results import results_frame, write_csv
     from ..search import load_study, storage_url
@@ -531,9 +568,14 @@ def results(
         study = load_study(config, url)
     except StudyError as e:
         raise InputError(str(e))
+    if against is not None:
+        require_study(against, studies_dir, storage)
+
     def show() -> None:
         _summarize(study, config, folder, url)
         _show_laws(url, name)
+        if against is not None:
+            _show_against(name, against, studies_dir, storage)
 
     if fmt == Format.table and output is None:
         show()
@@ -541,6 +583,29 @@ def results(
     df = results_frame(study)
     write_csv(df, folder / "results.csv")
     _emit(df, fmt, output, show)
+
+
+def _show_against(name: str, other: str, studies_dir: Path, storage) -> None:
+    """One line: how study ``name`` and study ``other`` rank the networks both trained."""
+    from ..agreement import grid_agreement, member_top1
+    from ..search import load_study, queue_param, storage_url, study_members
+    from ..study import StudyError
+
+    tables, members = [], []
+    try:
+        for n in (name, other):
+            config = _saved_definition(n, studies_dir, storage)
+            if config is None or config.sampler != "grid" or config.plan is not None:
+                raise InputError(f"--against compares two grid studies; {n!r} is not one")
+            study = load_study(config, storage_url(config, studies_dir / n, storage))
+            tables.append(member_top1(study, queue_param(study, config)))
+            members.append(study_members(config, study.user_attrs.get("num_classes")))
+    except StudyError as e:
+        raise InputError(str(e))
+    found = grid_agreement(tables[0], members[0], tables[1], members[1])
+    what = f"{name} against {other}"
+    console.print(found.text(what) if found is not None else
+                  f"{what}: fewer than 3 networks trained by both, no rank correlation", markup=False)
 
 
 def _show_laws(url: str, name: str) -> None:
