@@ -147,7 +147,7 @@ def test_html_is_one_self_contained_page(report, study):
             if value is not None:
                 assert not re.match(r"(?i)\s*(https?:|//|file:)", value), (tag, key, value)
     imgs = page.all("img")
-    assert len(imgs) == 7 and all(a["src"].startswith("data:image/png;base64,") for a in imgs)  # every plot
+    assert len(imgs) == 7 and all(a["src"].startswith("data:image/svg+xml;base64,") for a in imgs)  # every plot, vector
     assert all(a["href"].startswith("#") for a in page.all("a"))
     assert not page.all("link") and not page.all("script")
     assert len(page.all("table")) >= 4 and len(page.all("th")) > 20

@@ -1,4 +1,4 @@
-"""The report as one self-contained HTML file: CSS inline, figures as base64 PNG, no URL of any kind."""
+"""The report as one self-contained HTML file: CSS inline, figures as base64 SVG (vector, any zoom), no URL of any kind."""
 
 from __future__ import annotations
 
@@ -14,7 +14,6 @@ from pathlib import Path
 from ..files import process_alive as _alive
 from .content import Plot, Report, Section, Table
 
-FIGURE_DPI = 144  # 2x a 72 dpi figure: sharp on high-density screens and in print
 
 CSS = """
 :root { color-scheme: light; }
@@ -66,10 +65,15 @@ def _inline(text: str) -> str:
     return "".join(f"<code>{html.escape(p)}</code>" if i % 2 else html.escape(p) for i, p in enumerate(parts))
 
 
-def _png(fig) -> tuple[str, int, int]:
-    """The figure as base64 PNG and its size in CSS pixels (96 per inch)."""
+def _svg(fig) -> tuple[str, int, int]:
+    """The figure as base64 SVG (its text as text, in the report's font) and its size in CSS
+    pixels (96 per inch). In an <img>, so that the ids of one figure's clip paths cannot meet
+    another's."""
+    import matplotlib
+
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=FIGURE_DPI, facecolor="white")
+    with matplotlib.rc_context({"svg.fonttype": "none", "svg.hashsalt": "scaling-report"}):
+        fig.savefig(buf, format="svg", facecolor="white")
     w, h = fig.get_size_inches()
     return base64.b64encode(buf.getvalue()).decode("ascii"), round(w * 96), round(h * 96)
 
@@ -86,9 +90,9 @@ def _table(t: Table) -> str:
 
 
 def _figure(f: Plot, number: int) -> str:
-    data, w, h = _png(f.figure)
+    data, w, h = _svg(f.figure)
     alt = html.escape(f"Figure {number}: {f.caption}", quote=True)
-    return (f'<figure><img alt="{alt}" width="{w}" height="{h}" src="data:image/png;base64,{data}">'
+    return (f'<figure><img alt="{alt}" width="{w}" height="{h}" src="data:image/svg+xml;base64,{data}">'
             f"<figcaption><b>Figure {number}.</b> {_inline(f.caption)}</figcaption></figure>")
 
 

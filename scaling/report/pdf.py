@@ -1,22 +1,24 @@
-"""The report as a PDF: A4 pages laid out with matplotlib (PdfPages).
+"""The report as a PDF: A4 pages laid out with matplotlib, the plots placed on them with pypdf.
 
 Text is text (TrueType fonts embedded, ``pdf.fonttype`` 42, so it can be searched, copied and
 extracted), wrapped to the measured width of each line. Tables are drawn as text and rules,
 columns sized to their content, long cells wrapped, and split across pages with their header
-repeated. Figures stay vector graphics: each page is drawn as one A4 figure of text and
-rules, then each plot placed on it is drawn into the same page, shifted to its place (a
-matplotlib without the PDF internals this needs gets the plots as images instead).
+repeated. Figures stay vector graphics: each page's text and rules are one A4 figure, each
+plot on it its own figure at its size, each saved as a PDF by matplotlib, and pypdf stamps
+every plot's page onto the A4 page at its place. Only public APIs: matplotlib's ``savefig``
+and pypdf's page merging.
 """
 
 from __future__ import annotations
 
 import functools
+import io
 import pickle
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import matplotlib
 from matplotlib.backends.backend_agg import RendererAgg
-from matplotlib.backends.backend_pdf import PdfPages
 from matplotlib.figure import Figure
 from matplotlib.font_manager import FontProperties
 from matplotlib.lines import Line2D
@@ -100,13 +102,29 @@ def _plain(text: str) -> str:
 
 # ----------------------------------------------------------------------------- pages
 
+@dataclass
+class _Page:
+    """One finished page: its text and rules as a one-page PDF, and each plot as a one-page
+    PDF with its place (x, y: inches from the bottom left, as PDF coordinates go)."""
+
+    body: bytes
+    plots: list[tuple[bytes, float, float]] = field(default_factory=list)
+
+
+def _pdf_bytes(fig: Figure) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="pdf", facecolor="white")
+    return buf.getvalue()
+
+
 class _Pages:
     """A flowing layout: blocks go down the page from ``y`` (inches from the top) until one
-    does not fit, then the page is written and a new one starts."""
+    does not fit, then the page is finished and a new one starts."""
 
-    def __init__(self, pdf: PdfPages, footer: str):
-        self.pdf, self.footer = pdf, footer
+    def __init__(self, footer: str):
+        self.footer = footer
         self.number = 0
+        self.done: list[_Page] = []
         self._start()
 
     def _start(self) -> None:
@@ -172,12 +190,8 @@ class _Pages:
         page = Figure(figsize=(PAGE_W, PAGE_H), facecolor="white")
         for draw in self.ops:
             draw(page)
-        if self.plots and _vector_pages():
-            _write_page(self.pdf, page, [(_resized(f, w, h), x, PAGE_H - y - h) for f, (x, y, w, h) in self.plots])
-        else:
-            for f, rect in self.plots:
-                _raster_into(page, f, rect)
-            self.pdf.savefig(page)
+        self.done.append(_Page(_pdf_bytes(page), [(_pdf_bytes(_resized(f, w, h)), x, PAGE_H - y - h)
+                                                  for f, (x, y, w, h) in self.plots]))
         self._start()
 
     def close(self) -> None:
@@ -195,57 +209,6 @@ def _resized(source: Figure, w: float, h: float) -> Figure:
     fig.set_size_inches(w, h)
     fig.patch.set_facecolor("white")
     return fig
-
-
-@functools.lru_cache(maxsize=1)
-def _vector_pages() -> bool:
-    """Whether this matplotlib has the PDF internals that let several figures share a page."""
-    try:
-        from matplotlib.backends.backend_pdf import MixedModeRenderer, Op, RendererPdf  # noqa: F401
-
-        return hasattr(PdfPages, "_ensure_file") and all(hasattr(Op, k) for k in ("gsave", "grestore",
-                                                                                    "concat_matrix"))
-    except ImportError:
-        return False
-
-
-def _write_page(pdf: PdfPages, page: Figure, placed: list[tuple[Figure, float, float]]) -> None:
-    """One PDF page: ``page`` (A4), then each figure translated to (x, y) inches from the bottom
-    left - as matplotlib's PDF canvas draws one figure, with the page's transformation matrix
-    moved between figures. Everything stays vector graphics and text."""
-    from matplotlib.backends.backend_pdf import MixedModeRenderer, Op, RendererPdf
-
-    file = pdf._ensure_file()
-    file.newPage(PAGE_W, PAGE_H)
-    try:
-        for fig, x, y in [(page, 0.0, 0.0)] + placed:
-            dpi = fig.dpi
-            fig.dpi = 72  # PDF units are points
-            w, h = fig.get_size_inches()
-            file.output(Op.gsave)
-            file.output(1, 0, 0, 1, x * 72, y * 72, Op.concat_matrix)
-            renderer = MixedModeRenderer(fig, w, h, dpi, RendererPdf(file, dpi, h, w))
-            fig.draw(renderer)
-            renderer.finalize()
-            file.output(Op.grestore)
-            fig.dpi = dpi
-    finally:
-        file.endStream()
-
-
-def _raster_into(page: Figure, source: Figure, rect: tuple[float, float, float, float]) -> None:
-    """Without those internals: the figure as an image, in its place on the page."""
-    import io
-
-    import matplotlib.image as mimage
-
-    x, y, w, h = rect
-    buf = io.BytesIO()
-    _resized(source, w, h).savefig(buf, format="png", dpi=200, facecolor="white")
-    buf.seek(0)
-    ax = page.add_axes((x / PAGE_W, 1 - (y + h) / PAGE_H, w / PAGE_W, h / PAGE_H))
-    ax.imshow(mimage.imread(buf))
-    ax.set_axis_off()
 
 
 # ----------------------------------------------------------------------------- blocks
@@ -447,14 +410,28 @@ def _section(pages: _Pages, s: Section, counter: list[int]) -> None:
 
 def write_pdf(report: Report, path: str | Path) -> Path:
     """Write the report to ``path`` (A4) atomically."""
+    from pypdf import PdfReader, PdfWriter, Transformation
+
     path = Path(path)
-    with (atomic(path) as tmp, matplotlib.rc_context({"pdf.fonttype": 42, "font.family": FONT}),
-          PdfPages(tmp, metadata={"Title": report.title, "Creator": "scaling report"}) as pdf):
-        pages = _Pages(pdf, report.title)
+    with matplotlib.rc_context({"pdf.fonttype": 42, "font.family": FONT}):
+        pages = _Pages(report.title)
         _title(pages, report)
         _provenance(pages, report.provenance)
         counter = [0]
         for s in report.sections:
             _section(pages, s, counter)
         pages.close()
+    writer = PdfWriter()
+    for page in pages.done:
+        writer.add_page(PdfReader(io.BytesIO(page.body)).pages[0])
+        body = writer.pages[-1]  # merged onto as the writer's own page, as pypdf asks
+        for plot, x, y in page.plots:
+            body.merge_transformed_page(PdfReader(io.BytesIO(plot)).pages[0],
+                                        Transformation().translate(x * 72, y * 72))
+    writer.add_metadata({"/Title": report.title, "/Creator": "scaling report"})
+    if hasattr(writer, "compress_identical_objects"):  # pypdf 4.3+: each plot embeds its fonts; share them
+        writer.compress_identical_objects()
+    with atomic(path) as tmp:
+        with open(tmp, "wb") as f:
+            writer.write(f)
     return path
