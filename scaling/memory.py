@@ -41,7 +41,7 @@ import math
 import os
 from dataclasses import dataclass
 
-from .cli.app import InputError
+from .errors import InputError
 from .complexity import count, layers
 from .data.load import memory_available
 from .recipe import Recipe
@@ -62,8 +62,8 @@ GB = 1e9
 class CPUMemoryError(InputError):
     """Even the smallest micro-batch of a CPU training step does not fit in the memory there is.
 
-    An ``InputError`` of the command line's, so that ``scaling train`` says it in one line
-    and exits with code 2; in a search the trial fails with it as its reason."""
+    An ``InputError``, so that ``scaling train`` says it in one line and exits with code 2; in
+    a search the trial fails with it as its reason."""
 
 
 @dataclass(frozen=True)

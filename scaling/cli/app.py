@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.table import Table
 from typer.core import TyperGroup
 
+from ..errors import InputError  # the library's (memory.py raises it too); commands import it from here
 from ..files import write_text_atomic
 
 # Logs and pipes get a wide table rather than one squeezed to 80 columns.
@@ -69,8 +70,6 @@ def _untyped_flags(cmd, ctx) -> None:
 _CLICK_ERRORS = tuple(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
 
 
-class InputError(Exception):
-    """A problem with what the user asked for (exit code 2)."""
 
 
 app = typer.Typer(
