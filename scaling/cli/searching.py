@@ -259,25 +259,18 @@ CPU_MACS_PER_S = 4e9
 def cpu_estimate(specs, n_train: int, n_val: int, epochs: int, seeds: int) -> str:
     """One line: how long ``specs`` (each ``seeds`` times) would train on the CPU, from their counted FLOPs."""
     from ..complexity import count
+    from ..progress import duration
 
     per_image = [count(s).flops for s in specs]
     macs = sum(per_image) * seeds * epochs * (3 * n_train + n_val)
     return (f"no GPU: {plural(len(specs), 'network')} x {plural(seeds, 'seed')} x {plural(epochs, 'epoch')} on "
-            f"{n_train:,} images: {_macs(macs)} multiply-adds (fvcore's count), about {_duration(macs / CPU_MACS_PER_S)} "
+            f"{n_train:,} images: {_macs(macs)} multiply-adds (fvcore's count), about {duration(max(1.0, macs / CPU_MACS_PER_S))} "
             f"on the CPU at an assumed {CPU_MACS_PER_S / 1e9:g} G multiply-adds/s; --base-resolution, --trials and "
             "--epochs make it smaller")
 
 
 def _macs(macs: float) -> str:
     return f"{macs / 1e12:.3g} T" if macs >= 1e12 else f"{macs / 1e9:.3g} G"
-
-
-def _duration(seconds: float) -> str:
-    if seconds < 90:
-        return f"{max(1, round(seconds))} s"
-    if seconds < 90 * 60:
-        return f"{seconds / 60:.0f} min"
-    return f"{seconds / 3600:.1f} h"
 
 
 def search_specs(config, selected=None) -> list:
