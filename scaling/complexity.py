@@ -22,14 +22,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import os
-import tempfile
 import warnings
 from dataclasses import dataclass
 from math import prod
 from pathlib import Path
 
 from .spec import NetworkSpec
+from .files import write_text_atomic
 
 COUNT_VERSION = 1  # bump when what is counted changes: invalidates disk caches
 
@@ -246,11 +245,7 @@ class CountCache:
         if not self._dirty or self.path is None:
             return
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=self.path.parent, suffix=".tmp")
-            with os.fdopen(fd, "w") as f:
-                json.dump(self._data, f, sort_keys=True)
-            os.replace(tmp, self.path)
+            write_text_atomic(self.path, json.dumps(self._data, sort_keys=True))
             self._dirty = False
         except OSError:
             pass  # a cache that cannot be written is not an error

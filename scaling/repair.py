@@ -18,7 +18,6 @@ import contextlib
 import datetime
 import json
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +26,7 @@ from optuna.distributions import distribution_to_json, json_to_distribution
 from optuna.trial import TrialState
 
 from .study import StudyConfig, StudyError
+from .files import write_text_atomic
 
 SNAPSHOT = "trials.json"
 _FINISHED = (TrialState.COMPLETE, TrialState.FAIL, TrialState.PRUNED)
@@ -69,14 +69,7 @@ def write_snapshot(url: str, name: str, folder: Path) -> None:
     if not url.startswith("sqlite:///"):
         return  # a database server keeps its own backups
     data = {"format": "scaling-trials/1", "name": name, "studies": _studies_json(open_storage(url), name)}
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{SNAPSHOT}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f)
-        os.replace(tmp, folder / SNAPSHOT)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_text_atomic(folder / SNAPSHOT, json.dumps(data))
 
 
 def _read_damaged(url: str, name: str) -> list[dict] | None:

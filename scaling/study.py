@@ -27,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, Stri
 from pydantic import field_validator
 
 from .compound import FLOPS_TOLERANCE, Grid
+from .files import write_text_atomic
 from .recipe import RECIPES, Recipe, get_recipe
 
 SAMPLERS = ("grid", "tpe", "random")
@@ -340,7 +341,4 @@ def check_or_save(config: StudyConfig, folder: Path) -> None:
         if all(saved.get(k) == mine.get(k) for k in LOCATION):
             return
         # The same study on another machine: its data here (checked against the study's by the search).
-    folder.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(".study.json.tmp")
-    tmp.write_text(json.dumps(mine, indent=2))
-    tmp.replace(path)
+    write_text_atomic(path, json.dumps(mine, indent=2))

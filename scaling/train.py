@@ -26,7 +26,6 @@ import contextlib
 import dataclasses
 import gc
 import json
-import os
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -39,6 +38,7 @@ import torch.nn.functional as F
 from . import distributed, memory
 from .checkpoint import check_resume, data_fingerprint, read_saved_result
 from .data import Batches, DataSet
+from .files import atomic_path, write_text_atomic
 from .data.batches import _seed as _derive_seed
 from .model import EfficientNet
 from .recipe import Recipe
@@ -197,17 +197,12 @@ def _num_classes(model: torch.nn.Module) -> int:
 
 
 def _atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    write_text_atomic(path, text)
 
 
 def _atomic_save(obj, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
 
 
 def _sync(device: torch.device) -> None:

@@ -244,10 +244,10 @@ def test_a_killed_report_writer_leaves_a_temporary_file_the_next_write_removes(t
     import sys
     import time
 
-    from scaling.report.html import atomic
+    from scaling.files import atomic_path as atomic  # every file the tool writes whole, reports included
 
     path = tmp_path / "report.pdf"
-    code = ("import sys, time\nfrom pathlib import Path\nfrom scaling.report.html import atomic\n"
+    code = ("import sys, time\nfrom pathlib import Path\nfrom scaling.files import atomic_path as atomic\n"
             f"with atomic(Path({str(path)!r})) as tmp:\n    tmp.write_text('half')\n    print(tmp, flush=True)\n"
             "    time.sleep(120)\n")
     p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)

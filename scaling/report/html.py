@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import base64
-import contextlib
 import html
 import io
-import os
 import re
-import tempfile
 from pathlib import Path
 
-from ..files import process_alive as _alive
+from ..files import atomic_path
 from .content import Plot, Report, Section, Table
 
 
@@ -135,52 +132,10 @@ def render_html(report: Report) -> str:
 """
 
 
-@contextlib.contextmanager
-def atomic(path: Path):
-    """Yields a temporary path beside ``path``; on success it replaces ``path`` (readable by all, as a
-    plain write would leave it), so a reader sees the old file or the new one, never half of one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    clean_stale(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        yield Path(tmp)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-STALE_S = 24 * 3600  # a temporary file this old is stale even where its process id is alive (reused)
-
-
-def clean_stale(path: Path) -> list[Path]:
-    """Remove the temporary files that killed writers of ``path`` left (``.NAME.PID.XXXX.tmp``
-    whose process is gone, or any such file older than a day); the ones removed."""
-    import time
-
-    removed = []
-    for tmp in path.parent.glob(f".{path.name}.*.tmp"):
-        pid = tmp.name[len(path.name) + 2:].split(".", 1)[0]
-        try:
-            age = time.time() - tmp.stat().st_mtime
-            alive = pid.isdigit() and _alive(int(pid))
-            if not alive or age > STALE_S:
-                tmp.unlink()
-                removed.append(tmp)
-        except OSError:  # gone already, or not ours to remove
-            continue
-    return removed
-
-
-
 def write_html(report: Report, path: str | Path) -> Path:
     """Write the report to ``path`` atomically."""
     path = Path(path)
     text = render_html(report)
-    with atomic(path) as tmp:
+    with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
     return path

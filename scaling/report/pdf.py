@@ -25,7 +25,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Rectangle
 
 from .content import Plot, Report, Section, Table
-from .html import atomic
+from ..files import atomic_path
 
 PAGE_W, PAGE_H = 8.27, 11.69  # A4, inches
 LEFT, RIGHT, TOP, BOTTOM = 0.75, 0.75, 0.7, 0.8
@@ -431,7 +431,6 @@ def write_pdf(report: Report, path: str | Path) -> Path:
     writer.add_metadata({"/Title": report.title, "/Creator": "scaling report"})
     if hasattr(writer, "compress_identical_objects"):  # pypdf 4.3+: each plot embeds its fonts; share them
         writer.compress_identical_objects()
-    with atomic(path) as tmp:
-        with open(tmp, "wb") as f:
-            writer.write(f)
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        writer.write(f)
     return path
