@@ -48,6 +48,7 @@ def _summarize(study, config, folder: Path, url: str) -> None:
 
     from ..faults import told
     from ..results import failures_frame, paper_rank, results_frame, running, write_csv
+    from ..records import study_records
     from ..study import StudyError
 
     from ..repair import write_snapshot
@@ -92,7 +93,7 @@ def _summarize(study, config, folder: Path, url: str) -> None:
             console.print(f"best at matched FLOPs: ({m.alpha:g}, {m.beta:g}, {m.gamma:g}), "
                           f"{100 * m.top1_residual:+.2f} points over the grid's line of top-1 against log FLOPs"
                           + (f" ({ties} networks tie)" if ties > 1 else ""))
-        rank = paper_rank(df)
+        rank = paper_rank(df, study_records(study))
         console.print("the paper's (1.2, 1.1, 1.15): " + (f"rank {rank} of {len(df)}" if rank else "not trained"))
     lost, recovered = fails[~fails["recovered"].astype(bool)], fails[fails["recovered"].astype(bool)]
     if len(lost):
