@@ -10,7 +10,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from .app import (Format, InputError, _check_output, _emit, _f, _flops_unit, _m, _table, app, console, err, plural)
+from .app import (Format, InputError, _check_output, _emit, _f, _m, _table, app, console, err, plural)
+from ..units import flops_unit
 from .training import Device, _device, _load_data
 
 
@@ -65,7 +66,7 @@ def _summarize(study, config, folder: Path, url: str) -> None:
     if df.empty:
         console.print(f"study {config.name}: no completed trial yet" + (f" ({n_run} running)" if n_run else ""))
     else:
-        unit, scale = _flops_unit(df["flops"])
+        unit, scale = flops_unit(df["flops"])
 
         def opt(v, fmt: str) -> str:
             return "" if v is None or pd.isna(v) else format(v, fmt)

@@ -8,7 +8,8 @@ from typing import Annotated, Callable, Optional
 
 import typer
 
-from .app import Format, InputError, _emit, _f, _flops_unit, _m, _table, console, err, plural
+from .app import Format, InputError, _emit, _f, _m, _table, console, err, plural
+from ..units import flops_unit
 
 StudyFile = Annotated[Optional[Path], typer.Option("--study", help="With --train: a study TOML file (studies/*.toml).")]
 Name = Annotated[Optional[str], typer.Option(help="With --train: the study (folder under --studies-dir) whose data "
@@ -91,7 +92,7 @@ def show_trained(df) -> None:
     def num(v, fmt: str) -> str:
         return "" if v is None or pd.isna(v) else format(v, fmt)
 
-    unit, scale = _flops_unit(df["flops"])
+    unit, scale = flops_unit(df["flops"])
     for series, part in df.groupby("series", sort=False):
         rows = [[r.label, str(r.resolution), r.repeats, _m(r.params), _f(r.flops, scale), f"{100 * r.top1:.2f}",
                  num(None if r.seeds < 2 else 100 * r.top1_std, ".2f"), num(r.images_per_second, ",.0f"),

@@ -26,7 +26,7 @@ from ..records import TrialRecord, study_records
 from ..results import (failures_frame, paper_network, paper_rank, plan_studies, results_frame, running,
                        series_failures, series_frame, trials_frame)
 from ..study import StudyConfig, StudyError
-from ..tables import flops_unit
+from ..units import flops_unit
 
 PACKAGES = ("torch", "torchvision", "optuna", "fvcore", "pandas", "matplotlib")
 BOOTSTRAP = 200  # resamples for the fits' 95% intervals (1000 take seconds per series)
