@@ -36,8 +36,7 @@ def train_plans(make_plans: Callable, *, study_file, name, data, storage, gpus, 
     from ..results import plan_studies, series_failures, series_frame
     from ..faults import told
     from ..repair import write_snapshot
-    from ..search import base_spec, create_study
-    from ..plans import members
+    from ..search import base_spec, create_study, study_members
     from ..study import StudyError
     from .searching import INTERRUPTED, cpu_estimate, execute, parse_per_gpu, prepare_study, refresh_report
     from .training import _load_data
@@ -51,7 +50,8 @@ def train_plans(make_plans: Callable, *, study_file, name, data, storage, gpus, 
     base = base_spec(config).replace(num_classes=data.num_classes)  # FLOPs as trained
     plans = make_plans(config, base)
     if not gpu_ids:
-        specs = [m.spec for plan in plans for m in members(plan, base, config.multiple)]
+        specs = [m.spec for plan in plans
+                 for m in study_members(config.replace(plan=plan.to_dict()), data.num_classes)]
         err.print(cpu_estimate(specs, len(data.train), len(data.val), config.training_recipe().epochs, seeds),
                   soft_wrap=True)
     code = 0
