@@ -30,7 +30,6 @@ from .members import Member
 from .spec import NetworkSpec
 
 PLAN_KINDS = ("family", "official", "sweep")
-STATUSES = ("COMPLETE", "FAIL", "PRUNED", "RUNNING", "WAITING")  # Optuna's trial states, by name
 
 GRID_ATTRS = ("alpha", "beta", "gamma", "triples", "product", "d", "w", "r")
 PLAN_ATTRS = ("phi", "multiplier", "dimension", "alpha", "beta", "gamma", "d", "w", "r", "label", "series", "kind",
@@ -158,34 +157,21 @@ class TrialRecord:
     def to_attrs(self) -> dict:
         """The trial's flat user attributes, as today's and earlier code wrote them: each group
         (see the module's docstring) that the record holds, a quantity that does not apply as None."""
-        out: dict = {}
-        t = self.triple
-        if self.kind == "grid":
-            out.update(alpha=t.alpha, beta=t.beta, gamma=t.gamma, triples=self.triples_text, product=self.product,
-                       d=self.d, w=self.w, r=self.r)
-        elif self.kind in PLAN_KINDS:
-            out.update(phi=self.phi, multiplier=self.multiplier, dimension=self.dimension, alpha=self.alpha,
-                       beta=self.beta, gamma=self.gamma, d=self.d, w=self.w, r=self.r)
-            if self.matched_phi is not None:
-                out["matched_phi"] = self.matched_phi
-            out.update(label=self.label, series=self.series, kind=self.kind, triples="", product=None)
-        for k in NETWORK_ATTRS:
-            if getattr(self, k) is not None:
-                out[k] = getattr(self, k)
-        if self.network is not None:
-            out.update(network=self.network, params=self.params, flops=self.flops, activations=self.activations,
-                       flops_ratio=self.flops_ratio, classes=_list(self.classes))
-        if self.curve is not None:
-            out.update(curve=list(self.curve), loss_curve=_list(self.loss_curve),
-                       images_per_second=self.images_per_second, peak_memory_mb=self.peak_memory_mb,
-                       wall_s=self.wall_s, times=None if self.times is None else dict(self.times), device=self.device,
-                       top5=self.top5)
-        if self.inference_batch is not None:
-            out.update(latency_ms=self.latency_ms, throughput=self.throughput, inference_batch=self.inference_batch)
-        for k in ALONE_ATTRS:
-            if getattr(self, k) is not None:
-                out[k] = getattr(self, k)
+        groups = [(self.kind == "grid", GRID_ATTRS), (self.kind in PLAN_KINDS, PLAN_ATTRS),
+                  (self.network is not None, COMPLEXITY_ATTRS), (self.curve is not None, TRAINING_ATTRS),
+                  (self.inference_batch is not None, SPEED_ATTRS)]
+        out = {k: self._attr(k) for held, names in groups if held for k in names}
+        if self.kind in PLAN_KINDS and self.matched_phi is not None:
+            out["matched_phi"] = self.matched_phi
+        out.update({k: self._attr(k) for k in NETWORK_ATTRS + ALONE_ATTRS if getattr(self, k) is not None})
         return out
+
+    def _attr(self, name: str):
+        """One attribute's stored value: tuples as the lists (``times`` as the dict) Optuna stores."""
+        v = self.triples_text if name == "triples" else getattr(self, name)
+        if isinstance(v, tuple):
+            return dict(v) if name == "times" else list(v)
+        return v
 
     # ------------------------------------------------------------------ reading
 
@@ -270,7 +256,3 @@ def _number(v) -> float | None:
 
 def _tuple(v):
     return tuple(v) if v is not None else None
-
-
-def _list(v):
-    return list(v) if v is not None else None
