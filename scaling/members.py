@@ -2,8 +2,9 @@
 
 The arithmetic that makes the network stays in :mod:`scaling.compound` (grids, the phi
 family, one dimension) and :mod:`scaling.plans` (which members a plan asks for); a
-:class:`Member` is what the search queues, trains and records. :func:`scaling.search.study_members`
-gives the members of a study definition.
+:class:`Member` is what the search queues and trains, and :class:`scaling.records.TrialRecord`
+what a trial records of it. :func:`scaling.search.study_members` gives the members of a
+study definition.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from .compound import Candidate, Triple, constraint, multipliers
+from .compound import Candidate, Triple, multipliers
 from .spec import NetworkSpec
 
 KINDS = ("grid", "family", "official", "sweep")
@@ -53,21 +54,6 @@ class Member:
     def triple(self) -> Triple | None:
         """The representative triple (a grid's nearest the target, a family's own); None for the others."""
         return self.triples[0] if self.triples else None
-
-    def attrs(self) -> dict:
-        """What a trial of this member records before it trains, under the trials' flat
-        attribute names (the results tables and optuna-dashboard read them). NaN where a
-        quantity does not apply (stored as None)."""
-        if self.kind == "grid":
-            t = self.triple
-            return dict(alpha=t.alpha, beta=t.beta, gamma=t.gamma, triples=self.label,
-                        product=round(constraint(t.alpha, t.beta, t.gamma), 4), d=self.d, w=self.w, r=self.r)
-        t = self.triple if self.kind == "family" else Triple(NAN, NAN, NAN)
-        out = dict(phi=self.phi, multiplier=self.multiplier, dimension=self.dimension, alpha=t.alpha, beta=t.beta,
-                   gamma=t.gamma, d=self.d, w=self.w, r=self.r)
-        if self.matched_phi is not None:
-            out["matched_phi"] = self.matched_phi
-        return dict(out, label=self.label, series=self.series, kind=self.kind, triples="", product=NAN)
 
 
 def grid_member(key: float, triples, spec: NetworkSpec, phi: float, label: str | None = None,

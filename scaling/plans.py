@@ -98,7 +98,3 @@ def member(plan: Plan, base: NetworkSpec, key: float, multiple: int = 8) -> Memb
     matched = plan.matched_phis[plan.values.index(key)] if key in plan.values and plan.matched_phis else None
     return Member(key=key, kind="sweep", series=series, label=f"{one} x{key:.3f}", spec=spec, **dwr,
                   multiplier=key, dimension=plan.dimension, matched_phi=matched)
-
-
-def members(plan: Plan, base: NetworkSpec, multiple: int = 8) -> list[Member]:
-    return [member(plan, base, k, multiple) for k in plan.keys]

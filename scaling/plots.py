@@ -14,7 +14,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
 from matplotlib.tri import Triangulation
 
-from .tables import flops_unit
+from .units import flops_unit
 
 # One colour per kind of series (Okabe-Ito, colour-blind safe); the order is the legend order.
 SERIES_COLORS: dict[str, str] = {
@@ -171,7 +171,7 @@ def accuracy_vs_flops(df: pd.DataFrame, fits: Mapping[str, tuple[float, float, f
             series' smallest FLOPs to twice its largest. Only laws that describe their
             series belong here (laws.Fit.ok).
 
-    The axis is in GFLOPs or MFLOPs by the rule of the tables (:func:`scaling.tables.flops_unit`).
+    The axis is in GFLOPs or MFLOPs by the one rule of :func:`scaling.units.flops_unit`.
 
     Returns:
         The figure; "no data" when no row has both FLOPs and top-1.

@@ -9,6 +9,7 @@ import pandas as pd
 from optuna.trial import TrialState
 
 from .compound import PAPER
+from .records import TrialRecord, study_records
 
 COLUMNS = ["rank", "alpha", "beta", "gamma", "triples", "product", "d", "w", "r", "resolution", "repeats",
            "channels", "params", "flops", "flops_ratio", "top1", "top1_std", "seeds", "top1_residual", "rank_matched",
@@ -21,17 +22,26 @@ SERIES_COLUMNS = ["series", "kind", "label", "phi", "multiplier", "matched_phi",
                   "seeds", "top5", "images_per_second", "latency_ms", "throughput", "inference_batch", "peak_memory_mb", "wall_s",
                   "device", "network"]
 _AGGREGATED = ("rank", "top1", "top1_std", "seeds", "top1_residual", "rank_matched")
+_FIELD = {"triples": "triples_text"}  # a column that is not the record's field of the same name
 
 
-def trials_frame(study: optuna.Study, columns: list[str] = COLUMNS) -> pd.DataFrame:
+def _cell(rec: TrialRecord, column: str):
+    """A record's value in a column, as the trial stored it (a member's "does not apply" as None)."""
+    if column in ("series", "label", "kind") and rec.kind == "grid":
+        return None  # a grid trial records no series, label or kind of its own
+    return getattr(rec, _FIELD.get(column, column))
+
+
+def trials_frame(study: optuna.Study, columns: list[str] = COLUMNS,
+                 records: list[TrialRecord] | None = None) -> pd.DataFrame:
     """One row per trial that trained something (duplicates and skips left out)."""
     rows = []
-    for t in study.get_trials(deepcopy=False):
-        a = t.user_attrs
-        if a.get("skipped") or a.get("duplicate_of") is not None or "network" not in a:
+    for rec in study_records(study) if records is None else records:
+        if not rec.trained:
             continue
-        rows.append({"trial": t.number, "state": t.state.name, "value": t.value, "reason": a.get("reason", ""),
-                     **{k: a.get(k) for k in columns if k not in _AGGREGATED}})
+        value = rec.top1 if rec.status == "COMPLETE" else None
+        rows.append({"trial": rec.number, "state": rec.status, "value": value, "reason": rec.reason or "",
+                     **{k: _cell(rec, k) for k in columns if k not in _AGGREGATED}})
     return pd.DataFrame(rows)
 
 
@@ -121,14 +131,15 @@ def _failed(study: optuna.Study) -> list[dict]:
     completed = {trial_key(t) for t in trials if t.state == TrialState.COMPLETE}
     rows = []
     for t in trials:
-        a = t.user_attrs
-        if t.state != TrialState.FAIL or a.get("skipped"):
+        rec = TrialRecord.from_trial(t)
+        if rec.status != "FAIL" or rec.skipped:
             continue
         key = trial_key(t)
         later = bool(key) and any(o.number > t.number and trial_key(o) == key for o in trials)
-        reason = a.get("reason") or ("worker lost, retried" if later else "worker lost")  # its heartbeat went stale
-        rows.append({"trial": t.number, "triples": a.get("triples", ""), "network": a.get("network"),
-                     "label": a.get("label"), "reason": reason, "recovered": bool(key) and key in completed})
+        reason = rec.reason or ("worker lost, retried" if later else "worker lost")  # its heartbeat went stale
+        rows.append({"trial": rec.number, "triples": rec.triples_text, "network": rec.network,
+                     "label": rec.label if rec.kind != "grid" else None, "reason": reason,
+                     "recovered": bool(key) and key in completed})
     return rows
 
 
@@ -143,9 +154,16 @@ def failures_frame(study: optuna.Study) -> pd.DataFrame:
     return pd.DataFrame(_failed(study), columns=["trial", "triples", "network", "reason", "recovered"])
 
 
-def paper_rank(results: pd.DataFrame) -> int | None:
-    """The rank of the network the paper's (1.2, 1.1, 1.15) rounds to, if it was trained."""
-    hit = results[results["triples"].astype(str).str.contains(str(PAPER), regex=False)]
+def paper_network(records: list[TrialRecord]) -> str | None:
+    """The network (architecture key) that the paper's (1.2, 1.1, 1.15) rounds to, where a trial trained it."""
+    return next((r.network for r in records if r.trained and r.kind == "grid" and PAPER in r.triples), None)
+
+
+def paper_rank(results: pd.DataFrame, records: list[TrialRecord]) -> int | None:
+    """The rank in ``results`` (results_frame) of the network the paper's (1.2, 1.1, 1.15)
+    rounds to, if it was trained; ``records`` are the search's (study_records)."""
+    network = paper_network([r for r in records if r.status == "COMPLETE"])
+    hit = results[results["network"] == network] if network is not None else results.iloc[0:0]
     return int(hit.iloc[0]["rank"]) if len(hit) else None
 
 

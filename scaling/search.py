@@ -39,6 +39,7 @@ from .complexity import count
 from .faults import NoSpace, no_space, sqlite_file, storage_fault, told
 from .members import Member, candidate_member, grid_member
 from .plans import MULTIPLIER_RANGE, PHI_RANGE, Plan, member
+from .records import TrialRecord, write
 from .selection import Selection
 from .spec import spec_for
 from .study import StudyConfig, StudyError
@@ -581,13 +582,14 @@ class Objective:
         self.version = code_version()
         self.worker = f"{socket.gethostname()}:{os.getpid()}"
         self.current: optuna.Trial | None = None
+        self.record = TrialRecord()  # what the current trial has recorded so far
 
-    def network(self, trial: optuna.Trial):
-        """The trial's network, what to record about it, and its seed."""
+    def network(self, trial: optuna.Trial) -> tuple:
+        """The trial's network (its spec as trained), its member and its seed."""
         c = self.config
         fixed = trial.study._storage.get_trial_system_attrs(trial._trial_id).get("fixed_params")
         if queued(c) and fixed is None:
-            trial.set_user_attr("skipped", True)
+            self._write(trial, skipped=True)
             raise optuna.TrialPruned("no queued network left")
         name = MEMBER if MEMBER in (fixed or {}) else legacy_param(c)  # a study queued before the one form: its own
         if self.plan is not None:
@@ -597,25 +599,25 @@ class Objective:
             # A member queued by an earlier definition of the plan (no longer in it) is still its plan's network.
             m = self.members.get(key) or member(self.plan, base_spec(c).replace(num_classes=self.num_classes), key,
                                                 c.multiple)
-            return m.spec, m.attrs(), seed
+            return m.spec, m, seed
         if c.sampler == "grid":
             k = trial.suggest_categorical(name, list(range(len(self.members))))
             seed = trial.suggest_int("seed", 0, _seed_high(c, fixed))
             m = self.members[k]
-            return m.spec, m.attrs(), seed
+            return m.spec, m, seed
         lo, hi = c.alpha
         alpha = trial.suggest_float("alpha", lo, hi, step=c.step)
         beta = trial.suggest_float("beta", c.beta[0], c.beta[1], step=c.step)
         gamma = math.sqrt(c.target / (alpha * beta**2))
         if not c.gamma[0] - 1e-9 <= gamma <= c.gamma[1] + 1e-9:
-            trial.set_user_attr("skipped", True)
+            self._write(trial, skipped=True)
             raise optuna.TrialPruned(f"gamma {gamma:.3f} outside {c.gamma} for alpha {alpha}, beta {beta}")
         t = Triple(alpha, beta, round(gamma, 4))
         spec = self._held(scaled_spec(base_spec(c).replace(num_classes=self.num_classes), t, c.phi, c.multiple))
         if spec is None:
-            trial.set_user_attr("skipped", True)
+            self._write(trial, skipped=True)
             raise optuna.TrialPruned(f"no resolution holds {t} within {c.flops_tolerance:.0%} of its FLOPs budget")
-        return spec, grid_member(math.nan, (t,), spec, c.phi).attrs(), trial.number % c.seeds
+        return spec, grid_member(math.nan, (t,), spec, c.phi), trial.number % c.seeds
 
     def _held(self, spec):
         """A sampled triple's network held to its FLOPs budget, as the grid's candidates are."""
@@ -628,12 +630,12 @@ class Objective:
                               c.multiple, lambda s: count(s).flops)
 
     def __call__(self, trial: optuna.Trial) -> float:
-        self.current = trial
+        self.current, self.record = trial, TrialRecord()
         try:
             return self._run(trial)
         except KeyboardInterrupt:  # Ctrl+C or SIGTERM: Optuna marks the trial FAIL next
             with contextlib.suppress(Exception):  # a refused write must not hide the interruption
-                trial.set_user_attr("reason", "interrupted")
+                self._write(trial, reason="interrupted")
             raise
         except optuna.TrialPruned:
             raise
@@ -643,35 +645,35 @@ class Objective:
             full = no_space(e, self.folder)
             if full is not None:  # a full disk: the search stops; the trial is queued again by the next run
                 with contextlib.suppress(Exception):
-                    trial.set_user_attr("reason", f"no space left on {full.folder}")
+                    self._write(trial, reason=f"no space left on {full.folder}")
                 raise full from None
             reason = f"{type(e).__name__}: {e}"
-            trial.set_user_attr("reason", reason)
+            self._write(trial, reason=reason)
             raise TrialFailed(reason) from e
 
-    def _record(self, trial: optuna.Trial, attrs: dict) -> None:
-        for k, v in attrs.items():
-            trial.set_user_attr(k, None if isinstance(v, float) and math.isnan(v) else v)
+    def _write(self, trial: optuna.Trial, record: TrialRecord | None = None, **changes) -> None:
+        """Record on the trial ``record`` (or the current record with ``changes``): the attributes that changed."""
+        record = (record or self.record).replace(**changes)
+        write(trial, record, self.record)
+        self.record = record
 
     def _run(self, trial: optuna.Trial) -> float:
-        spec, attrs, seed = self.network(trial)
+        spec, m, seed = self.network(trial)
         # The member first, before anything can fail (the data included): a failure is listed with its network.
-        self._record(trial, dict(attrs, resolution=spec.resolution,
-                                 repeats="-".join(str(s.repeats) for s in spec.stages()),
-                                 channels="-".join(str(s.w_out) for s in spec.stages()), seed=seed,
-                                 worker=self.worker, code_version=self.version))
+        self._write(trial, TrialRecord.for_member(m, spec, seed, self.worker, self.version))
         with interruptible():
             data, data_s = self._data(spec.resolution)
         spec = spec.replace(num_classes=data.num_classes)  # counted as trained: the data's classifier
         n = count(spec)
         base_flops = count(base_spec(self.config).replace(num_classes=data.num_classes)).flops
         key = spec.architecture_key()
-        self._record(trial, dict(network=key, params=n.params, flops=n.flops, activations=n.activations,
-                                 flops_ratio=round(n.flops / base_flops, 4), classes=list(data.classes)))
+        self._write(trial, network=key, params=n.params, flops=n.flops, activations=n.activations,
+                    flops_ratio=round(n.flops / base_flops, 4), classes=tuple(data.classes),
+                    num_classes=data.num_classes)
         done = [t for t in trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
                 if t.user_attrs.get("network") == key and t.user_attrs.get("seed") == seed]
         if done:  # the same network was trained already (TPE, random): reuse, never retrain
-            trial.set_user_attr("duplicate_of", done[0].number)
+            self._write(trial, duplicate_of=done[0].number)
             return done[0].value
         with interruptible():
             return self._train(trial, spec, seed, data, data_s)
@@ -698,16 +700,13 @@ class Objective:
 
         result = train(spec, data, self.recipe, device=self.device, seed=seed, quiet=self.quiet,
                        on_epoch=report, data_seconds=data_s)
-        trial.set_user_attr("curve", [h["top1"] for h in result.history])
-        trial.set_user_attr("loss_curve", [h["loss"] for h in result.history])
-        trial.set_user_attr("images_per_second", result.images_per_second)
-        trial.set_user_attr("peak_memory_mb", result.peak_memory_mb)
-        trial.set_user_attr("wall_s", result.times.get("total"))
-        trial.set_user_attr("times", {k: round(v, 3) for k, v in result.times.items()})
-        trial.set_user_attr("device", result.device)
-        trial.set_user_attr("top5", result.top5)
+        self._write(trial, curve=tuple(h["top1"] for h in result.history),
+                    loss_curve=tuple(h["loss"] for h in result.history),
+                    images_per_second=result.images_per_second, peak_memory_mb=result.peak_memory_mb,
+                    wall_s=result.times.get("total"), times=tuple((k, round(v, 3)) for k, v in result.times.items()),
+                    device=result.device, top5=result.top5)
         if result.status != "ok":
-            trial.set_user_attr("reason", f"{result.status}: {result.reason}")
+            self._write(trial, reason=f"{result.status}: {result.reason}")
             raise TrialFailed(f"{result.status}: {result.reason}")
         if self.plan is not None:  # family and sweep members: how fast they run, beside how well
             from .speed import inference_speed
@@ -717,8 +716,7 @@ class Objective:
             speed = inference_speed(spec.replace(resolution=data.resolution), dev,
                                     batch=256 if dev.type == "cuda" else 32)
             with shielded():
-                for k, v in speed.items():
-                    trial.set_user_attr(k, v)
+                self._write(trial, **speed)
         return result.top1
 
 

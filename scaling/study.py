@@ -296,10 +296,6 @@ def resolve(toml: str | Path | None = None, **options) -> StudyConfig:
         raise StudyError(str(e)) from None
 
 
-def study_dir(root: str | Path, name: str) -> Path:
-    return Path(root) / name
-
-
 def saved_config(folder: Path) -> StudyConfig | None:
     """The definition saved in a study folder (study.json), whatever created it; None without one."""
     path = Path(folder) / "study.json"

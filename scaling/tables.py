@@ -9,13 +9,6 @@ from .compound import Candidate, Member, multipliers
 from .spec import NetworkSpec, spec_for
 
 
-def flops_unit(values) -> tuple[str, float]:
-    """The one unit rule of tables, figures and the report: ("GFLOPs", 1e9) when the largest
-    value reaches 1 G multiply-adds, else ("MFLOPs", 1e6)."""
-    vals = [float(v) for v in values if v is not None and not pd.isna(v)]
-    return ("GFLOPs", 1e9) if vals and max(vals) >= 1e9 else ("MFLOPs", 1e6)
-
-
 def _structure(spec: NetworkSpec) -> dict:
     stages = spec.stages()
     return {

@@ -52,7 +52,7 @@ WARMUP_STEPS = 5  # the first steps (cudnn plans for new shapes, graph capture, 
 class TrainResult:
     """What a training run produced; JSON-serialisable through :meth:`to_dict`."""
 
-    status: str  # ok, nan, oom or stopped
+    status: str  # ok, nan (the loss diverged) or oom (out of memory)
     top1: float | None = None  # held-out, in [0, 1]
     top5: float | None = None
     history: list[dict] = field(default_factory=list)  # per epoch: loss, top1, top5, lr, seconds

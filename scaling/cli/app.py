@@ -172,13 +172,6 @@ def _g(flops: int) -> str:
     return f"{flops / 1e9:.3f}"
 
 
-def _flops_unit(values) -> tuple[str, float]:
-    """The one unit rule of tables, figures and the report (scaling.tables.flops_unit)."""
-    from ..tables import flops_unit
-
-    return flops_unit(values)
-
-
 def _f(flops, scale: float) -> str:
     return f"{flops / scale:.3f}" if scale == 1e9 else f"{flops / scale:.2f}"
 

@@ -8,8 +8,9 @@ from typing import Annotated, Optional
 import typer
 
 from . import trained as T
-from .app import (Format, By, InputError, _check_output, _check_output_path, _emit, _ends, _f, _flops_unit, _g, _m,
+from .app import (Format, By, InputError, _check_output, _check_output_path, _emit, _ends, _f, _g, _m,
                   _range, _table, app, console, plural)
+from ..units import flops_unit
 
 
 # ---------------------------------------------------------------------------- candidates
@@ -85,7 +86,7 @@ def candidates(
     df = candidates_frame(cands, base, target=target)
     n_triples = int(df["n_triples"].sum())
 
-    unit, scale = _flops_unit(df["flops"])
+    unit, scale = flops_unit(df["flops"])
 
     def show():
         cols = [("#", "right"), ("α", "right"), ("β", "right"), ("γ", "right")]
@@ -217,7 +218,7 @@ def family(
     off = official_frame(official_specs()) if official else fam.iloc[0:0]
     df = pd.concat([fam, off], ignore_index=True) if official else fam
 
-    unit, scale = _flops_unit(df["flops"])
+    unit, scale = flops_unit(df["flops"])
 
     def rows(frame):
         out = []

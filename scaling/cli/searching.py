@@ -10,7 +10,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from .app import (Format, InputError, _check_output, _emit, _f, _flops_unit, _m, _table, app, console, err, plural)
+from .app import (Format, InputError, _check_output, _emit, _f, _m, _table, app, console, err, plural)
+from ..units import flops_unit
 from .training import Device, _device, _load_data
 
 
@@ -49,6 +50,7 @@ def _summarize(study, config, folder: Path, url: str) -> None:
     from ..faults import told
     from ..agreement import member_top1, seed_agreement
     from ..results import failures_frame, paper_rank, results_frame, running, write_csv
+    from ..records import study_records
     from ..search import queue_param
     from ..study import StudyError
 
@@ -66,7 +68,7 @@ def _summarize(study, config, folder: Path, url: str) -> None:
     if df.empty:
         console.print(f"study {config.name}: no completed trial yet" + (f" ({n_run} running)" if n_run else ""))
     else:
-        unit, scale = _flops_unit(df["flops"])
+        unit, scale = flops_unit(df["flops"])
 
         def opt(v, fmt: str) -> str:
             return "" if v is None or pd.isna(v) else format(v, fmt)
@@ -94,7 +96,7 @@ def _summarize(study, config, folder: Path, url: str) -> None:
             console.print(f"best at matched FLOPs: ({m.alpha:g}, {m.beta:g}, {m.gamma:g}), "
                           f"{100 * m.top1_residual:+.2f} points over the grid's line of top-1 against log FLOPs"
                           + (f" ({ties} networks tie)" if ties > 1 else ""))
-        rank = paper_rank(df)
+        rank = paper_rank(df, study_records(study))
         console.print("the paper's (1.2, 1.1, 1.15): " + (f"rank {rank} of {len(df)}" if rank else "not trained"))
         seeds = seed_agreement(member_top1(study, queue_param(study, config)))
         if seeds is not None:

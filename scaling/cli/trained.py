@@ -8,7 +8,8 @@ from typing import Annotated, Callable, Optional
 
 import typer
 
-from .app import Format, InputError, _emit, _f, _flops_unit, _m, _table, console, err, plural
+from .app import Format, InputError, _emit, _f, _m, _table, console, err, plural
+from ..units import flops_unit
 
 StudyFile = Annotated[Optional[Path], typer.Option("--study", help="With --train: a study TOML file (studies/*.toml).")]
 Name = Annotated[Optional[str], typer.Option(help="With --train: the study (folder under --studies-dir) whose data "
@@ -35,8 +36,7 @@ def train_plans(make_plans: Callable, *, study_file, name, data, storage, gpus, 
     from ..results import plan_studies, series_failures, series_frame
     from ..faults import told
     from ..repair import write_snapshot
-    from ..search import base_spec, create_study
-    from ..plans import members
+    from ..search import base_spec, create_study, study_members
     from ..study import StudyError
     from .searching import INTERRUPTED, cpu_estimate, execute, parse_per_gpu, prepare_study, refresh_report
     from .training import _load_data
@@ -50,7 +50,8 @@ def train_plans(make_plans: Callable, *, study_file, name, data, storage, gpus, 
     base = base_spec(config).replace(num_classes=data.num_classes)  # FLOPs as trained
     plans = make_plans(config, base)
     if not gpu_ids:
-        specs = [m.spec for plan in plans for m in members(plan, base, config.multiple)]
+        specs = [m.spec for plan in plans
+                 for m in study_members(config.replace(plan=plan.to_dict()), data.num_classes)]
         err.print(cpu_estimate(specs, len(data.train), len(data.val), config.training_recipe().epochs, seeds),
                   soft_wrap=True)
     code = 0
@@ -91,7 +92,7 @@ def show_trained(df) -> None:
     def num(v, fmt: str) -> str:
         return "" if v is None or pd.isna(v) else format(v, fmt)
 
-    unit, scale = _flops_unit(df["flops"])
+    unit, scale = flops_unit(df["flops"])
     for series, part in df.groupby("series", sort=False):
         rows = [[r.label, str(r.resolution), r.repeats, _m(r.params), _f(r.flops, scale), f"{100 * r.top1:.2f}",
                  num(None if r.seeds < 2 else 100 * r.top1_std, ".2f"), num(r.images_per_second, ",.0f"),

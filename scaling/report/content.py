@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import datetime
 import math
-import re
 from collections import Counter
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -23,10 +22,11 @@ from matplotlib.figure import Figure
 
 from .. import laws, plots
 from ..compound import PAPER
-from ..results import (failures_frame, paper_rank, plan_studies, results_frame, running, series_failures,
-                       series_frame, trials_frame)
+from ..records import TrialRecord, study_records
+from ..results import (failures_frame, paper_network, paper_rank, plan_studies, results_frame, running,
+                       series_failures, series_frame, trials_frame)
 from ..study import StudyConfig, StudyError
-from ..tables import flops_unit
+from ..units import flops_unit
 
 PACKAGES = ("torch", "torchvision", "optuna", "fvcore", "pandas", "matplotlib")
 BOOTSTRAP = 200  # resamples for the fits' 95% intervals (1000 take seconds per series)
@@ -182,7 +182,8 @@ class _Study:
     series: pd.DataFrame
     series_failures: pd.DataFrame
     trials: pd.DataFrame  # the search's trials (results.trials_frame)
-    attrs: list[dict]  # user attrs of every trial of the study and its series studies
+    search_records: list[TrialRecord]  # every trial of the search
+    records: list[TrialRecord]  # every trial of the search and its series studies
     fits: dict = field(default_factory=dict)  # series -> (law or reason, held-out check or reason)
 
 
@@ -213,10 +214,12 @@ def load(name: str, studies_dir: Path = Path("studies"), storage: str | None = N
     url = storage_url(config, folder, storage)
     study = load_study(config, url)
     plans = plan_studies(url, name)
-    attrs = [dict(t.user_attrs) for s in [study, *plans] for t in s.get_trials(deepcopy=False)]
+    search = study_records(study)
+    records = search + [r for p in plans for r in study_records(p)]
     return _Study(name=name, url=url, study=study, config=_config(study, folder), results=results_frame(study),
                   failures=failures_frame(study), running=running(study), series=series_frame(plans),
-                  series_failures=series_failures(plans), trials=trials_frame(study), attrs=attrs)
+                  series_failures=series_failures(plans), trials=trials_frame(study, records=search),
+                  search_records=search, records=records)
 
 
 # ----------------------------------------------------------------------------- provenance
@@ -301,7 +304,7 @@ def _grid_text(config: StudyConfig) -> str:
 
 
 def _seeds_text(s: _Study) -> str:
-    seeds = sorted({int(a["seed"]) for a in s.attrs if isinstance(a.get("seed"), (int, float))})
+    seeds = sorted({int(r.seed) for r in s.records if isinstance(r.seed, (int, float))})
     per = f"{s.config.seeds} per network in the search" if s.config else ""
     listed = ", ".join(map(str, seeds)) if seeds else "none recorded"
     return listed + (f" ({per})" if per else "")
@@ -313,9 +316,9 @@ def _provenance(s: _Study) -> list[tuple[str, str]]:
     now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     out = [("study", s.name), ("storage", _masked(s.url)),
            ("generated", f"{now} by scaling {code_version()}"),
-           ("code version of the trials", _tally(a.get("code_version") for a in s.attrs if "network" in a)),
+           ("code version of the trials", _tally(r.code_version for r in s.records if r.network is not None)),
            ("packages (report environment)", _versions()),
-           ("devices", _tally(a.get("device") for a in s.attrs if "network" in a)),
+           ("devices", _tally(r.device for r in s.records if r.network is not None)),
            ("seeds", _seeds_text(s))]
     if s.config is not None:
         out += [("data", _data_text(s.config)), ("recipe", _recipe_text(s.config)), ("grid", _grid_text(s.config))]
@@ -326,7 +329,7 @@ def _provenance(s: _Study) -> list[tuple[str, str]]:
 
 # ----------------------------------------------------------------------------- sections
 
-def _summary(s: _Study, cands: pd.DataFrame | None) -> Section:
+def _summary(s: _Study, cands: pd.DataFrame | None, found: list | None = None) -> Section:
     sec = Section("Summary")
     queued = s.study.user_attrs.get("enqueued")
     r = s.results
@@ -340,7 +343,7 @@ def _summary(s: _Study, cands: pd.DataFrame | None) -> Section:
                               "top-1 accuracy (the mean over seeds), and also at matched FLOPs (by the residual "
                               "over the grid's own line of top-1 against log FLOPs).")
         sec.paragraphs.append(_best_sentence(r))
-        sec.paragraphs.append(_paper_sentence(s, cands))
+        sec.paragraphs.append(_paper_sentence(s, cands, found))
     if s.running and not r.empty:
         sec.paragraphs.append(f"The study is still running: {_plural(s.running, 'trial is', 'trials are')} "
                               f"in training. This report is a snapshot; run `scaling report {s.name}` again later "
@@ -377,14 +380,16 @@ def _best_sentence(r: pd.DataFrame) -> str:
     return out
 
 
-def _paper_sentence(s: _Study, cands: pd.DataFrame | None) -> str:
-    rank = paper_rank(s.results)
+def _paper_sentence(s: _Study, cands: pd.DataFrame | None, found: list | None = None) -> str:
+    rank = paper_rank(s.results, s.search_records)
     if rank is not None:
         row = s.results[s.results["rank"] == rank].iloc[0]
-        others = [t for t in re.findall(r"\([^()]*\)", str(row["triples"])) if t != str(PAPER)]
+        network = paper_network([r for r in s.search_records if r.status == "COMPLETE"])
+        rec = next(r for r in s.search_records if r.status == "COMPLETE" and r.network == network)
+        others = [str(t) for t in rec.triples if t != PAPER]
         same = f"; it rounds to the same network as {', '.join(others)}" if others else ""
         return f"The paper's {PAPER} ranks {rank} of {len(s.results)} (top-1 {pct(row['top1'])}{same})."
-    if cands is not None and not cands["triples"].astype(str).str.contains(str(PAPER), regex=False).any():
+    if cands is not None and not any(PAPER in c.triples for c in found or ()):
         in_grid = s.config is not None and PAPER in s.config.grid().iter_triples()
         if not in_grid:
             return f"The paper's {PAPER} is not in this grid."
@@ -393,36 +398,8 @@ def _paper_sentence(s: _Study, cands: pd.DataFrame | None) -> str:
     return f"The paper's {PAPER} has not been trained (yet)."
 
 
-def _num_classes(s: _Study, found: list) -> int | None:
-    """The data's class count: 10 for the embedded set; else read off a trained network's
-    parameter count (linear in the classes); None while nothing has been trained."""
-    if s.config is not None and s.config.source == "default":
-        from ..data.load import DEFAULT_CLASSES
-
-        return DEFAULT_CLASSES
-    if s.results.empty:
-        return None
-    from ..complexity import count as count_spec
-
-    row = s.results.iloc[0]
-    triple = _first_triple(row["triples"])
-    cand = next((c for c in found if triple in re.findall(r"\([^()]*\)", c.label)), None)
-    if cand is None or _missing(row["params"]):
-        return None
-    spec = cand.spec
-    k = spec.num_classes + round((int(row["params"]) - count_spec(spec).params) / (spec.head_width + 1))
-    if k < 2 or count_spec(spec.replace(num_classes=k)).params != int(row["params"]):
-        return None
-    return k
-
-
-def _first_triple(text) -> str:
-    """"(1.2, 1.1, 1.15)" from a trial's triples, "(1.2, 1.1, 1.15) (1.25, 1.1, 1.15)"."""
-    found = re.search(r"\([^()]*\)", str(text))
-    return found.group(0) if found else str(text)
-
-
-def _candidates(s: _Study, cands: pd.DataFrame) -> Section:
+def _candidates(s: _Study, cands: pd.DataFrame, found: list) -> Section:
+    """The grid's candidates ``found`` (``cands`` their candidates_frame), each with its trials' outcome."""
     from .. import plots as p
 
     c = s.config
@@ -437,16 +414,14 @@ def _candidates(s: _Study, cands: pd.DataFrame) -> Section:
         f"φ = {c.phi:g} and merged by the network they round to: {_plural(len(cands), 'distinct network')}." + held
         + " × base is the realized FLOPs ratio; nominal the representative triple's own (α·β²·γ²)^φ.")
     # Trials go to candidates by triple: a trained network's key also holds the data's class count.
-    trained = {_first_triple(t): v for t, v in zip(s.results["triples"], s.results["top1"])} \
-        if not s.results.empty else {}
-    failed = {_first_triple(t) for t in s.failures["triples"]} if not s.failures.empty else set()
-    in_training = {_first_triple(t) for t in s.trials.loc[s.trials["state"] == "RUNNING", "triples"]} \
-        if not s.trials.empty else set()
+    trained = _trained_triples(s)
+    failed = {r.triple for r in s.search_records if r.status == "FAIL" and not r.skipped and r.triple}
+    in_training = {r.triple for r in s.search_records if r.status == "RUNNING" and r.trained and r.triple}
     unit, scale = flops_unit(cands["flops"])
     rows = []
-    for i, r in enumerate(cands.itertuples(), 1):
-        mine = re.findall(r"\([^()]*\)", str(r.triples))
-        also = "; ".join(mine[1:])
+    for i, (r, cand) in enumerate(zip(cands.itertuples(), found), 1):
+        mine = cand.triples
+        also = "; ".join(str(t) for t in mine[1:])
         hit = next((t for t in mine if t in trained), None)
         state = (pct(trained[hit]) if hit else "running" if any(t in in_training for t in mine)
                  else "failed" if any(t in failed for t in mine) else DASH)
@@ -466,13 +441,26 @@ def _candidates(s: _Study, cands: pd.DataFrame) -> Section:
     return sec
 
 
-def _search(s: _Study, cands: pd.DataFrame | None) -> Section:
+def _trained_triples(s: _Study) -> dict:
+    """Triple -> top-1 (the mean over seeds) of each trained network, by the representative
+    triple of its first completed trial (the trial its results row is taken from)."""
+    top1 = dict(zip(s.results["network"], s.results["top1"])) if not s.results.empty else {}
+    out, seen = {}, set()
+    for r in s.search_records:
+        if r.status == "COMPLETE" and r.trained and r.network in top1 and r.network not in seen:
+            seen.add(r.network)
+            if r.triple is not None:
+                out[r.triple] = top1[r.network]
+    return out
+
+
+def _search(s: _Study, cands: pd.DataFrame | None, found: list | None = None) -> Section:
     sec = Section("Search results")
     r = s.results
     if r.empty:
         sec.paragraphs.append(f"No trial of study {s.name} has completed yet, so there is no ranking.")
         return sec
-    sec.paragraphs.append(_best_sentence(r) + " " + _paper_sentence(s, cands))
+    sec.paragraphs.append(_best_sentence(r) + " " + _paper_sentence(s, cands, found))
     unit, scale = flops_unit(r["flops"])
     rows = [[str(x.rank), num(x.alpha), num(x.beta), num(x.gamma), str(x.resolution), str(x.repeats),
              params_m(x.params), sig3(x.flops / scale),
@@ -487,7 +475,7 @@ def _search(s: _Study, cands: pd.DataFrame | None) -> Section:
                              "± std", "seeds", "vs line", "rank at FLOPs", "top-5", "train img/s"], rows))
     # The landscape marks the paper by (alpha, beta): give it the representative triple of the
     # network the paper's triple rounds to, and none when that network was not trained.
-    rank = paper_rank(r)
+    rank = paper_rank(r, s.search_records)
     paper = None
     note = ""
     if rank is not None:
@@ -713,6 +701,16 @@ def _short(text: str, limit: int = 300) -> str:
 
 # ----------------------------------------------------------------------------- building
 
+def _study_classes(s: _Study) -> int | None:
+    """The classes the study counted its candidates with: its ``num_classes`` attribute; for a
+    study from before it was recorded, its trials' (the data's classes, as they recorded them);
+    None where neither is known (the study's spec then counts them: :func:`scaling.search.study_classes`)."""
+    classes = s.study.user_attrs.get("num_classes")
+    if classes is None:
+        classes = next((r.num_classes for r in s.search_records if r.classes is not None), None)
+    return classes
+
+
 def build_report(name: str, studies_dir: Path = Path("studies"), storage: str | None = None) -> Report:
     """Read study NAME (and its family and sweep studies) and write the report's content.
 
@@ -721,20 +719,17 @@ def build_report(name: str, studies_dir: Path = Path("studies"), storage: str | 
     """
     s = load(name, Path(studies_dir), storage)
     s.fits = _fits(s.series)
-    cands = None
+    cands, found = None, []
     if s.config is not None:
         from ..search import base_spec, study_candidates
         from ..tables import candidates_frame
 
-        classes = s.study.user_attrs.get("num_classes")  # what the study counted its candidates with
-        if classes is None:  # a study from before it was recorded
-            classes = _num_classes(s, study_candidates(s.config))
-        found = study_candidates(s.config, classes)
+        found = study_candidates(s.config, _study_classes(s))
         base = base_spec(s.config).replace(num_classes=found[0].spec.num_classes) if found else base_spec(s.config)
         cands = candidates_frame(found, base, target=s.config.target) if found else None
-    sections = [_summary(s, cands)]
+    sections = [_summary(s, cands, found)]
     if cands is not None:
-        sections.append(_candidates(s, cands))
-    sections += [_search(s, cands), _family(s), _sweeps(s), _dimensions(s), _fit_section(s), _failures(s)]
+        sections.append(_candidates(s, cands, found))
+    sections += [_search(s, cands, found), _family(s), _sweeps(s), _dimensions(s), _fit_section(s), _failures(s)]
     sections = [sec for sec in sections if sec is not None]
     return Report(title=f"Compound-scaling study {name}", provenance=_provenance(s), sections=sections, name=name)

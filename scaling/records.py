@@ -1,0 +1,258 @@
+"""What a trial recorded: one frozen :class:`TrialRecord`, written to and read from a trial's flat user attributes.
+
+A trial stores its record as Optuna user attributes under flat names (``alpha``, ``triples``,
+``flops``, ``curve``, ...), so that optuna-dashboard and studies written by earlier code read
+them as they are. :meth:`TrialRecord.to_attrs` gives exactly those names and values, and
+:meth:`TrialRecord.from_trial` reads them back (a name an older trial lacks becomes None).
+The search writes through the record; the results tables and the report read records.
+
+The attributes come in groups, each written at one point of a trial (what a trial that failed
+early lacks is a whole group):
+
+- the member, before anything can fail: a grid network's ``alpha beta gamma triples product d w r``,
+  a plan member's ``phi multiplier dimension alpha beta gamma d w r [matched_phi] label series kind
+  triples product``; then ``resolution repeats channels seed worker code_version``;
+- the complexity, once the data are loaded: ``network params flops activations flops_ratio classes``;
+- the training: ``curve loss_curve images_per_second peak_memory_mb wall_s times device top5``;
+- a plan member's inference speed: ``latency_ms throughput inference_batch``;
+- alone: ``reason`` (why it failed), ``skipped`` (no network to train), ``duplicate_of``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+from dataclasses import dataclass
+
+from .compound import Triple, constraint
+from .members import Member
+from .spec import NetworkSpec
+
+PLAN_KINDS = ("family", "official", "sweep")
+
+GRID_ATTRS = ("alpha", "beta", "gamma", "triples", "product", "d", "w", "r")
+PLAN_ATTRS = ("phi", "multiplier", "dimension", "alpha", "beta", "gamma", "d", "w", "r", "label", "series", "kind",
+              "triples", "product")
+NETWORK_ATTRS = ("resolution", "repeats", "channels", "seed", "worker", "code_version")
+COMPLEXITY_ATTRS = ("network", "params", "flops", "activations", "flops_ratio", "classes")
+TRAINING_ATTRS = ("curve", "loss_curve", "images_per_second", "peak_memory_mb", "wall_s", "times", "device", "top5")
+SPEED_ATTRS = ("latency_ms", "throughput", "inference_batch")
+ALONE_ATTRS = ("reason", "skipped", "duplicate_of")
+QUEUE_PARAMS = ("member", "candidate", "phi", "multiplier")  # the one form's name first, then the older ones'
+
+
+@dataclass(frozen=True)
+class TrialRecord:
+    """One trial: the network it trained, how it went, and where.
+
+    ``triples``: a grid network's triples that round to it, its representative first (the
+    ``triples`` attribute is their display string, ``label``); a family member's triple; none
+    for the official networks and sweeps. ``num_classes`` is the classifier's classes as
+    trained (the data's, from the recorded ``classes``; for a trial that recorded none, what
+    :meth:`from_trial` was given). ``top1`` is the trial's value.
+    """
+
+    # The trial, as Optuna holds it
+    number: int | None = None
+    status: str | None = None  # COMPLETE, FAIL, PRUNED, RUNNING or WAITING
+    top1: float | None = None
+    key: float | None = None  # the member's queue key: a grid candidate's index, a plan member's phi or multiplier
+    started: object = None  # datetime
+    finished: object = None  # datetime
+    # The member
+    kind: str | None = None  # grid, family, official or sweep
+    series: str | None = None  # grid trials record none: "grid"
+    label: str | None = None  # a grid network's triples as displayed: "(1.2, 1.1, 1.15) (1.25, 1.1, 1.15)"
+    triples: tuple[Triple, ...] = ()
+    d: float | None = None
+    w: float | None = None
+    r: float | None = None
+    phi: float | None = None
+    multiplier: float | None = None
+    dimension: str | None = None
+    matched_phi: float | None = None
+    seed: int | None = None
+    # The network as trained
+    resolution: int | None = None
+    repeats: str | None = None  # per stage: "1-2-2-3-3-4-1"
+    channels: str | None = None  # per stage: "16-24-40-80-112-192-320"
+    network: str | None = None  # NetworkSpec.architecture_key()
+    num_classes: int | None = None
+    classes: tuple[str, ...] | None = None
+    params: int | None = None
+    flops: int | None = None
+    activations: int | None = None
+    flops_ratio: float | None = None
+    # Metrics
+    top5: float | None = None
+    curve: tuple[float | None, ...] | None = None  # held-out top-1 per epoch (None where not evaluated)
+    loss_curve: tuple[float, ...] | None = None
+    # Speed and where it ran
+    images_per_second: float | None = None
+    peak_memory_mb: float | None = None
+    latency_ms: float | None = None
+    throughput: float | None = None
+    inference_batch: int | None = None
+    device: str | None = None
+    worker: str | None = None
+    code_version: str | None = None
+    wall_s: float | None = None
+    times: tuple[tuple[str, float], ...] | None = None  # seconds per phase: data, warmup, train, eval, total
+    # How it ended
+    reason: str | None = None
+    skipped: bool | None = None
+    duplicate_of: int | None = None
+
+    # ------------------------------------------------------------------ derived
+
+    @property
+    def triple(self) -> Triple | None:
+        """The representative triple (a grid network's first, a family's own); None for the others."""
+        return self.triples[0] if self.triples else None
+
+    @property
+    def alpha(self) -> float | None:
+        return self.triple.alpha if self.triple else None
+
+    @property
+    def beta(self) -> float | None:
+        return self.triple.beta if self.triple else None
+
+    @property
+    def gamma(self) -> float | None:
+        return self.triple.gamma if self.triple else None
+
+    @property
+    def product(self) -> float | None:
+        """A grid network's alpha * beta^2 * gamma^2 to 4 decimals (plan members record none)."""
+        t = self.triple
+        return round(constraint(t.alpha, t.beta, t.gamma), 4) if self.kind == "grid" and t else None
+
+    @property
+    def triples_text(self) -> str:
+        """The ``triples`` attribute: a grid network's triples as displayed, else empty."""
+        return (self.label or "") if self.kind == "grid" else ""
+
+    @property
+    def trained(self) -> bool:
+        """Whether it trained a network of its own (not skipped, not a duplicate, its network recorded)."""
+        return not self.skipped and self.duplicate_of is None and self.network is not None
+
+    def replace(self, **changes) -> TrialRecord:
+        return dataclasses.replace(self, **changes)
+
+    # ------------------------------------------------------------------ writing
+
+    @classmethod
+    def for_member(cls, m: Member, spec: NetworkSpec, seed: int, worker: str, code_version: str) -> TrialRecord:
+        """What a trial of member ``m`` (its network ``spec``) records before it trains."""
+        stages = spec.stages()
+        return cls(kind=m.kind, series=m.series, label=m.label, triples=m.triples if m.kind in ("grid", "family")
+                   else (), d=m.d, w=m.w, r=m.r, phi=_number(m.phi), multiplier=_number(m.multiplier),
+                   dimension=m.dimension or None, matched_phi=m.matched_phi, seed=seed, resolution=spec.resolution,
+                   repeats="-".join(str(s.repeats) for s in stages), channels="-".join(str(s.w_out) for s in stages),
+                   worker=worker, code_version=code_version, key=_number(m.key))
+
+    def to_attrs(self) -> dict:
+        """The trial's flat user attributes, as today's and earlier code wrote them: each group
+        (see the module's docstring) that the record holds, a quantity that does not apply as None."""
+        groups = [(self.kind == "grid", GRID_ATTRS), (self.kind in PLAN_KINDS, PLAN_ATTRS),
+                  (self.network is not None, COMPLEXITY_ATTRS), (self.curve is not None, TRAINING_ATTRS),
+                  (self.inference_batch is not None, SPEED_ATTRS)]
+        out = {k: self._attr(k) for held, names in groups if held for k in names}
+        if self.kind in PLAN_KINDS and self.matched_phi is not None:
+            out["matched_phi"] = self.matched_phi
+        out.update({k: self._attr(k) for k in NETWORK_ATTRS + ALONE_ATTRS if getattr(self, k) is not None})
+        return out
+
+    def _attr(self, name: str):
+        """One attribute's stored value: tuples as the lists (``times`` as the dict) Optuna stores."""
+        v = self.triples_text if name == "triples" else getattr(self, name)
+        if isinstance(v, tuple):
+            return dict(v) if name == "times" else list(v)
+        return v
+
+    # ------------------------------------------------------------------ reading
+
+    @classmethod
+    def from_trial(cls, trial, num_classes: int | None = None) -> TrialRecord:
+        """The record of an Optuna trial (frozen or running), from its user attributes.
+
+        Args:
+            trial: an ``optuna.trial.FrozenTrial`` (or anything with ``user_attrs``, ``params``,
+                ``system_attrs``, ``number``, ``state``, ``value``).
+            num_classes: the classes of a trial that recorded none (it failed before its data
+                were loaded): the study's ``num_classes`` attribute or its spec's. Never guessed.
+        """
+        a = trial.user_attrs
+        kind = a.get("kind") or ("grid" if a.get("triples") else None)
+        if kind == "grid":
+            triples = _decode_triples(a["triples"], a.get("alpha"), a.get("beta"), a.get("gamma"))
+        elif kind == "family" and a.get("alpha") is not None:
+            triples = (Triple(a["alpha"], a["beta"], a["gamma"]),)
+        else:
+            triples = ()
+        params = getattr(trial, "system_attrs", {}).get("fixed_params") or getattr(trial, "params", {})
+        key = next((params[p] for p in QUEUE_PARAMS if p in params), None)
+        classes = tuple(a["classes"]) if a.get("classes") is not None else None
+        state = getattr(trial, "state", None)
+        status = state.name if state is not None else None
+        return cls(
+            number=getattr(trial, "number", None), status=status,
+            top1=getattr(trial, "value", None) if status == "COMPLETE" else None, key=key,
+            started=getattr(trial, "datetime_start", None), finished=getattr(trial, "datetime_complete", None),
+            kind=kind, series=a.get("series") or ("grid" if kind == "grid" else None),
+            label=a.get("label") if kind != "grid" else a.get("triples"), triples=triples,
+            d=a.get("d"), w=a.get("w"), r=a.get("r"), phi=a.get("phi"), multiplier=a.get("multiplier"),
+            dimension=a.get("dimension"), matched_phi=a.get("matched_phi"), seed=a.get("seed"),
+            resolution=a.get("resolution"), repeats=a.get("repeats"), channels=a.get("channels"),
+            network=a.get("network"), num_classes=len(classes) if classes is not None else num_classes,
+            classes=classes, params=a.get("params"), flops=a.get("flops"), activations=a.get("activations"),
+            flops_ratio=a.get("flops_ratio"), top5=a.get("top5"), curve=_tuple(a.get("curve")),
+            loss_curve=_tuple(a.get("loss_curve")), images_per_second=a.get("images_per_second"),
+            peak_memory_mb=a.get("peak_memory_mb"), latency_ms=a.get("latency_ms"), throughput=a.get("throughput"),
+            inference_batch=a.get("inference_batch"), device=a.get("device"), worker=a.get("worker"),
+            code_version=a.get("code_version"), wall_s=a.get("wall_s"),
+            times=tuple(a["times"].items()) if isinstance(a.get("times"), dict) else None,
+            reason=a.get("reason"), skipped=a.get("skipped"), duplicate_of=a.get("duplicate_of"))
+
+
+def study_records(study, num_classes: int | None = None) -> list[TrialRecord]:
+    """The records of every trial of ``study``, in trial order; ``num_classes`` for trials
+    that recorded no classes (default: the study's ``num_classes`` attribute, where it has one)."""
+    if num_classes is None:
+        num_classes = study.user_attrs.get("num_classes")
+    return [TrialRecord.from_trial(t, num_classes) for t in study.get_trials(deepcopy=False)]
+
+
+def write(trial, record: TrialRecord, before: TrialRecord | None = None) -> None:
+    """Set on ``trial`` the attributes of ``record`` that differ from those of ``before`` (all without one)."""
+    old = before.to_attrs() if before is not None else {}
+    for k, v in record.to_attrs().items():
+        if k not in old or old[k] != v:
+            trial.set_user_attr(k, v)
+
+
+_TRIPLE = re.compile(r"\(\s*([^,()]+),\s*([^,()]+),\s*([^,()]+)\)")
+
+
+def _decode_triples(text: str, alpha=None, beta=None, gamma=None) -> tuple[Triple, ...]:
+    """A grid trial's ``triples`` attribute, "(1.2, 1.1, 1.15) (1.25, 1.1, 1.15)", as Triples.
+
+    It is written as ``str(Triple)`` (``:g``, 6 significant digits), which holds a grid's
+    coefficients exactly; the representative triple is taken from the ``alpha``, ``beta``,
+    ``gamma`` attributes where the trial has them (they are the exact floats)."""
+    found = [Triple(float(a), float(b), float(g)) for a, b, g in _TRIPLE.findall(text)]
+    if found and alpha is not None and beta is not None and gamma is not None:
+        found[0] = Triple(alpha, beta, gamma)
+    return tuple(found)
+
+
+def _number(v) -> float | None:
+    """NaN (a member's "does not apply") as None, as the trial stores it."""
+    return None if v is None or (isinstance(v, float) and math.isnan(v)) else v
+
+
+def _tuple(v):
+    return tuple(v) if v is not None else None
