@@ -11,7 +11,9 @@ early lacks is a whole group):
 
 - the member, before anything can fail: a grid network's ``alpha beta gamma triples product d w r``,
   a plan member's ``phi multiplier dimension alpha beta gamma d w r [matched_phi] label series kind
-  triples product``; then ``resolution repeats channels seed worker code_version``;
+  triples product``; then ``resolution repeats channels seed worker code_version`` and, from
+  2026-12-01 on, ``code_modified`` (the checkout had uncommitted changes) and ``software``
+  (Python, torch, CUDA and cuDNN versions of the machine that trained);
 - the complexity, once the data are loaded: ``network params flops activations flops_ratio classes``;
 - the training: ``curve loss_curve images_per_second peak_memory_mb wall_s times device top5``;
 - a plan member's inference speed: ``latency_ms throughput inference_batch``;
@@ -34,7 +36,7 @@ PLAN_KINDS = ("family", "official", "sweep")
 GRID_ATTRS = ("alpha", "beta", "gamma", "triples", "product", "d", "w", "r")
 PLAN_ATTRS = ("phi", "multiplier", "dimension", "alpha", "beta", "gamma", "d", "w", "r", "label", "series", "kind",
               "triples", "product")
-NETWORK_ATTRS = ("resolution", "repeats", "channels", "seed", "worker", "code_version")
+NETWORK_ATTRS = ("resolution", "repeats", "channels", "seed", "worker", "code_version", "code_modified", "software")
 COMPLEXITY_ATTRS = ("network", "params", "flops", "activations", "flops_ratio", "classes")
 TRAINING_ATTRS = ("curve", "loss_curve", "images_per_second", "peak_memory_mb", "wall_s", "times", "device", "top5")
 SPEED_ATTRS = ("latency_ms", "throughput", "inference_batch")
@@ -97,6 +99,8 @@ class TrialRecord:
     device: str | None = None
     worker: str | None = None
     code_version: str | None = None
+    code_modified: bool | None = None  # the checkout that trained it had uncommitted changes (None: not known)
+    software: tuple[tuple[str, str], ...] | None = None  # python, torch, cuda, cudnn of the machine that trained it
     wall_s: float | None = None
     times: tuple[tuple[str, float], ...] | None = None  # seconds per phase: data, warmup, train, eval, total
     # How it ended
@@ -145,14 +149,16 @@ class TrialRecord:
     # ------------------------------------------------------------------ writing
 
     @classmethod
-    def for_member(cls, m: Member, spec: NetworkSpec, seed: int, worker: str, code_version: str) -> TrialRecord:
+    def for_member(cls, m: Member, spec: NetworkSpec, seed: int, worker: str, code_version: str,
+                   code_modified: bool | None = None, software: dict | None = None) -> TrialRecord:
         """What a trial of member ``m`` (its network ``spec``) records before it trains."""
         stages = spec.stages()
         return cls(kind=m.kind, series=m.series, label=m.label, triples=m.triples if m.kind in ("grid", "family")
                    else (), d=m.d, w=m.w, r=m.r, phi=_number(m.phi), multiplier=_number(m.multiplier),
                    dimension=m.dimension or None, matched_phi=m.matched_phi, seed=seed, resolution=spec.resolution,
                    repeats="-".join(str(s.repeats) for s in stages), channels="-".join(str(s.w_out) for s in stages),
-                   worker=worker, code_version=code_version, key=_number(m.key))
+                   worker=worker, code_version=code_version, code_modified=code_modified,
+                   software=tuple(software.items()) if software else None, key=_number(m.key))
 
     def to_attrs(self) -> dict:
         """The trial's flat user attributes, as today's and earlier code wrote them: each group
@@ -170,7 +176,7 @@ class TrialRecord:
         """One attribute's stored value: tuples as the lists (``times`` as the dict) Optuna stores."""
         v = self.triples_text if name == "triples" else getattr(self, name)
         if isinstance(v, tuple):
-            return dict(v) if name == "times" else list(v)
+            return dict(v) if name in ("times", "software") else list(v)
         return v
 
     # ------------------------------------------------------------------ reading
@@ -213,7 +219,9 @@ class TrialRecord:
             loss_curve=_tuple(a.get("loss_curve")), images_per_second=a.get("images_per_second"),
             peak_memory_mb=a.get("peak_memory_mb"), latency_ms=a.get("latency_ms"), throughput=a.get("throughput"),
             inference_batch=a.get("inference_batch"), device=a.get("device"), worker=a.get("worker"),
-            code_version=a.get("code_version"), wall_s=a.get("wall_s"),
+            code_version=a.get("code_version"), code_modified=a.get("code_modified"),
+            software=tuple(a["software"].items()) if isinstance(a.get("software"), dict) else None,
+            wall_s=a.get("wall_s"),
             times=tuple(a["times"].items()) if isinstance(a.get("times"), dict) else None,
             reason=a.get("reason"), skipped=a.get("skipped"), duplicate_of=a.get("duplicate_of"))
 

@@ -562,6 +562,28 @@ def code_version() -> str:
     return f"{__version__}+{sha}" if sha else __version__
 
 
+def code_modified() -> bool | None:
+    """Whether the checkout this code runs from has uncommitted changes to tracked files (None:
+    not a git checkout, or git is missing)."""
+    try:
+        done = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
+                              text=True, timeout=5, cwd=Path(__file__).parent)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return bool(done.stdout.strip()) if done.returncode == 0 else None
+
+
+def software() -> dict[str, str]:
+    """The versions that make a trial's numbers: Python, torch, and the CUDA and cuDNN torch runs on."""
+    import platform
+
+    import torch
+
+    cudnn = torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None
+    return {"python": platform.python_version(), "torch": torch.__version__, "cuda": torch.version.cuda or "none",
+            "cudnn": str(cudnn) if cudnn else "none"}
+
+
 def _seed_high(config: StudyConfig, fixed: dict | None) -> int:
     """The seed's upper bound: the definition's seeds, or a queued seed beyond them (``--only ... --seeds``)."""
     return max(0, config.seeds - 1, int((fixed or {}).get("seed", 0)))
@@ -579,7 +601,7 @@ class Objective:
         self.members = {m.key: m for m in study_members(config, self.num_classes)}  # grid and plans: by queue key
         self.recipe = config.training_recipe()
         self.max_resolution = largest_resolution(config)
-        self.version = code_version()
+        self.version, self.modified, self.software = code_version(), code_modified(), software()
         self.worker = f"{socket.gethostname()}:{os.getpid()}"
         self.current: optuna.Trial | None = None
         self.record = TrialRecord()  # what the current trial has recorded so far
@@ -660,7 +682,8 @@ class Objective:
     def _run(self, trial: optuna.Trial) -> float:
         spec, m, seed = self.network(trial)
         # The member first, before anything can fail (the data included): a failure is listed with its network.
-        self._write(trial, TrialRecord.for_member(m, spec, seed, self.worker, self.version))
+        self._write(trial, TrialRecord.for_member(m, spec, seed, self.worker, self.version, self.modified,
+                                                        self.software))
         with interruptible():
             data, data_s = self._data(spec.resolution)
         spec = spec.replace(num_classes=data.num_classes)  # counted as trained: the data's classifier

@@ -20,8 +20,7 @@ from scaling.search import load_study
 from scaling.study import StudyConfig
 from scaling.units import flops_unit
 
-ROOT = Path(__file__).resolve().parents[1]
-CIFAR10 = ROOT / "studies" / "cifar10"
+CIFAR10 = Path(__file__).parent / "fixtures" / "cifar10_2026_12_01"  # studies/cifar10/ as it stood then, frozen
 LEGACY = Path(__file__).parent / "fixtures" / "legacy_queue" / "studies" / "tiny" / "optuna.db"
 
 # What main's code (91485f8, before records) made of studies/cifar10/optuna.db:
@@ -75,7 +74,7 @@ STUDIES = ["cifar10", "cifar10.family-1-1.3-1.1", "cifar10.family-1.2-1.1-1.15",
 
 # Today's attribute names of a finished trial (optuna-dashboard and existing studies read them).
 GRID_NAMES = {"alpha", "beta", "gamma", "triples", "product", "d", "w", "r", "resolution", "repeats", "channels",
-              "seed", "worker", "code_version", "network", "params", "flops", "activations", "flops_ratio", "classes",
+              "seed", "worker", "code_version", "code_modified", "software", "network", "params", "flops", "activations", "flops_ratio", "classes",
               "curve", "loss_curve", "images_per_second", "peak_memory_mb", "wall_s", "times", "device", "top5"}
 FAMILY_NAMES = (GRID_NAMES | {"phi", "multiplier", "dimension", "label", "series", "kind", "latency_ms", "throughput",
                               "inference_batch"})
@@ -216,11 +215,15 @@ def test_fresh_trials_record_todays_names_through_the_record(tmp_path, monkeypat
     grid = optuna.load_study(study_name="tiny", storage=url).get_trials()
     family = optuna.load_study(study_name="tiny.family-1.2-1.1-1.15", storage=url).get_trials()
     assert [t.state for t in grid] == [TrialState.COMPLETE] * 2 and [t.state for t in family] == [TrialState.COMPLETE] * 2
+    from scaling.search import code_modified, software
+
+    unknown = set() if code_modified() is not None else {"code_modified"}  # outside a git checkout: not recorded
     for t in grid:
-        assert set(t.user_attrs) == GRID_NAMES
+        assert set(t.user_attrs) == GRID_NAMES - unknown
         assert isinstance(t.user_attrs["curve"], list) and isinstance(t.user_attrs["times"], dict)
+        assert t.user_attrs["software"] == software() and set(software()) == {"python", "torch", "cuda", "cudnn"}
     for t in family:
-        assert set(t.user_attrs) == FAMILY_NAMES
+        assert set(t.user_attrs) == FAMILY_NAMES - unknown
         assert t.user_attrs["multiplier"] is None and t.user_attrs["product"] is None and t.user_attrs["triples"] == ""
     for t in grid + family:
         rec = TrialRecord.from_trial(t)

@@ -245,6 +245,21 @@ def _versions() -> str:
     return ", ".join(parts)
 
 
+def _code_text(r) -> str | None:
+    if r.code_version is None:
+        return None
+    return r.code_version + (" with uncommitted changes" if r.code_modified else "")
+
+
+def _software_text(r) -> str:
+    """"Python 3.12.3, torch 2.11.0+cu130, CUDA 13.0, cuDNN 91900" of a trial, or that it recorded none."""
+    if not r.software:
+        return "not recorded (trained before 2026-12-01's records)"
+    v = dict(r.software)
+    return (f"Python {v.get('python', '?')}, torch {v.get('torch', '?')}, CUDA {v.get('cuda', '?')}, "
+            f"cuDNN {v.get('cudnn', '?')}")
+
+
 def _tally(values) -> str:
     """"a (3), b (1)": distinct values, most common first."""
     c = Counter(str(v) for v in values if not _missing(v) and str(v) != "")
@@ -316,7 +331,8 @@ def _provenance(s: _Study) -> list[tuple[str, str]]:
     now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     out = [("study", s.name), ("storage", _masked(s.url)),
            ("generated", f"{now} by scaling {code_version()}"),
-           ("code version of the trials", _tally(r.code_version for r in s.records if r.network is not None)),
+           ("code version of the trials", _tally(_code_text(r) for r in s.records if r.network is not None)),
+           ("software of the trials", _tally(_software_text(r) for r in s.records if r.network is not None)),
            ("packages (report environment)", _versions()),
            ("devices", _tally(r.device for r in s.records if r.network is not None)),
            ("seeds", _seeds_text(s))]
