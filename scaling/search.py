@@ -467,6 +467,8 @@ def _create_study(config: StudyConfig, url: str, num_classes: int | None = None,
         else optuna.pruners.NopPruner()
     study = optuna.create_study(study_name=config.name, storage=storage, direction="maximize",
                                 sampler=sampler, pruner=pruner, load_if_exists=True)
+    if not study.metric_names:  # optuna-dashboard names the objective
+        study.set_metric_names(["top1"])
     plan = plan_of(config)
     param = queue_param(study, config)
     if plan is not None:
@@ -486,8 +488,9 @@ def _create_study(config: StudyConfig, url: str, num_classes: int | None = None,
     if config.sampler == "grid" and selected is not None:
         have = {(dict(trial_key(t)).get(param), dict(trial_key(t)).get("seed")) for t in study.get_trials(deepcopy=False)}
         add = [(k, seed) for seed in range(selected.seeds) for k in selected.keys if (k, seed) not in have]
+        cands = study_candidates(config, study.user_attrs["num_classes"])
         for k, seed in add:
-            study.enqueue_trial({param: k, "seed": seed})
+            study.enqueue_trial(_grid_queued(param, k, cands[k], seed))
         study.set_user_attr("enqueued", (study.user_attrs.get("enqueued") or 0) + len(add))
         study.set_user_attr("selections", [*study.user_attrs.get("selections", []), selected.to_dict()])
         study.set_user_attr("definition", json.dumps(config.to_dict()))
@@ -502,10 +505,20 @@ def _create_study(config: StudyConfig, url: str, num_classes: int | None = None,
         order = spread_order(cands)[: config.trials or None]
         for seed in range(config.seeds):
             for k in order:
-                study.enqueue_trial({param: k, "seed": seed}, skip_if_exists=True)
+                study.enqueue_trial(_grid_queued(param, k, cands[k], seed), skip_if_exists=True)
         study.set_user_attr("enqueued", len(order) * config.seeds)
         study.set_user_attr("definition", json.dumps(config.to_dict()))
     return study
+
+
+def _grid_queued(param: str, key: int, cand: Candidate, seed: int) -> dict:
+    """A grid network's queued parameters: ``{"member": key, "alpha": .., "beta": .., "gamma": ..,
+    "seed": s}``, its representative triple beside its key so that optuna-dashboard plots the
+    landscape in the paper's terms; a study queued before the one form keeps ``{param: key, "seed": s}``."""
+    if param != MEMBER:
+        return {param: key, "seed": seed}
+    t = cand.triple
+    return {MEMBER: key, "alpha": t.alpha, "beta": t.beta, "gamma": t.gamma, "seed": seed}
 
 
 def load_study(config: StudyConfig, url: str) -> optuna.Study:
@@ -624,8 +637,11 @@ class Objective:
             return m.spec, m, seed
         if c.sampler == "grid":
             k = trial.suggest_categorical(name, list(range(len(self.members))))
-            seed = trial.suggest_int("seed", 0, _seed_high(c, fixed))
             m = self.members[k]
+            if "alpha" in (fixed or {}):  # the one form: the triple is a parameter too (its queued value)
+                for p, (lo, hi) in zip(("alpha", "beta", "gamma"), (c.alpha, c.beta, c.gamma)):
+                    trial.suggest_float(p, lo, hi)
+            seed = trial.suggest_int("seed", 0, _seed_high(c, fixed))
             return m.spec, m, seed
         lo, hi = c.alpha
         alpha = trial.suggest_float("alpha", lo, hi, step=c.step)

@@ -3,6 +3,7 @@ older forms ({"candidate": k, "seed": s} for a grid, {"phi": p, "seed": s} for a
 opens, reports and resumes, in its own form, with nothing retrained."""
 
 import shutil
+from dataclasses import astuple
 from pathlib import Path
 
 import optuna
@@ -12,7 +13,7 @@ from typer.testing import CliRunner
 
 from scaling.cli import app
 from scaling.plans import Plan
-from scaling.search import create_study, queue_param, trial_key
+from scaling.search import create_study, queue_param, study_members, trial_key
 from scaling.study import resolve
 
 LEGACY = Path(__file__).parent / "fixtures" / "legacy_queue"  # written by make.py there, with the older code
@@ -83,8 +84,15 @@ def test_a_new_study_queues_members(tmp_path):
     family = create_study(config.replace(name="tiny.family", seeds=2,
                                          plan=Plan("family", phis=[0, 1], alpha=1.2, beta=1.1, gamma=1.15).to_dict()),
                           url)
-    for study in (grid, family):
-        assert {tuple(sorted(t.system_attrs["fixed_params"])) for t in study.trials} == {("member", "seed")}
+    # A grid's network also by its representative triple (optuna-dashboard plots alpha, beta, gamma), a plan's by its key.
+    assert {tuple(sorted(t.system_attrs["fixed_params"])) for t in grid.trials} == {("alpha", "beta", "gamma",
+                                                                                     "member", "seed")}
+    members = {m.key: m for m in study_members(config, 10)}
+    for t in grid.trials:
+        p = t.system_attrs["fixed_params"]
+        assert (p["alpha"], p["beta"], p["gamma"]) == astuple(members[p["member"]].triple)
+    assert {tuple(sorted(t.system_attrs["fixed_params"])) for t in family.trials} == {("member", "seed")}
+    assert grid.metric_names == ["top1"] and family.metric_names == ["top1"]
     assert sorted(dict(trial_key(t))["member"] for t in family.trials) == [0.0, 0.0, 1.0, 1.0]
     # Creating again (a re-run) queues nothing twice, the plan's queued members included.
     again = create_study(config.replace(name="tiny.family", seeds=2, plan=Plan(

@@ -8,6 +8,7 @@ Paragraphs may quote commands between backticks (`scaling family --train`).
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import math
 from collections import Counter
@@ -225,10 +226,16 @@ def load(name: str, studies_dir: Path = Path("studies"), storage: str | None = N
 # ----------------------------------------------------------------------------- provenance
 
 def _masked(url: str) -> str:
-    """The storage URL without its password."""
+    """The storage URL without its password; a SQLite file under the working folder by its
+    relative path (a report committed beside its study names no machine's folders)."""
     from sqlalchemy.engine import make_url
     from sqlalchemy.exc import ArgumentError
 
+    if url.startswith("sqlite:///"):
+        path = Path(url[len("sqlite:///"):])
+        with contextlib.suppress(ValueError):
+            return f"sqlite:///{path.resolve().relative_to(Path.cwd().resolve())}"
+        return url
     try:
         return make_url(url).render_as_string(hide_password=True)
     except ArgumentError:
@@ -254,7 +261,7 @@ def _code_text(r) -> str | None:
 def _software_text(r) -> str:
     """"Python 3.12.3, torch 2.11.0+cu130, CUDA 13.0, cuDNN 91900" of a trial, or that it recorded none."""
     if not r.software:
-        return "not recorded (trained before 2026-12-01's records)"
+        return "not recorded (trained before the records held it)"
     v = dict(r.software)
     return (f"Python {v.get('python', '?')}, torch {v.get('torch', '?')}, CUDA {v.get('cuda', '?')}, "
             f"cuDNN {v.get('cudnn', '?')}")
