@@ -5,7 +5,7 @@ more seeds for the contenders of a finished grid (the noise floor of its ranking
 same networks at another proxy (does the cheap proxy rank them as the rich one does?):
 
     scaling search --name cifar10 --only top8,paper --seeds 2
-    scaling search --study studies/proxy.toml --name cifar10-proxy --only top5,bottom3,paper --ranked-by cifar10
+    scaling search --study studies/cifar10-proxy.toml --only top5,bottom3,paper --ranked-by cifar10
 
 ``top8`` and ``bottom3`` read the ranking (by mean top-1) of the study named by
 ``--ranked-by`` (the study itself where none is named); ``paper`` is the network the paper's
