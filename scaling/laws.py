@@ -20,6 +20,7 @@ import math
 from dataclasses import dataclass, field
 
 import numpy as np
+import pandas as pd
 
 MIN_POINTS = 4  # three parameters need at least one point to spare
 B_RANGE = (1e-3, 3.0)
@@ -207,3 +208,15 @@ def fit_series(df, by: str = "series", bootstrap: int = 1000) -> dict[str, Fit]:
     for name, g in data.dropna(subset=["flops", "top1"]).groupby(by, sort=False):
         out[str(name)] = fit_law(g["flops"] / 1e9, 1.0 - g["top1"], bootstrap=bootstrap)
     return out
+
+
+def fits_frame(fits: dict[str, Fit]) -> pd.DataFrame:
+    """The fits of :func:`fit_series` as rows (``laws.csv``): series, status, reason, the law's
+    a, b, c, the points fitted, RMSE and the top-1 limit 1 - c (empty where no fit was made)."""
+    rows = []
+    for series, fit in fits.items():
+        law = fit.law
+        rows.append({"series": series, "status": fit.status, "reason": fit.reason,
+                     **({"a": law.a, "b": law.b, "c": law.c, "n": law.n, "rmse": law.rmse, "top1_limit": 1 - law.c}
+                        if law is not None else {})})
+    return pd.DataFrame(rows, columns=["series", "status", "reason", "a", "b", "c", "n", "rmse", "top1_limit"])

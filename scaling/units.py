@@ -1,4 +1,4 @@
-"""Units of the quantities that tables, figures, the report and the command line print."""
+"""Units of the quantities that tables, figures, the report and the command line print, and counted nouns."""
 
 from __future__ import annotations
 
@@ -29,3 +29,8 @@ def _missing(v) -> bool:
         return v is None or math.isnan(float(v))
     except (TypeError, ValueError):
         return True
+
+
+def plural(n: int, word: str) -> str:
+    """'1 epoch', '2 epochs', '1,200 images'."""
+    return f"{n:,} {word}" + ("" if n == 1 else "s")

@@ -154,23 +154,23 @@ def test_a_daemon_that_does_not_start_is_one_line_and_leaves_nothing(control, tm
 
 
 def test_workers_per_gpu_join_one_daemon_that_is_stopped_after(control, tmp_path, monkeypatch):
-    from scaling.cli import searching
+    from scaling import pool
     from scaling.study import StudyConfig
 
     monkeypatch.setattr(mps, "control_binary", lambda environ=None: control)
     seen = {}
 
-    def run_workers(config, url, workers, quiet=False):
+    def run_workers(config, url, workers, quiet=False, err=None):
         seen["workers"] = workers
         pipe = Path(workers[0][0]["CUDA_MPS_PIPE_DIRECTORY"])
         seen["pid"] = _pid(pipe)
         seen["alive"] = _alive(seen["pid"]) and (pipe / "control").exists()
         return 0
 
-    monkeypatch.setattr(searching, "_run_workers", run_workers)
+    monkeypatch.setattr(pool, "_run_workers", run_workers)
     config = StudyConfig(name="k", per_gpu=2)
     url = f"sqlite:///{tmp_path / 'studies' / 'k' / 'optuna.db'}"
-    assert searching.execute(config, url, None, [0, 1], 1, True) == 0
+    assert pool.run_pool(config, url, None, [0, 1], 1, True) == 0
     workers = seen["workers"]
     assert [(env["CUDA_VISIBLE_DEVICES"], device) for env, device in workers] == [
         ("0", "cuda:0"), ("0", "cuda:0"), ("1", "cuda:0"), ("1", "cuda:0")]
@@ -184,20 +184,21 @@ def test_workers_per_gpu_join_one_daemon_that_is_stopped_after(control, tmp_path
 
 
 def test_one_worker_per_gpu_starts_no_daemon(control, tmp_path, monkeypatch):
-    from scaling.cli import searching
+    from scaling import pool
     from scaling.study import StudyConfig
 
     monkeypatch.setattr(mps, "control_binary", lambda environ=None: control)
     seen = {}
-    monkeypatch.setattr(searching, "_run_workers", lambda config, url, workers, quiet=False: seen.setdefault("w", workers) and 0)
-    assert searching.execute(StudyConfig(name="k"), f"sqlite:///{tmp_path / 'optuna.db'}", None, [0], 1, True) == 0
+    monkeypatch.setattr(pool, "_run_workers",
+                        lambda config, url, workers, quiet=False, err=None: seen.setdefault("w", workers) and 0)
+    assert pool.run_pool(StudyConfig(name="k"), f"sqlite:///{tmp_path / 'optuna.db'}", None, [0], 1, True) == 0
     assert seen["w"] == [({"CUDA_VISIBLE_DEVICES": "0"}, "cuda:0")]
     assert list((tmp_path / "tmp").iterdir()) == [] and not (tmp_path / "mps").exists()
 
 
 @pytest.mark.parametrize("resolution, k", [(64, 4), (128, 2), (224, 1)])
 def test_auto_per_gpu_from_the_base_networks_flops(resolution, k):
-    from scaling.cli.searching import per_gpu_of
+    from scaling.pool import per_gpu_of
     from scaling.complexity import count
     from scaling.spec import spec_for
     from scaling.study import StudyConfig

@@ -183,7 +183,7 @@ def test_two_cpu_workers_end_with_a_summary_line(tmp_path, monkeypatch):
 
 
 def test_worker_gpus_go_through_the_users_mask():
-    from scaling.cli.searching import visible
+    from scaling.pool import visible
 
     assert visible(0, {}) == "0" and visible(3, {}) == "3"
     assert visible(0, {"CUDA_VISIBLE_DEVICES": "2,3"}) == "2"

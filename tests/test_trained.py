@@ -4,6 +4,7 @@ import math
 import shutil
 
 import optuna
+import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
@@ -53,6 +54,11 @@ def test_family_and_official_train_once_and_resume(study_file, tmp_path):
     assert math.isclose(df.loc[1, "d"], 1.2) and math.isclose(df.loc[1, "w"], 1.1)
     assert "phi=1" in r.output and "B1" in r.output and "latency ms" in r.output
     assert series_failures(plan_studies(url(tmp_path), "tiny")).empty
+    # Beside the search's results.csv: every series as trained, and each series' law (2 points: none fitted).
+    saved = pd.read_csv(tmp_path / "studies" / "tiny" / "series.csv")
+    assert list(saved["label"]) == list(df["label"]) and list(saved["top1"]) == list(df["top1"])
+    laws = pd.read_csv(tmp_path / "studies" / "tiny" / "laws.csv")
+    assert list(laws["series"]) == [FAMILY, "official"] and set(laws["status"]) == {"not fitted"}
     family = "tiny.family-1.2-1.1-1.15"
     assert n_trials(tmp_path, family) == 2 and n_trials(tmp_path, "tiny.official") == 2
     # The same command trains nothing more; a wider phi range trains only the new member, with 2 workers.

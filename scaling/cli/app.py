@@ -15,6 +15,7 @@ from typer.core import TyperGroup
 
 from ..errors import InputError  # the library's (memory.py raises it too); commands import it from here
 from ..files import write_text_atomic
+from ..units import plural
 
 # Logs and pipes get a wide table rather than one squeezed to 80 columns.
 console = Console(width=None if sys.stdout.isatty() else 180)
@@ -158,9 +159,6 @@ def _emit(df, fmt: Format, output: Optional[Path], show) -> None:
         show()
 
 
-def plural(n: int, word: str) -> str:
-    """'1 epoch', '2 epochs'."""
-    return f"{n:,} {word}" + ("" if n == 1 else "s")
 
 
 def _ends(channels: str) -> str:

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import sys
-import tempfile
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -335,67 +332,11 @@ def parse_per_gpu(text: Optional[str]) -> int | str | None:
     return int(text)
 
 
-def per_gpu_of(config) -> int:
-    """The study's workers per GPU; ``auto`` from its base network's FLOPs an image (scaling.mps.auto_per_gpu)."""
-    if config.per_gpu != "auto":
-        return config.per_gpu
-    from ..complexity import count
-    from ..mps import auto_per_gpu
-    from ..search import base_spec
-
-    return auto_per_gpu(count(base_spec(config)).flops)
-
-
-def visible(index: int, environ: dict | None = None) -> str:
-    """``CUDA_VISIBLE_DEVICES`` for a worker on GPU ``index`` of this process's view: the
-    entry of the user's own mask where one is set (``2,3``: index 0 is physical GPU 2)."""
-    mask = (os.environ if environ is None else environ).get("CUDA_VISIBLE_DEVICES", "").strip()
-    entries = [e.strip() for e in mask.split(",") if e.strip()] if mask else []
-    return entries[index] if index < len(entries) else str(index)
-
-
 def execute(config, url: str, study, gpu_ids: list[int], workers: int, quiet: bool) -> int:
-    """Run the study's workers here (``per_gpu`` on each GPU, or N on the CPU, or this
-    process) until its queue is empty; the exit code: 0, 1 when a worker failed, 2, 130 or 143.
+    """The study's worker pool (:func:`scaling.pool.run_pool`), saying what it does on stderr."""
+    from ..pool import run_pool
 
-    Several workers on one GPU join an MPS daemon (:func:`scaling.mps.shared_gpu`: the
-    user's, or one started for the search and stopped when it ends) or, without one, take
-    turns on it."""
-    from ..faults import NoSpace, StorageFault, sqlite_file
-    from ..search import install_signal_handlers
-    from ..study import StudyError
-
-    install_signal_handlers()
-    try:
-        if gpu_ids:
-            k = per_gpu_of(config)
-            if k == 1:
-                return _run_workers(config, url, [({"CUDA_VISIBLE_DEVICES": visible(i)}, "cuda:0") for i in gpu_ids], quiet)
-            from .. import mps
-
-            db = sqlite_file(url)
-            log_dir = (db.parent if db is not None else Path(tempfile.gettempdir()) / f"scaling-{config.name}") / "mps"
-            err.print(f"{plural(k, 'worker')} on each of {plural(len(gpu_ids), 'GPU')}", soft_wrap=True)
-            with mps.shared_gpu(log_dir, say=lambda line: err.print(line, soft_wrap=True, markup=False)) as env:
-                return _run_workers(config, url, [(dict(env, CUDA_VISIBLE_DEVICES=visible(i)), "cuda:0")
-                                                  for i in gpu_ids for _ in range(k)], quiet)
-        if config.per_gpu not in (1, "auto"):
-            err.print(f"no GPU: --per-gpu {config.per_gpu} does nothing here; --workers N runs N workers on the CPU",
-                      soft_wrap=True)
-        if workers > 1:  # the cores shared out: more threads than cores makes every worker crawl
-            threads = str(max(1, (os.cpu_count() or 1) // workers))
-            return _run_workers(config, url, [({"OMP_NUM_THREADS": threads}, "cpu")] * workers, quiet)
-        _run_local(config, url, study, quiet)
-    except KeyboardInterrupt as e:
-        err.print("interrupted: the running trial is marked failed and queued again; run the same command to resume",
-                  soft_wrap=True)
-        return getattr(e, "exit_code", 130)
-    except (NoSpace, StorageFault):  # the caller says it in one line, with nothing after it
-        raise
-    except StudyError as e:  # e.g. a sampler that finds nothing feasible
-        err.print(f"error: {e}", markup=False)
-        return 2
-    return 0
+    return run_pool(config, url, study, gpu_ids, workers, quiet, console=err)
 
 
 def refresh_report(name: str, studies_dir: Path, storage) -> None:
@@ -411,76 +352,6 @@ def refresh_report(name: str, studies_dir: Path, storage) -> None:
     except Exception as e:  # noqa: BLE001 - the results are safe in the study; say why the report is not
         err.print(f"the report was not written ({type(e).__name__}: {e}); `scaling report {name}` retries",
                   markup=False)
-
-
-def _run_local(config, url, study, quiet) -> None:
-    import socket
-
-    from ..progress import Display, Watcher
-    from ..search import run_worker
-
-    # Reached without GPUs to use (none there, or --gpus none): the CPU, even where CUDA is there.
-    here = {f"{socket.gethostname()}:{os.getpid()}": "cpu"}
-    with Display(err, quiet=quiet) as display:
-        watcher = Watcher(config, url, here, on_snapshot=display.show)
-        if not quiet:
-            watcher.start()
-        try:
-            run_worker(config, url, device="cpu", quiet=True)
-        except BaseException:
-            watcher.stop(wait=0)
-            raise
-        watcher.stop()
-        if not quiet:  # the line ends at the run's last count, not the last refresh's
-            final = watcher.read()
-            if final is not None:
-                display.show(final)
-
-
-def _run_workers(config, url, workers: list[tuple[dict, str]], quiet: bool = False) -> int:
-    """One `scaling worker` process per (environment, device); waits for all, and passes
-    Ctrl+C or SIGTERM on to them. Their progress is read from the storage every 2 s (on
-    stderr, unless ``quiet``); at the end, one line sums the run up."""
-    import signal
-    import socket
-    import subprocess
-    import time
-
-    from ..progress import Display, Watcher, summary, worker_place
-    from ..search import check_signals
-
-    procs, places = [], {}
-    watcher = Watcher(config, url)  # the run starts now: its rate counts trials that end from here on
-    for env, device in workers:
-        procs.append(subprocess.Popen([sys.executable, "-m", "scaling.cli", "worker", config.name, "--storage", url,
-                                       "--device", device, "-q"], env=dict(os.environ, **env)))
-        places[f"{socket.gethostname()}:{procs[-1].pid}"] = worker_place(env, device)  # its trials' "worker"
-    watcher.workers = places
-    try:
-        with Display(err, quiet=quiet) as display:
-            watcher.on_snapshot = display.show
-            if not quiet:
-                watcher.start()
-            while any(p.poll() is None for p in procs):
-                check_signals()
-                time.sleep(0.2)
-            watcher.stop()
-            final = watcher.read()
-            if final is not None:
-                display.show(final)  # the line ends at the run's last count, not the last refresh's
-    except KeyboardInterrupt:
-        watcher.stop(wait=0)
-        for p in procs:
-            p.send_signal(signal.SIGTERM)
-        for p in procs:
-            p.wait()
-        raise
-    if final is not None:
-        err.print(summary(final, config.name), markup=False, highlight=False, soft_wrap=True)  # stdout: rows
-    codes = [p.returncode for p in procs]
-    if all(c == 0 for c in codes):
-        return 0
-    return 2 if 2 in codes else 1  # 2: a worker stopped for a full disk or a storage it cannot use, and said so
 
 
 @app.command()

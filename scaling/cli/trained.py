@@ -68,14 +68,19 @@ def train_plans(make_plans: Callable, *, study_file, name, data, storage, gpus, 
             return code
         if code:
             break
+    from ..laws import fit_series, fits_frame
+    from ..results import write_csv
+
     try:
         with told(url, config.name):
             studies = plan_studies(url, config.name)
             write_snapshot(url, config.name, folder)  # what `scaling study repair` rebuilds from
+            every = series_frame(studies)  # beside the search's results.csv: every series, and its law
+            write_csv(every, folder / "series.csv")
+            write_csv(fits_frame(fit_series(every, bootstrap=0) if not every.empty else {}), folder / "laws.csv")
     except StudyError as e:
         raise InputError(str(e))
-    df = series_frame(studies)
-    df = df[df["series"].isin([p.series() for p in plans])]
+    df = every[every["series"].isin([p.series() for p in plans])]
     _emit(df, fmt, output, lambda: show_trained(df))
     fails = series_failures(studies)
     for r in fails.itertuples():

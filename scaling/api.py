@@ -1,0 +1,172 @@
+"""The tool from Python: a study searched and its results read, as the command line does.
+
+    from scaling.api import Study, run_search
+
+    study = run_search("studies/cifar10.toml", data="cifar10-jpeg.tar.gz", gpus="all")
+    study.ranking().head()           # one row per network, best first (results.csv)
+    study.optuna_study()             # the Optuna study itself
+    Study.open("cifar10").series()   # the family and sweeps trained beside it
+
+A study is its folder (``studies/NAME/``: ``study.json``, ``optuna.db``, ``trials.json``):
+:meth:`Study.open` reads one written by the command line, another process or another
+machine. :func:`run_search` creates or resumes one, with the same data checks, queue, worker
+pool (:func:`scaling.pool.run_pool`) and storage as ``scaling search``; a re-run trains only
+what is missing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pandas as pd
+
+from .errors import InputError
+from .study import StudyConfig, StudyError
+
+if TYPE_CHECKING:
+    import optuna
+
+INTERRUPTED = (130, 143)  # Ctrl+C, SIGTERM
+
+
+@dataclass(frozen=True)
+class Study:
+    """A study in its folder: its definition and storage, and its results as DataFrames."""
+
+    name: str
+    folder: Path
+    url: str  # the Optuna storage
+    config: StudyConfig | None  # its definition (None where neither study.json nor the storage holds one)
+
+    @classmethod
+    def open(cls, name: str, studies_dir: str | Path = "studies", storage: str | None = None) -> Study:
+        """Study ``name`` under ``studies_dir`` (or in the database ``storage``).
+
+        Raises:
+            InputError: there is no such study.
+        """
+        from .search import load_study, storage_url
+        from .study import saved_config
+
+        folder = Path(studies_dir).absolute() / name
+        config = saved_config(folder)
+        url = storage_url(config or StudyConfig(name=name), folder, storage)
+        try:
+            load_study(StudyConfig(name=name), url)
+        except (StudyError, KeyError) as e:
+            raise InputError(f"no study {name!r} in {url}: {e}") from None
+        return cls(name, folder, url, config)
+
+    def optuna_study(self) -> optuna.Study:
+        """The Optuna study itself (for optuna's own plots, or optuna-dashboard)."""
+        from .search import load_study
+
+        return load_study(self.config or StudyConfig(name=self.name), self.url)
+
+    def ranking(self) -> pd.DataFrame:
+        """One row per trained network, best mean top-1 first, with the ranking at matched FLOPs."""
+        from .results import results_frame
+
+        return results_frame(self.optuna_study())
+
+    def records(self) -> list:
+        """Every trial's :class:`scaling.records.TrialRecord`, in trial order."""
+        from .records import study_records
+
+        return study_records(self.optuna_study())
+
+    def failures(self) -> pd.DataFrame:
+        """The failed trials, their reasons, and whether their network was trained again."""
+        from .results import failures_frame
+
+        return failures_frame(self.optuna_study())
+
+    def series(self) -> pd.DataFrame:
+        """The family, official and sweep members trained beside the search (``NAME.family-...`` and so on)."""
+        from .results import plan_studies, series_frame
+
+        return series_frame(plan_studies(self.url, self.name))
+
+    def laws(self, bootstrap: int = 0) -> dict:
+        """Each series' scaling-law fit of top-1 against FLOPs (:func:`scaling.laws.fit_series`)."""
+        from .laws import fit_series
+
+        series = self.series()
+        return fit_series(series, bootstrap=bootstrap) if not series.empty else {}
+
+    def seed_agreement(self):
+        """Seed 0's ranking against seed 1's over the networks trained with both (None with fewer than 3)."""
+        from .agreement import member_top1, seed_agreement
+        from .search import queue_param
+
+        study = self.optuna_study()
+        return seed_agreement(member_top1(study, queue_param(study, self.config or StudyConfig(name=self.name))))
+
+
+def run_search(study: StudyConfig | str | Path, *, data: str | None = None, name: str | None = None,
+               gpus: str | list[int] | None = None, per_gpu: int | str | None = None, workers: int = 1,
+               studies_dir: str | Path = "studies", storage: str | None = None, quiet: bool = True) -> Study:
+    """Create or resume a study and train what it has queued; its :class:`Study`.
+
+    Args:
+        study: a definition, or a study TOML file (``studies/cifar10.toml``).
+        data: the data (``"default"``, an ImageFolder folder or archive) in place of the definition's.
+        name: the study's name in place of the definition's.
+        gpus: ``"all"``, a list of GPU indices, or None / ``[]`` for the CPU.
+        per_gpu, workers: workers on each GPU, or on the CPU.
+        quiet: no progress line while it runs (what it starts and its last line are still said on stderr).
+
+    Raises:
+        InputError: a definition that differs from the saved one, data that is not there or not the
+            study's, a full disk or an unusable storage.
+        KeyboardInterrupt: Ctrl+C or SIGTERM (the running trials are queued again).
+    """
+    from .checkpoint import data_identity
+    from .data import DataError, load_data
+    from .pool import run_pool
+    from .repair import write_snapshot
+    from .results import results_frame, write_csv
+    from .search import create_study, largest_resolution, storage_url
+    from .study import check_or_save, resolve
+
+    overrides = {k: v for k, v in (("name", name), ("source", data), ("per_gpu", per_gpu)) if v is not None}
+    try:
+        config = (study.replace(**overrides) if isinstance(study, StudyConfig)
+                  else resolve(Path(study), **overrides))
+        folder = Path(studies_dir).absolute() / config.name
+        check_or_save(config, folder)
+    except StudyError as e:
+        raise InputError(str(e)) from None
+    url = storage_url(config, folder, storage)
+    source = None if config.source == "default" else Path(config.source).expanduser()
+    try:
+        ds = load_data(source, config.base_resolution, quiet=quiet, train_size=config.train_size,
+                       val_size=config.val_size, max_resolution=largest_resolution(config))
+    except (DataError, OSError) as e:
+        raise InputError(f"data {config.source}: {e}") from None
+    try:
+        opt = create_study(config, url, num_classes=ds.num_classes, identity=data_identity(ds))
+        code = run_pool(config, url, opt, _gpu_ids(gpus), workers, quiet)
+        write_csv(results_frame(opt), folder / "results.csv")
+        write_snapshot(url, config.name, folder)
+    except StudyError as e:
+        raise InputError(str(e)) from None
+    if code in INTERRUPTED:
+        raise KeyboardInterrupt(f"the search was interrupted (exit code {code}); run it again to resume")
+    if code:
+        raise InputError(f"the search of {config.name!r} ended with exit code {code}: a worker failed")
+    return Study(config.name, folder, url, config)
+
+
+def _gpu_ids(gpus) -> list[int]:
+    if gpus is None or gpus == "none":
+        return []
+    if gpus == "all":
+        import torch
+
+        return list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+    if isinstance(gpus, str):
+        return [int(g) for g in gpus.split(",") if g.strip()]
+    return [int(g) for g in gpus]
