@@ -129,6 +129,7 @@ def _failed(study: optuna.Study) -> list[dict]:
 
     trials = study.get_trials(deepcopy=False)
     completed = {trial_key(t) for t in trials if t.state == TrialState.COMPLETE}
+    waiting = {trial_key(t) for t in trials if t.state == TrialState.WAITING}
     rows = []
     for t in trials:
         rec = TrialRecord.from_trial(t)
@@ -139,19 +140,22 @@ def _failed(study: optuna.Study) -> list[dict]:
         reason = rec.reason or ("worker lost, retried" if later else "worker lost")  # its heartbeat went stale
         rows.append({"trial": rec.number, "triples": rec.triples_text, "network": rec.network,
                      "label": rec.label if rec.kind != "grid" else None, "reason": reason,
-                     "recovered": bool(key) and key in completed})
+                     "recovered": bool(key) and key in completed,
+                     "queued": bool(key) and key not in completed and key in waiting})
     return rows
 
 
 def series_failures(studies: list[optuna.Study]) -> pd.DataFrame:
-    """Failed trials of the family, official and sweep ``studies``; ``recovered``: trained again and completed."""
+    """Failed trials of the family, official and sweep ``studies``; ``recovered``: trained again and
+    completed; ``queued``: queued again, for the next run to train."""
     rows = [{"study": study.study_name, **r} for study in studies for r in _failed(study)]
-    return pd.DataFrame(rows, columns=["study", "trial", "network", "label", "reason", "recovered"])
+    return pd.DataFrame(rows, columns=["study", "trial", "network", "label", "reason", "recovered", "queued"])
 
 
 def failures_frame(study: optuna.Study) -> pd.DataFrame:
-    """Failed trials of a search; ``recovered``: the network was trained again and completed."""
-    return pd.DataFrame(_failed(study), columns=["trial", "triples", "network", "reason", "recovered"])
+    """Failed trials of a search; ``recovered``: the network was trained again and completed;
+    ``queued``: queued again, for the next run to train."""
+    return pd.DataFrame(_failed(study), columns=["trial", "triples", "network", "reason", "recovered", "queued"])
 
 
 def paper_network(records: list[TrialRecord]) -> str | None:

@@ -98,7 +98,12 @@ def _summarize(study, config, folder: Path, url: str) -> None:
         seeds = seed_agreement(member_top1(study, queue_param(study, config)))
         if seeds is not None:
             console.print(seeds.text("seed 0 against seed 1"), markup=False)
-    lost, recovered = fails[~fails["recovered"].astype(bool)], fails[fails["recovered"].astype(bool)]
+    done, again = fails["recovered"].astype(bool), fails["queued"].astype(bool)
+    lost, recovered, queued = fails[~done & ~again], fails[done], fails[again]
+    if len(queued):
+        console.print(f"{plural(len(queued), 'trial')} stopped and queued again (the next run trains them):")
+        for r in queued.itertuples():
+            console.print(f"  trial {r.trial} {r.triples}: {r.reason}", markup=False)
     if len(lost):
         console.print(f"{plural(len(lost), 'failed trial')}:")
         for r in lost.itertuples():

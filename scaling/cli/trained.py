@@ -84,7 +84,7 @@ def train_plans(make_plans: Callable, *, study_file, name, data, storage, gpus, 
     _emit(df, fmt, output, lambda: show_trained(df))
     fails = series_failures(studies)
     for r in fails.itertuples():
-        state = "recovered" if r.recovered else "failed"
+        state = "recovered" if r.recovered else "queued again" if r.queued else "failed"
         err.print(f"{state}: {r.study} trial {r.trial} {r.label}: {r.reason}", markup=False)  # stdout keeps the rows
     if report:
         refresh_report(config.name, studies_dir, storage)

@@ -372,8 +372,11 @@ def _summary(s: _Study, cands: pd.DataFrame | None, found: list | None = None) -
                               f"in training. This report is a snapshot; run `scaling report {s.name}` again later "
                               "to bring it up to date.")
     fails = len(s.failures) + len(s.series_failures)
+    queued = int(s.failures["queued"].astype(bool).sum()) + int(s.series_failures["queued"].astype(bool).sum()) \
+        if fails else 0
     if fails:
-        sec.paragraphs.append(f"{_plural(fails, 'trial')} failed; the section Failures lists them with their "
+        again = (f" ({queued} of them stopped and queued again: the next run trains them)" if queued else "")
+        sec.paragraphs.append(f"{_plural(fails, 'trial')} failed{again}; the section Failures lists them with their "
                               "reasons.")
     elif not r.empty or not s.series.empty:
         sec.paragraphs.append("No trial failed.")
@@ -697,19 +700,23 @@ def _failures(s: _Study) -> Section | None:
     done = set(s.results["network"]) if not s.results.empty else set()
     done_series = set(s.series["network"]) if not s.series.empty else set()
     rows = []
+    def now(r, trained) -> str:
+        return "completed on a retry" if r.recovered or r.network in trained else (
+            "queued again" if getattr(r, "queued", False) else "failed")
+
     for r in s.failures.itertuples():
-        rows.append([s.name, str(r.trial), str(r.triples), _short(r.reason or "error"),
-                     "completed on a retry" if r.recovered or r.network in done else "failed"])
+        rows.append([s.name, str(r.trial), str(r.triples), _short(r.reason or "error"), now(r, done)])
     for r in s.series_failures.itertuples():
         label = getattr(r, "label", None)
         rows.append([str(r.study), str(r.trial), str(label if not _missing(label) else r.network),
-                     _short(r.reason or "error"),
-                     "completed on a retry" if r.recovered or r.network in done_series else "failed"])
+                     _short(r.reason or "error"), now(r, done_series)])
     if not rows:
         return None  # the summary says so: a section (in the PDF, a page) of one sentence tells nothing more
-    retried = sum(r[-1] != "failed" for r in rows)
+    retried = sum(r[-1] == "completed on a retry" for r in rows)
+    queued = sum(r[-1] == "queued again" for r in rows)
     sec.paragraphs.append(
         f"{_plural(len(rows), 'trial')} failed" + (f", {retried} of them trained again and completed" if retried else "")
+        + (f", {queued} of them queued again for the next run" if queued else "")
         + ". A network is queued again when its worker died (its heartbeat went stale) or a signal stopped it; "
         "a network that failed in training (NaN loss, out of memory, an error) stays failed.")
     sec.tables.append(Table("Failed trials and their reasons", ["study", "trial", "network", "reason", "now"], rows,
