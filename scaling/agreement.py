@@ -67,7 +67,7 @@ def grid_agreement(table: pd.DataFrame, members: list[Member], other: pd.DataFra
     each network of the first is matched with the network of the second that holds its
     representative triple (the grids may differ in base resolution, so their networks merge
     other triples), as ``--only ... --ranked-by`` chose them."""
-    from .selection import holding_member
+    from .selection import holding
 
     mine = table.mean(axis=1)
     theirs = other.mean(axis=1)
@@ -75,7 +75,8 @@ def grid_agreement(table: pd.DataFrame, members: list[Member], other: pd.DataFra
     a, b = {}, {}
     for key, top1 in mine.items():
         m = by_key.get(key)
-        match = holding_member(other_members, m.triple) if m is not None and m.triple is not None else None
+        i = holding(other_members, m.triple) if m is not None and m.triple is not None else None
+        match = other_members[i] if i is not None else None
         if match is None or match.key not in theirs.index or match.key in b:
             continue
         a[match.key], b[match.key] = top1, theirs[match.key]

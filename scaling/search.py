@@ -472,9 +472,7 @@ def _create_study(config: StudyConfig, url: str, num_classes: int | None = None,
     plan = plan_of(config)
     param = queue_param(study, config)
     if plan is not None:
-        # What each trial trains, queued ones included (a WAITING trial has no params yet: only its fixed ones).
-        have = {(dict(trial_key(t)).get(param), dict(trial_key(t)).get("seed"))
-                for t in study.get_trials(deepcopy=False)}
+        have = _queued_pairs(study, param)
         for seed in range(config.seeds):
             for key in plan.keys:
                 if (key, seed) not in have:
@@ -486,7 +484,7 @@ def _create_study(config: StudyConfig, url: str, num_classes: int | None = None,
     if "num_classes" not in study.user_attrs:  # fixed at creation: the candidates never change under a study
         study.set_user_attr("num_classes", study_classes(config, num_classes))
     if config.sampler == "grid" and selected is not None:
-        have = {(dict(trial_key(t)).get(param), dict(trial_key(t)).get("seed")) for t in study.get_trials(deepcopy=False)}
+        have = _queued_pairs(study, param)
         add = [(k, seed) for seed in range(selected.seeds) for k in selected.keys if (k, seed) not in have]
         cands = study_candidates(config, study.user_attrs["num_classes"])
         for k, seed in add:
@@ -509,6 +507,12 @@ def _create_study(config: StudyConfig, url: str, num_classes: int | None = None,
         study.set_user_attr("enqueued", len(order) * config.seeds)
         study.set_user_attr("definition", json.dumps(config.to_dict()))
     return study
+
+
+def _queued_pairs(study: optuna.Study, param: str) -> set[tuple]:
+    """(member key, seed) of every trial, queued ones included (a WAITING trial has no params
+    yet: only its fixed ones)."""
+    return {(dict(trial_key(t)).get(param), dict(trial_key(t)).get("seed")) for t in study.get_trials(deepcopy=False)}
 
 
 def _grid_queued(param: str, key: int, cand: Candidate, seed: int) -> dict:

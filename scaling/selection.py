@@ -79,17 +79,13 @@ def parse_selection(text: str, ranked_by: str | None = None) -> Selection:
     return Selection(top, bottom, tuple(dict.fromkeys(triples)), ranked_by)
 
 
-def holding(cands: list[Candidate], triple: Triple) -> int | None:
-    """The index of the candidate network that ``triple`` rounds to, if the grid holds it."""
-    for k, c in enumerate(cands):
+def holding(networks: list, triple: Triple) -> int | None:
+    """The index of the network (a grid's :class:`Candidate` or :class:`~scaling.members.Member`)
+    that ``triple`` rounds to, if the grid holds it."""
+    for k, c in enumerate(networks):
         if any(_same(triple, t) for t in c.triples):
             return k
     return None
-
-
-def holding_member(members, triple: Triple):
-    """The grid member whose triples hold ``triple``, or None."""
-    return next((m for m in members if any(_same(triple, t) for t in m.triples)), None)
 
 
 def _same(a: Triple, b: Triple) -> bool:
