@@ -28,7 +28,6 @@ from .study import StudyConfig, StudyError
 if TYPE_CHECKING:
     import optuna
 
-INTERRUPTED = (130, 143)  # Ctrl+C, SIGTERM
 
 
 @dataclass(frozen=True)
@@ -125,7 +124,7 @@ def run_search(study: StudyConfig | str | Path, *, data: str | None = None, name
     """
     from .checkpoint import data_identity
     from .data import DataError, load_data
-    from .pool import run_pool
+    from .pool import INTERRUPTED, run_pool
     from .repair import write_snapshot
     from .results import results_frame, write_csv
     from .search import create_study, largest_resolution, storage_url

@@ -16,6 +16,8 @@ from rich.console import Console
 
 from .units import plural
 
+INTERRUPTED = (130, 143)  # the exit codes run_pool returns for Ctrl+C and SIGTERM
+
 
 def per_gpu_of(config) -> int:
     """The study's workers per GPU; ``auto`` from its base network's FLOPs an image (scaling.mps.auto_per_gpu)."""

@@ -6,17 +6,7 @@ import pytest
 from scaling.api import Study, run_search
 from scaling.errors import InputError
 from scaling.study import resolve
-from tests.test_resume_elsewhere import TOML
-from tests.test_data import make_folder
-
-
-@pytest.fixture
-def here(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("SCALING_CACHE", str(tmp_path / "cache"))
-    make_folder(tmp_path / "data-a", bad=False, train_per_class=6, val_per_class=2)
-    (tmp_path / "moved.toml").write_text(TOML)
-    return tmp_path
+from tests.test_resume_elsewhere import moved as here  # noqa: F401  (its study file and data folder)
 
 
 def test_run_search_then_open(here):

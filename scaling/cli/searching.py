@@ -10,6 +10,7 @@ import typer
 from .app import (Format, InputError, _check_output, _emit, _f, _m, _table, app, console, err, plural)
 from ..units import flops_unit
 from .training import Device, _device, _load_data
+from ..pool import INTERRUPTED
 
 
 # ---------------------------------------------------------------------------- search
@@ -321,9 +322,6 @@ def study_missing(name: str, studies_dir: Path, storage=None):
 
     names = sorted(n for n in optuna.get_all_study_names(storage=open_storage(storage)) if "." not in n)
     return no_study(name, make_url(storage).render_as_string(hide_password=True), names)
-
-
-INTERRUPTED = (130, 143)  # exit codes of Ctrl+C and SIGTERM
 
 
 def parse_per_gpu(text: Optional[str]) -> int | str | None:

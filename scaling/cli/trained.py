@@ -38,7 +38,8 @@ def train_plans(make_plans: Callable, *, study_file, name, data, storage, gpus, 
     from ..repair import write_snapshot
     from ..search import base_spec, create_study, study_members
     from ..study import StudyError
-    from .searching import INTERRUPTED, cpu_estimate, execute, parse_per_gpu, prepare_study, refresh_report
+    from ..pool import INTERRUPTED
+    from .searching import cpu_estimate, execute, parse_per_gpu, prepare_study, refresh_report
     from .training import _load_data
     from ..checkpoint import data_identity
 
