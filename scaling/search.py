@@ -15,11 +15,8 @@ from __future__ import annotations
 
 import contextlib
 import json
-import logging
 import math
 import os
-import signal
-import sys
 import socket
 import subprocess
 import threading
@@ -36,11 +33,12 @@ from optuna.trial import TrialState
 from .compound import (PAPER, Candidate, GridTooLarge, Triple, candidates, hold_to_budget, round_resolution,
                        scaled_spec)
 from .complexity import count
-from .faults import NoSpace, no_space, sqlite_file, storage_fault, told
+from .faults import no_space, sqlite_file, storage_fault, told
 from .members import Member, candidate_member, grid_member
 from .plans import MULTIPLIER_RANGE, PHI_RANGE, Plan, member
 from .records import TrialRecord, write
 from .selection import Selection
+from .signals import check_signals, interruptible, shielded
 from .spec import spec_for
 from .study import StudyConfig, StudyError
 
@@ -48,101 +46,12 @@ from .study import StudyConfig, StudyError
 # still labelled experimental.
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 
-
-
-class _QuietStops(logging.Filter):
-    """Optuna logs a trial that a signal or a full disk stopped as a failure with its whole
-    traceback (and then its value); the command says what happened in one line instead."""
-
-    def __init__(self):
-        super().__init__()
-        self.quiet: set[int] = set()  # trial numbers whose failure is told by us
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        msg = record.getMessage()
-        if not msg.startswith("Trial "):
-            return True
-        number = msg.split()[1]
-        exc = record.exc_info[1] if record.exc_info else None
-        if isinstance(exc, (KeyboardInterrupt, NoSpace)):
-            self.quiet.add(number)
-            return False
-        return not (number in self.quiet and "failed with value" in msg)
-
-
-logging.getLogger("optuna.study._optimize").addFilter(_QuietStops())
-
 HEARTBEAT_S = int(os.environ.get("SCALING_HEARTBEAT", "10"))
 GRACE_S = int(os.environ.get("SCALING_GRACE", "30"))
 
 
 DEFAULT_TRIALS = 20  # tpe and random, without --trials
 MAX_ATTEMPTS = 20  # proposals per wanted trial before giving up on an infeasible space
-
-
-# ---------------------------------------------------------------------------- signals
-
-class Interrupted(KeyboardInterrupt):
-    """Ctrl+C or SIGTERM, raised where it is safe: inside training, or between trials."""
-
-    def __init__(self, signum: int):
-        super().__init__(signum)
-        self.exit_code = 128 + signum  # 130 for SIGINT, 143 for SIGTERM
-
-
-_signals = {"window": False, "pending": None}
-
-
-def install_signal_handlers() -> None:
-    """SIGINT and SIGTERM interrupt a running training at once; elsewhere (storage calls,
-    bookkeeping) they wait for the next safe point, so no write is cut in half."""
-
-    def handler(signum, frame):
-        _signals["pending"] = signum
-        if _signals["window"]:
-            raise Interrupted(signum)
-
-    def unraisable(info, default=sys.unraisablehook):
-        # The signal landed inside a finalizer (a weakref callback of SQLAlchemy's, say),
-        # where Python prints the exception and drops it: it stays pending, and the next
-        # safe point (the epoch's report, the next trial) raises it.
-        if isinstance(info.exc_value, Interrupted):
-            return
-        default(info)
-
-    signal.signal(signal.SIGINT, handler)
-    signal.signal(signal.SIGTERM, handler)
-    if getattr(sys.unraisablehook, "__name__", "") != "unraisable":
-        sys.unraisablehook = unraisable
-
-
-def check_signals() -> None:
-    if _signals["pending"] is not None:
-        raise Interrupted(_signals["pending"])
-
-
-@contextlib.contextmanager
-def interruptible():
-    """The window in which a signal interrupts at once."""
-    check_signals()
-    _signals["window"] = True
-    try:
-        yield
-    finally:
-        _signals["window"] = False
-
-
-@contextlib.contextmanager
-def shielded():
-    """A storage write inside the training window: a signal waits until it is done."""
-    was = _signals["window"]
-    _signals["window"] = False
-    try:
-        yield
-    finally:
-        _signals["window"] = was
-    if was:
-        check_signals()
 
 
 class TrialFailed(Exception):

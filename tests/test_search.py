@@ -481,13 +481,13 @@ def test_a_signal_inside_a_finalizer_stays_pending_and_is_not_printed():
     import signal as sig
     import sys
 
-    from scaling import search
+    from scaling import signals
 
     old_int, old_term, old_hook = sig.getsignal(sig.SIGINT), sig.getsignal(sig.SIGTERM), sys.unraisablehook
     printed = []  # what Python's own hook would print as "Exception ignored in ..."
     sys.unraisablehook = lambda info: printed.append(type(info.exc_value).__name__)
     try:
-        search.install_signal_handlers()
+        signals.install_signal_handlers()
 
         class Finalized:
             def __init__(self, fault):
@@ -495,26 +495,26 @@ def test_a_signal_inside_a_finalizer_stays_pending_and_is_not_printed():
 
             def __del__(self):  # the signal arrives while a finalizer runs (a weakref callback, say)
                 if self.fault == "signal":
-                    search._signals["window"] = True
+                    signals._signals["window"] = True
                     try:
                         sig.raise_signal(sig.SIGTERM)
                     finally:
-                        search._signals["window"] = False
+                        signals._signals["window"] = False
                 else:
                     raise ValueError("another fault")
 
         Finalized("signal")
         gc.collect()
-        assert printed == [] and search._signals["pending"] == sig.SIGTERM
-        with pytest.raises(search.Interrupted) as e:  # the next safe point raises it
-            search.check_signals()
+        assert printed == [] and signals._signals["pending"] == sig.SIGTERM
+        with pytest.raises(signals.Interrupted) as e:  # the next safe point raises it
+            signals.check_signals()
         assert e.value.exit_code == 143
-        search._signals["pending"] = None
+        signals._signals["pending"] = None
         Finalized("other")
         gc.collect()
         assert printed == ["ValueError"]  # other faults in finalizers are printed as before
     finally:
-        search._signals["pending"] = None
+        signals._signals["pending"] = None
         sig.signal(sig.SIGINT, old_int)
         sig.signal(sig.SIGTERM, old_term)
         sys.unraisablehook = old_hook

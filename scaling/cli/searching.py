@@ -369,7 +369,8 @@ def worker(
     Example: scaling worker cifar10 --storage postgresql://user@host/scaling --device cuda:0
     """
 
-    from ..search import install_signal_handlers, load_study, run_worker
+    from ..search import load_study, run_worker
+    from ..signals import install_signal_handlers
     from ..study import StudyConfig, StudyError
 
     dev = _device(device)
