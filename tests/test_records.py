@@ -16,7 +16,7 @@ from scaling.compound import PAPER, Triple
 from scaling.records import TrialRecord, study_records
 from scaling.results import (failures_frame, paper_network, paper_rank, plan_studies, results_frame,
                              series_failures, series_frame)
-from scaling.search import load_study
+from scaling.storage import load_study
 from scaling.study import StudyConfig
 from scaling.units import flops_unit
 

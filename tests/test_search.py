@@ -387,7 +387,9 @@ def test_samplers_over_the_constraint_surface(sampler, study_file, tmp_path):
 
 
 def test_a_trial_that_never_beat_goes_stale(tmp_path, monkeypatch):
-    import scaling.search as s
+    from optuna.storages import fail_stale_trials
+
+    import scaling.storage as s
 
     monkeypatch.setattr(s, "HEARTBEAT_S", 1)
     monkeypatch.setattr(s, "GRACE_S", 1)
@@ -395,10 +397,10 @@ def test_a_trial_that_never_beat_goes_stale(tmp_path, monkeypatch):
     study = optuna.create_study(study_name="x", storage=storage)
     study.enqueue_trial({"candidate": 0, "seed": 0})
     study.ask()  # RUNNING, and no heartbeat is ever recorded: its worker "died" here
-    s.fail_stale_trials(study)
+    fail_stale_trials(study)
     assert counts(study)["RUNNING"] == 1  # not before the grace period
     time.sleep(1.5)
-    s.fail_stale_trials(study)
+    fail_stale_trials(study)
     c = counts(study)
     assert c["RUNNING"] == 0 and c["FAIL"] == 1 and c["WAITING"] == 1  # failed, and queued again once
 
@@ -407,7 +409,7 @@ def test_a_queued_trial_is_taken_by_one_worker_only(tmp_path):
     """Many processes' storages pop the same WAITING trials at once: each goes to exactly one."""
     import threading
 
-    from scaling.search import open_storage
+    from scaling.storage import open_storage
 
     url = f"sqlite:///{tmp_path / 'race.db'}"
     study = optuna.create_study(study_name="race", storage=open_storage(url))
