@@ -91,7 +91,7 @@ def _run_local(config, url, quiet: bool, err: Console) -> None:
     import socket
 
     from .progress import Display, Watcher
-    from .search import run_worker
+    from .worker import run_worker
 
     # Reached without GPUs to use (none there, or --gpus none): the CPU, even where CUDA is there.
     here = {f"{socket.gethostname()}:{os.getpid()}": "cpu"}

@@ -24,27 +24,23 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import optuna
-import sqlalchemy.exc
-from optuna.storages import fail_stale_trials
 from optuna.trial import TrialState
 
 from .compound import (PAPER, Candidate, GridTooLarge, Triple, candidates, hold_to_budget, round_resolution,
                        scaled_spec)
 from .complexity import count
-from .faults import no_space, sqlite_file, storage_fault, told
+from .faults import no_space, told
 from .members import Member, candidate_member, grid_member
 from .plans import MULTIPLIER_RANGE, PHI_RANGE, Plan, member
 from .records import TrialRecord, write
 from .selection import Selection
-from .signals import check_signals, interruptible, shielded
+from .signals import interruptible, shielded
 from .spec import spec_for
-from .storage import (HEARTBEAT_S, creation_lock, fixed_params, load_study, open_storage, requeue_interrupted, settle,
-                      trial_key)
+from .storage import creation_lock, fixed_params, open_storage, trial_key
 from .study import StudyConfig, StudyError
 
 
 DEFAULT_TRIALS = 20  # tpe and random, without --trials
-MAX_ATTEMPTS = 20  # proposals per wanted trial before giving up on an infeasible space
 
 
 class TrialFailed(Exception):
@@ -519,80 +515,3 @@ class Objective:
             with shielded():
                 self._write(trial, **speed)
         return result.top1
-
-
-def counts(study: optuna.Study) -> dict[str, int]:
-    out = {s.name: 0 for s in TrialState}
-    for t in study.get_trials(deepcopy=False):
-        out[t.state.name] += 1
-    return out
-
-
-def run_worker(config: StudyConfig, url: str, device=None, quiet: bool = True, on_trial=None) -> None:
-    """Train queued networks until none is left (grid) or ``trials`` are done (tpe, random).
-
-    Waits for other workers' running trials to finish or go stale, so that a re-run
-    after a crash retrains what the crash lost.
-    """
-    study = load_study(config, url)
-    db = sqlite_file(url)
-    objective = Objective(config, device=device, quiet=quiet, num_classes=study.user_attrs.get("num_classes"),
-                          folder=db.parent if db is not None else None)
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    with told(url, config.name):
-        while True:
-            check_signals()
-            try:
-                fail_stale_trials(study)
-                c = counts(study)
-            except (sqlalchemy.exc.OperationalError, optuna.exceptions.StorageInternalError) as e:
-                if storage_fault(e, url, config.name) is not None:
-                    raise
-                time.sleep(1.0)  # a busy SQLite file: try again shortly
-                continue
-            if queued(config):
-                if c["WAITING"] == 0:
-                    if c["RUNNING"] == 0:
-                        return
-                    time.sleep(min(HEARTBEAT_S, 5))
-                    continue
-            else:
-                finished = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL,
-                                                                     TrialState.PRUNED))
-                real = [t for t in finished if not t.user_attrs.get("skipped") and t.state != TrialState.PRUNED
-                        and not _retried(t, study)]
-                budget = config.trials or DEFAULT_TRIALS
-                if len(real) >= budget and c["WAITING"] == 0:
-                    return
-                if len(finished) >= MAX_ATTEMPTS * budget:  # the sampler keeps proposing infeasible triples
-                    raise StudyError(f"{len(finished)} proposals gave {len(real)} feasible networks; "
-                                     "widen the gamma range or use the grid sampler")
-            try:
-                study.optimize(objective, n_trials=1, catch=(TrialFailed,), gc_after_trial=True)
-            except KeyboardInterrupt:
-                requeue_interrupted(study, objective.current)
-                raise
-            except Exception as e:
-                fault = storage_fault(e, url, config.name)
-                if fault is not None:  # a full disk, a read-only or damaged storage: stop, leave nothing RUNNING
-                    settle(study, objective.current)
-                    raise fault from None
-                if isinstance(e, (sqlalchemy.exc.OperationalError, optuna.exceptions.StorageInternalError)):
-                    # SQLite under several writers can refuse a write ("database is locked") even
-                    # with a timeout; a trial left RUNNING goes stale and is queued again.
-                    time.sleep(1.0)
-                    continue
-                raise
-            if on_trial is not None:
-                on_trial(study)
-            check_signals()
-
-
-def _retried(t, study: optuna.Study) -> bool:
-    """A failed trial whose network a later trial trains again (it does not count against the budget)."""
-    if t.state != TrialState.FAIL:
-        return False
-    key = trial_key(t)
-    return bool(key) and any(o.number > t.number and trial_key(o) == key for o in study.get_trials(deepcopy=False))
-
-

@@ -13,9 +13,10 @@ from typer.testing import CliRunner
 
 from scaling.cli import app
 from scaling.results import failures_frame
-from scaling.search import counts, create_study
+from scaling.search import create_study
 from scaling.storage import Storage
 from scaling.study import check_or_save, resolve
+from scaling.worker import counts
 
 from test_search import TOML, study_file  # noqa: F401  (the fixture)
 

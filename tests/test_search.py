@@ -17,8 +17,9 @@ from typer.testing import CliRunner
 
 from scaling.cli import app
 from scaling.compound import PAPER
-from scaling.search import counts, spread_order, study_candidates
+from scaling.search import spread_order, study_candidates
 from scaling.study import StudyConfig, StudyError, check_or_save, read_toml, resolve
+from scaling.worker import counts
 
 # A grid of a few tiny networks on a few embedded images: seconds per trial on 2 cores.
 TOML = """

@@ -371,10 +371,10 @@ def worker(
     Example: scaling worker cifar10 --storage postgresql://user@host/scaling --device cuda:0
     """
 
-    from ..search import run_worker
     from ..signals import install_signal_handlers
     from ..storage import load_study
     from ..study import StudyConfig, StudyError
+    from ..worker import run_worker
 
     dev = _device(device)
     try:
