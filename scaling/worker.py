@@ -14,7 +14,8 @@ from optuna.storages import fail_stale_trials
 from optuna.trial import TrialState
 
 from .faults import sqlite_file, storage_fault, told
-from .search import DEFAULT_TRIALS, Objective, TrialFailed, queued
+from .objective import Objective, TrialFailed
+from .search import DEFAULT_TRIALS, queued
 from .signals import check_signals
 from .storage import HEARTBEAT_S, load_study, requeue_interrupted, settle, trial_key
 from .study import StudyConfig, StudyError

@@ -333,7 +333,7 @@ def _seeds_text(s: _Study) -> str:
 
 
 def _provenance(s: _Study) -> list[tuple[str, str]]:
-    from ..search import code_version
+    from ..objective import code_version
 
     now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     out = [("study", s.name), ("storage", _masked(s.url)),
