@@ -1,14 +1,10 @@
-"""The search: an Optuna study over the candidate networks, run by one or many workers.
-
-Scheduling is Optuna's own. In grid mode every distinct network (times each seed) is
-enqueued once as a WAITING trial, in an order that spreads the budget; a plan (family,
-official, sweep) enqueues each member and seed. Every queued trial has one form,
-``{"member": key, "seed": s}`` (:func:`queue_param`); workers pop them atomically from the
-shared storage. Storage is SQLite under studies/NAME/ by default
-(Optuna's RDB storage, chosen over the journal file because only RDB storage has
-heartbeats), or any database URL for workers on many machines. A worker that dies
-mid-trial stops its heartbeat; after the grace period another worker (or the next run)
-fails the trial and Optuna's retry callback enqueues the same network again, once.
+"""The study a search runs: the networks it trains (a grid's candidates, held to their FLOPs
+and in an order that spreads the budget, or those ``--only`` chooses; a plan's members for
+a family, the official networks or a sweep), and the Optuna study that queues each network
+and seed once as a WAITING trial of one form, ``{"member": key, "seed": s}``
+(:func:`queue_param`), for the workers (:mod:`scaling.worker`) to pop from the shared
+storage (:mod:`scaling.storage`); scheduling is Optuna's own. A network whose trials all
+failed is queued again.
 """
 
 from __future__ import annotations

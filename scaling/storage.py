@@ -1,8 +1,8 @@
 """Where a study lives: Optuna's RDB storage (SQLite under studies/NAME/ by default, or any
 database URL for workers on many machines; RDB rather than the journal file because only
-RDB storage has heartbeats), opened with heartbeats and one retry per stale trial, and the
-trial-state writes the search makes beside Optuna's own. The one module that calls into
-Optuna's private API.
+RDB storage has heartbeats), opened with heartbeats so that the trial of a worker that died
+goes stale after a grace period and is queued again, once; and the trial-state writes the
+search makes beside Optuna's own. The one module that calls into Optuna's private API.
 """
 
 from __future__ import annotations

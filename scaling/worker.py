@@ -1,7 +1,8 @@
 """A worker of a study: trains its queued networks (grid, family, official, sweep) or its
 sampler's proposals (tpe, random) one trial at a time, until none is left or the budget is
-spent. On the way it fails other workers' stale trials (Optuna queues each again, once);
-a signal or a fault stops it with nothing of its own left RUNNING.
+spent. On the way it fails other workers' stale trials (Optuna queues each again, once).
+A signal stops it with its trial failed (and queued again, where it was queued); a fault
+of the storage, with its trial failed where the storage still takes the write.
 """
 
 from __future__ import annotations
