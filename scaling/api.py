@@ -46,7 +46,7 @@ class Study:
         Raises:
             InputError: there is no such study.
         """
-        from .search import load_study, storage_url
+        from .storage import load_study, storage_url
         from .study import saved_config
 
         folder = Path(studies_dir).absolute() / name
@@ -60,7 +60,7 @@ class Study:
 
     def optuna_study(self) -> optuna.Study:
         """The Optuna study itself (for optuna's own plots, or optuna-dashboard)."""
-        from .search import load_study
+        from .storage import load_study
 
         return load_study(self.config or StudyConfig(name=self.name), self.url)
 
@@ -127,7 +127,8 @@ def run_search(study: StudyConfig | str | Path, *, data: str | None = None, name
     from .pool import INTERRUPTED, run_pool
     from .repair import write_snapshot
     from .results import results_frame, write_csv
-    from .search import create_study, largest_resolution, storage_url
+    from .search import create_study, largest_resolution
+    from .storage import storage_url
     from .study import check_or_save, resolve
 
     overrides = {k: v for k, v in (("name", name), ("source", data), ("per_gpu", per_gpu)) if v is not None}

@@ -48,7 +48,7 @@ def run_pool(config, url: str, study, gpu_ids: list[int], workers: int = 1, quie
     turns on it. What it does, its progress (unless ``quiet``) and its last line go to
     ``console`` (default: stderr)."""
     from .faults import NoSpace, StorageFault, sqlite_file
-    from .search import install_signal_handlers
+    from .signals import install_signal_handlers
     from .study import StudyError
 
     err = console if console is not None else Console(stderr=True)
@@ -91,7 +91,7 @@ def _run_local(config, url, quiet: bool, err: Console) -> None:
     import socket
 
     from .progress import Display, Watcher
-    from .search import run_worker
+    from .worker import run_worker
 
     # Reached without GPUs to use (none there, or --gpus none): the CPU, even where CUDA is there.
     here = {f"{socket.gethostname()}:{os.getpid()}": "cpu"}
@@ -121,7 +121,7 @@ def _run_workers(config, url, workers: list[tuple[dict, str]], quiet: bool = Fal
     import time
 
     from .progress import Display, Watcher, summary, worker_place
-    from .search import check_signals
+    from .signals import check_signals
 
     err = err if err is not None else Console(stderr=True)
     procs, places = [], {}

@@ -82,7 +82,7 @@ def _place_order(place) -> tuple:
 
 
 def _key(t: FrozenTrial) -> tuple:
-    params = t.system_attrs.get("fixed_params") or t.params  # as scaling.search.trial_key
+    params = t.system_attrs.get("fixed_params") or t.params  # as scaling.storage.trial_key
     return tuple(sorted(params.items()))
 
 
@@ -234,7 +234,8 @@ class Watcher:
         self._lock = threading.Lock()
 
     def read(self) -> Optional[StudyProgress]:
-        from .search import load_study, queued
+        from .search import queued
+        from .storage import load_study
 
         with self._lock:  # the thread and a final read never share the storage's session at once
             try:

@@ -64,7 +64,7 @@ def _studies_json(storage, name: str) -> list[dict]:
 
 def write_snapshot(url: str, name: str, folder: Path) -> None:
     """Keep studies/NAME/trials.json up to date (atomically) from a readable SQLite storage."""
-    from .search import open_storage
+    from .storage import open_storage
 
     if not url.startswith("sqlite:///"):
         return  # a database server keeps its own backups
@@ -74,7 +74,7 @@ def write_snapshot(url: str, name: str, folder: Path) -> None:
 
 def _read_damaged(url: str, name: str) -> list[dict] | None:
     """Everything of the study in the damaged file, where Optuna can still read all of it."""
-    from .search import Storage
+    from .storage import Storage
 
     try:
         return _studies_json(Storage(url, skip_compatibility_check=True, skip_table_creation=True), name)
@@ -110,7 +110,8 @@ def repair(name: str, studies_dir: Path) -> Repaired:
     Raises:
         StudyError: no such study, nothing to rebuild it from, or a storage that is not damaged.
     """
-    from .search import create_study, open_storage
+    from .search import create_study
+    from .storage import open_storage
 
     folder = Path(studies_dir) / name
     db = folder / "optuna.db"
@@ -157,7 +158,7 @@ def _intact(db: Path) -> bool:
 
 
 def _waiting(url: str, study_name: str) -> int:
-    from .search import open_storage
+    from .storage import open_storage
 
     storage = open_storage(url)
     if study_name not in optuna.get_all_study_names(storage):

@@ -92,7 +92,7 @@ def matched_flops(results: pd.DataFrame) -> pd.DataFrame:
 
 def plan_studies(url: str, name: str) -> list[optuna.Study]:
     """The family, official and sweep studies beside the search ``name`` in one storage."""
-    from .search import open_storage
+    from .storage import open_storage
 
     storage = open_storage(url)
     names = sorted(n for n in optuna.get_all_study_names(storage) if n.startswith(f"{name}."))
@@ -125,7 +125,7 @@ def series_frame(studies: list[optuna.Study]) -> pd.DataFrame:
 def _failed(study: optuna.Study) -> list[dict]:
     """Every failed trial that was to train a network (whether or not it got as far as
     recording it), with its reason and whether its network completed on another trial."""
-    from .search import trial_key
+    from .storage import trial_key
 
     trials = study.get_trials(deepcopy=False)
     completed = {trial_key(t) for t in trials if t.state == TrialState.COMPLETE}

@@ -11,10 +11,12 @@ import pytest
 from optuna.trial import TrialState
 from typer.testing import CliRunner
 
-import scaling.search as s
 from scaling.cli import app
 from scaling.results import failures_frame
+from scaling.search import create_study
+from scaling.storage import Storage
 from scaling.study import check_or_save, resolve
+from scaling.worker import counts
 
 from test_search import TOML, study_file  # noqa: F401  (the fixture)
 
@@ -89,7 +91,7 @@ def _disk_full():
 
 
 def test_a_full_studies_folder_when_a_trial_ends_leaves_nothing_running(fast, tmp_path, monkeypatch):
-    real = s.Storage.set_trial_state_values
+    real = Storage.set_trial_state_values
     calls = {"n": 0}
 
     def full(self, trial_id, state, values=None):  # the first trial's COMPLETE cannot be written
@@ -99,7 +101,7 @@ def test_a_full_studies_folder_when_a_trial_ends_leaves_nothing_running(fast, tm
                 _disk_full()
         return real(self, trial_id, state, values)
 
-    monkeypatch.setattr(s.Storage, "set_trial_state_values", full)
+    monkeypatch.setattr(Storage, "set_trial_state_values", full)
     r = search(fast)
     folder = tmp_path / "studies" / "tiny"
     _last_line_only_error(r, f"no space left on {folder.resolve()}:")
@@ -130,14 +132,14 @@ def test_the_data_caches_full_disk_says_its_folder_and_the_space_needed(fast, tm
 
 
 def test_a_full_disk_in_a_storage_write_inside_a_trial(fast, tmp_path, monkeypatch):
-    real = s.Storage.set_trial_user_attr
+    real = Storage.set_trial_user_attr
 
     def full(self, trial_id, key, value):
         if key == "curve":  # written after training
             _disk_full()
         return real(self, trial_id, key, value)
 
-    monkeypatch.setattr(s.Storage, "set_trial_user_attr", full)
+    monkeypatch.setattr(Storage, "set_trial_user_attr", full)
     _last_line_only_error(search(fast), "no space left on")
     assert [t.state for t in _study(tmp_path).trials].count(TrialState.RUNNING) == 0
 
@@ -146,7 +148,7 @@ def test_a_read_only_studies_folder(fast, tmp_path, monkeypatch):
     config = resolve(fast)
     folder = tmp_path / "studies" / "tiny"
     check_or_save(config, folder)
-    s.create_study(config, f"sqlite:///{folder / 'optuna.db'}")
+    create_study(config, f"sqlite:///{folder / 'optuna.db'}")
     read_only = f"sqlite:///file:{folder / 'optuna.db'}?mode=ro&uri=true"
     _last_line_only_error(search(fast, "--storage", read_only), "read-only", str(folder / "optuna.db"))
     assert [t.state for t in _study(tmp_path).trials].count(TrialState.RUNNING) == 0
@@ -187,7 +189,7 @@ def test_two_commands_creating_one_fresh_study_at_once(fast, tmp_path, monkeypat
     def create():
         start.wait()
         try:
-            s.create_study(config, url)
+            create_study(config, url)
         except Exception as e:  # noqa: BLE001 - collected and shown
             errors.append(repr(e))
 
@@ -198,7 +200,7 @@ def test_two_commands_creating_one_fresh_study_at_once(fast, tmp_path, monkeypat
         t.join()
     assert errors == []
     study = _study(tmp_path)
-    assert s.counts(study)["WAITING"] == 3  # created and queued once
+    assert counts(study)["WAITING"] == 3  # created and queued once
 
 
 def test_a_worker_of_a_study_that_does_not_exist_creates_nothing(tmp_path, monkeypatch):

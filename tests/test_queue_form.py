@@ -13,7 +13,8 @@ from typer.testing import CliRunner
 
 from scaling.cli import app
 from scaling.plans import Plan
-from scaling.search import create_study, queue_param, study_members, trial_key
+from scaling.search import create_study, queue_param, study_members
+from scaling.storage import trial_key
 from scaling.study import resolve
 
 LEGACY = Path(__file__).parent / "fixtures" / "legacy_queue"  # written by make.py there, with the older code

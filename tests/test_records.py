@@ -16,7 +16,7 @@ from scaling.compound import PAPER, Triple
 from scaling.records import TrialRecord, study_records
 from scaling.results import (failures_frame, paper_network, paper_rank, plan_studies, results_frame,
                              series_failures, series_frame)
-from scaling.search import load_study
+from scaling.storage import load_study
 from scaling.study import StudyConfig
 from scaling.units import flops_unit
 
@@ -217,7 +217,7 @@ def test_fresh_trials_record_todays_names_through_the_record(tmp_path, monkeypat
     grid = optuna.load_study(study_name="tiny", storage=url).get_trials()
     family = optuna.load_study(study_name="tiny.family-1.2-1.1-1.15", storage=url).get_trials()
     assert [t.state for t in grid] == [TrialState.COMPLETE] * 2 and [t.state for t in family] == [TrialState.COMPLETE] * 2
-    from scaling.search import code_modified, software
+    from scaling.objective import code_modified, software
 
     unknown = set() if code_modified() is not None else {"code_modified"}  # outside a git checkout: not recorded
     for t in grid:

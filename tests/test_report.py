@@ -19,7 +19,8 @@ from scaling.cli import app
 from scaling.report import Plot, Report, Section, Table, write_html, write_pdf
 from scaling.report.content import _fit_section, _fits, flops_text, pct, sig3
 from scaling.report.pdf import _width, wrap
-from scaling.search import create_study, storage_url
+from scaling.search import create_study
+from scaling.storage import storage_url
 from scaling.study import check_or_save, resolve
 
 from test_search import TOML as SEARCH_TOML

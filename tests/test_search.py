@@ -17,8 +17,9 @@ from typer.testing import CliRunner
 
 from scaling.cli import app
 from scaling.compound import PAPER
-from scaling.search import counts, spread_order, study_candidates
+from scaling.search import spread_order, study_candidates
 from scaling.study import StudyConfig, StudyError, check_or_save, read_toml, resolve
+from scaling.worker import counts
 
 # A grid of a few tiny networks on a few embedded images: seconds per trial on 2 cores.
 TOML = """
@@ -387,7 +388,9 @@ def test_samplers_over_the_constraint_surface(sampler, study_file, tmp_path):
 
 
 def test_a_trial_that_never_beat_goes_stale(tmp_path, monkeypatch):
-    import scaling.search as s
+    from optuna.storages import fail_stale_trials
+
+    import scaling.storage as s
 
     monkeypatch.setattr(s, "HEARTBEAT_S", 1)
     monkeypatch.setattr(s, "GRACE_S", 1)
@@ -395,10 +398,10 @@ def test_a_trial_that_never_beat_goes_stale(tmp_path, monkeypatch):
     study = optuna.create_study(study_name="x", storage=storage)
     study.enqueue_trial({"candidate": 0, "seed": 0})
     study.ask()  # RUNNING, and no heartbeat is ever recorded: its worker "died" here
-    s.fail_stale_trials(study)
+    fail_stale_trials(study)
     assert counts(study)["RUNNING"] == 1  # not before the grace period
     time.sleep(1.5)
-    s.fail_stale_trials(study)
+    fail_stale_trials(study)
     c = counts(study)
     assert c["RUNNING"] == 0 and c["FAIL"] == 1 and c["WAITING"] == 1  # failed, and queued again once
 
@@ -407,7 +410,7 @@ def test_a_queued_trial_is_taken_by_one_worker_only(tmp_path):
     """Many processes' storages pop the same WAITING trials at once: each goes to exactly one."""
     import threading
 
-    from scaling.search import open_storage
+    from scaling.storage import open_storage
 
     url = f"sqlite:///{tmp_path / 'race.db'}"
     study = optuna.create_study(study_name="race", storage=open_storage(url))
@@ -481,13 +484,13 @@ def test_a_signal_inside_a_finalizer_stays_pending_and_is_not_printed():
     import signal as sig
     import sys
 
-    from scaling import search
+    from scaling import signals
 
     old_int, old_term, old_hook = sig.getsignal(sig.SIGINT), sig.getsignal(sig.SIGTERM), sys.unraisablehook
     printed = []  # what Python's own hook would print as "Exception ignored in ..."
     sys.unraisablehook = lambda info: printed.append(type(info.exc_value).__name__)
     try:
-        search.install_signal_handlers()
+        signals.install_signal_handlers()
 
         class Finalized:
             def __init__(self, fault):
@@ -495,26 +498,26 @@ def test_a_signal_inside_a_finalizer_stays_pending_and_is_not_printed():
 
             def __del__(self):  # the signal arrives while a finalizer runs (a weakref callback, say)
                 if self.fault == "signal":
-                    search._signals["window"] = True
+                    signals._signals["window"] = True
                     try:
                         sig.raise_signal(sig.SIGTERM)
                     finally:
-                        search._signals["window"] = False
+                        signals._signals["window"] = False
                 else:
                     raise ValueError("another fault")
 
         Finalized("signal")
         gc.collect()
-        assert printed == [] and search._signals["pending"] == sig.SIGTERM
-        with pytest.raises(search.Interrupted) as e:  # the next safe point raises it
-            search.check_signals()
+        assert printed == [] and signals._signals["pending"] == sig.SIGTERM
+        with pytest.raises(signals.Interrupted) as e:  # the next safe point raises it
+            signals.check_signals()
         assert e.value.exit_code == 143
-        search._signals["pending"] = None
+        signals._signals["pending"] = None
         Finalized("other")
         gc.collect()
         assert printed == ["ValueError"]  # other faults in finalizers are printed as before
     finally:
-        search._signals["pending"] = None
+        signals._signals["pending"] = None
         sig.signal(sig.SIGINT, old_int)
         sig.signal(sig.SIGTERM, old_term)
         sys.unraisablehook = old_hook

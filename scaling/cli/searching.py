@@ -150,8 +150,9 @@ def search(
     Example: scaling search --phi 1   |   scaling search --study studies/proxy.toml --data cifar10-jpeg.tar.gz --gpus all
     |   scaling search --name cifar10 --only top8,paper --seeds 2
     """
-    from ..search import create_study, largest_resolution, select_networks, storage_url
+    from ..search import create_study, largest_resolution, select_networks
     from ..selection import SelectionError, parse_selection
+    from ..storage import storage_url
     from ..study import StudyConfig, StudyError
 
     selection = None
@@ -215,7 +216,8 @@ def prepare_study(study_file, studies_dir: Path, storage, gpus, *, epochs=None, 
     import torch
 
     from ..faults import told
-    from ..search import open_storage, storage_url, study_candidates
+    from ..search import study_candidates
+    from ..storage import open_storage, storage_url
     from ..study import StudyError, check_or_save, resolve
 
     gpu_ids = _gpus(gpus) if gpus is not None else (list(range(torch.cuda.device_count())) if torch.cuda.is_available() else [])
@@ -295,7 +297,7 @@ def search_specs(config, selected=None) -> list:
 
 def _saved_definition(name: str, studies_dir: Path, storage):
     """Study NAME's definition: studies/NAME/study.json, else the storage's record of it; None where neither."""
-    from ..search import load_study
+    from ..storage import load_study
     from ..study import StudyConfig, StudyError, saved_config
 
     config = saved_config(studies_dir / name)
@@ -318,7 +320,7 @@ def study_missing(name: str, studies_dir: Path, storage=None):
     import optuna
     from sqlalchemy.engine import make_url
 
-    from ..search import open_storage
+    from ..storage import open_storage
 
     names = sorted(n for n in optuna.get_all_study_names(storage=open_storage(storage)) if "." not in n)
     return no_study(name, make_url(storage).render_as_string(hide_password=True), names)
@@ -369,8 +371,10 @@ def worker(
     Example: scaling worker cifar10 --storage postgresql://user@host/scaling --device cuda:0
     """
 
-    from ..search import install_signal_handlers, load_study, run_worker
+    from ..signals import install_signal_handlers
+    from ..storage import load_study
     from ..study import StudyConfig, StudyError
+    from ..worker import run_worker
 
     dev = _device(device)
     try:
@@ -392,7 +396,7 @@ def worker(
 
 def require_study(name: str, studies_dir: Path, storage) -> None:
     """Refuse (one line, listing the studies that exist) a study NAME that does not exist."""
-    from ..search import open_storage
+    from ..storage import open_storage
     from ..study import StudyConfig, StudyError
 
     try:
@@ -425,7 +429,7 @@ def results(
     |   scaling results cifar10-proxy --against cifar10
     """
     from ..results import results_frame, write_csv
-    from ..search import load_study, storage_url
+    from ..storage import load_study, storage_url
     from ..study import StudyConfig, StudyError
 
     _check_output(output)
@@ -457,7 +461,8 @@ def results(
 def _show_against(name: str, other: str, studies_dir: Path, storage) -> None:
     """One line: how study ``name`` and study ``other`` rank the networks both trained."""
     from ..agreement import grid_agreement, member_top1
-    from ..search import load_study, queue_param, storage_url, study_members
+    from ..search import queue_param, study_members
+    from ..storage import load_study, storage_url
     from ..study import StudyError
 
     tables, members = [], []

@@ -206,7 +206,7 @@ def _config(study: optuna.Study, folder: Path) -> StudyConfig | None:
 
 def load(name: str, studies_dir: Path = Path("studies"), storage: str | None = None) -> _Study:
     """Open study NAME (raises StudyError, one line, when there is none)."""
-    from ..search import load_study, storage_url
+    from ..storage import load_study, storage_url
 
     config = StudyConfig(name=name)  # refuses a name that is not a plain folder name
     folder = Path(studies_dir) / name
@@ -333,7 +333,7 @@ def _seeds_text(s: _Study) -> str:
 
 
 def _provenance(s: _Study) -> list[tuple[str, str]]:
-    from ..search import code_version
+    from ..objective import code_version
 
     now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     out = [("study", s.name), ("storage", _masked(s.url)),

@@ -1,0 +1,230 @@
+"""What one trial does: the :class:`Objective` takes the trial's network (its queued member
+and seed, or the sampler's triple held to its FLOPs budget), loads the data, trains it
+(where no earlier trial trained the same network and seed) and returns its held-out top-1,
+recording on the trial all the while what it trained, on what code and software, and why
+it failed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import optuna
+from optuna.trial import TrialState
+
+from .compound import Triple, hold_to_budget, round_resolution, scaled_spec
+from .complexity import count
+from .faults import no_space
+from .members import grid_member
+from .plans import MULTIPLIER_RANGE, PHI_RANGE, member
+from .records import TrialRecord, write
+from .search import (MEMBER, base_spec, largest_resolution, legacy_param, plan_of, queued, study_classes,
+                     study_members)
+from .signals import interruptible, shielded
+from .storage import fixed_params
+from .study import StudyConfig
+
+
+class TrialFailed(Exception):
+    """Training ended without a metric (NaN, out of memory): the trial is FAIL with its reason."""
+
+
+def code_version() -> str:
+    from . import __version__
+
+    try:
+        sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5,
+                             cwd=Path(__file__).parent).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        sha = ""
+    return f"{__version__}+{sha}" if sha else __version__
+
+
+def code_modified() -> bool | None:
+    """Whether the checkout this code runs from has uncommitted changes to tracked files (None:
+    not a git checkout, or git is missing)."""
+    try:
+        done = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
+                              text=True, timeout=5, cwd=Path(__file__).parent)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return bool(done.stdout.strip()) if done.returncode == 0 else None
+
+
+def software() -> dict[str, str]:
+    """The versions that make a trial's numbers: Python, torch, and the CUDA and cuDNN torch runs on."""
+    import platform
+
+    import torch
+
+    cudnn = torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None
+    return {"python": platform.python_version(), "torch": torch.__version__, "cuda": torch.version.cuda or "none",
+            "cudnn": str(cudnn) if cudnn else "none"}
+
+
+def _seed_high(config: StudyConfig, fixed: dict | None) -> int:
+    """The seed's upper bound: the definition's seeds, or a queued seed beyond them (``--only ... --seeds``)."""
+    return max(0, config.seeds - 1, int((fixed or {}).get("seed", 0)))
+
+
+class Objective:
+    """Trains one network per trial and returns its held-out top-1."""
+
+    def __init__(self, config: StudyConfig, device=None, quiet: bool = True, num_classes: int | None = None,
+                 folder: Path | None = None):
+        self.config, self.device, self.quiet = config, device, quiet
+        self.folder = folder  # where a full disk is said to be when the error names no file
+        self.plan = plan_of(config)
+        self.num_classes = study_classes(config, num_classes)
+        self.members = {m.key: m for m in study_members(config, self.num_classes)}  # grid and plans: by queue key
+        self.recipe = config.training_recipe()
+        self.max_resolution = largest_resolution(config)
+        self.version, self.modified, self.software = code_version(), code_modified(), software()
+        self.worker = f"{socket.gethostname()}:{os.getpid()}"
+        self.current: optuna.Trial | None = None
+        self.record = TrialRecord()  # what the current trial has recorded so far
+
+    def network(self, trial: optuna.Trial) -> tuple:
+        """The trial's network (its spec as trained), its member and its seed."""
+        c = self.config
+        fixed = fixed_params(trial)
+        if queued(c) and fixed is None:
+            self._write(trial, skipped=True)
+            raise optuna.TrialPruned("no queued network left")
+        name = MEMBER if MEMBER in (fixed or {}) else legacy_param(c)  # a study queued before the one form: its own
+        if self.plan is not None:
+            lo, hi = MULTIPLIER_RANGE if self.plan.param == "multiplier" else PHI_RANGE
+            key = trial.suggest_float(name, lo, hi)
+            seed = trial.suggest_int("seed", 0, _seed_high(c, fixed))
+            # A member queued by an earlier definition of the plan (no longer in it) is still its plan's network.
+            m = self.members.get(key) or member(self.plan, base_spec(c).replace(num_classes=self.num_classes), key,
+                                                c.multiple)
+            return m.spec, m, seed
+        if c.sampler == "grid":
+            k = trial.suggest_categorical(name, list(range(len(self.members))))
+            m = self.members[k]
+            if "alpha" in (fixed or {}):  # the one form: the triple is a parameter too (its queued value)
+                for p, (lo, hi) in zip(("alpha", "beta", "gamma"), (c.alpha, c.beta, c.gamma)):
+                    trial.suggest_float(p, lo, hi)
+            seed = trial.suggest_int("seed", 0, _seed_high(c, fixed))
+            return m.spec, m, seed
+        lo, hi = c.alpha
+        alpha = trial.suggest_float("alpha", lo, hi, step=c.step)
+        beta = trial.suggest_float("beta", c.beta[0], c.beta[1], step=c.step)
+        gamma = math.sqrt(c.target / (alpha * beta**2))
+        if not c.gamma[0] - 1e-9 <= gamma <= c.gamma[1] + 1e-9:
+            self._write(trial, skipped=True)
+            raise optuna.TrialPruned(f"gamma {gamma:.3f} outside {c.gamma} for alpha {alpha}, beta {beta}")
+        t = Triple(alpha, beta, round(gamma, 4))
+        spec = self._held(scaled_spec(base_spec(c).replace(num_classes=self.num_classes), t, c.phi, c.multiple))
+        if spec is None:
+            self._write(trial, skipped=True)
+            raise optuna.TrialPruned(f"no resolution holds {t} within {c.flops_tolerance:.0%} of its FLOPs budget")
+        return spec, grid_member(math.nan, (t,), spec, c.phi), trial.number % c.seeds
+
+    def _held(self, spec):
+        """A sampled triple's network held to its FLOPs budget, as the grid's candidates are."""
+        c = self.config
+        if c.flops_tolerance is None:
+            return spec
+        base = base_spec(c).replace(num_classes=self.num_classes)
+        resolutions = tuple(round_resolution(base.resolution * g**c.phi, c.multiple) for g in c.gamma)
+        return hold_to_budget(spec, count(base).flops * c.target**c.phi, c.flops_tolerance, resolutions,
+                              c.multiple, lambda s: count(s).flops)
+
+    def __call__(self, trial: optuna.Trial) -> float:
+        self.current, self.record = trial, TrialRecord()
+        try:
+            return self._run(trial)
+        except KeyboardInterrupt:  # Ctrl+C or SIGTERM: Optuna marks the trial FAIL next
+            with contextlib.suppress(Exception):  # a refused write must not hide the interruption
+                self._write(trial, reason="interrupted")
+            raise
+        except optuna.TrialPruned:
+            raise
+        except TrialFailed:
+            raise
+        except Exception as e:  # a bug or a bad file: FAIL with its reason, the study goes on
+            full = no_space(e, self.folder)
+            if full is not None:  # a full disk: the search stops; the trial is queued again by the next run
+                with contextlib.suppress(Exception):
+                    self._write(trial, reason=f"no space left on {full.folder}")
+                raise full from None
+            reason = f"{type(e).__name__}: {e}"
+            self._write(trial, reason=reason)
+            raise TrialFailed(reason) from e
+
+    def _write(self, trial: optuna.Trial, record: TrialRecord | None = None, **changes) -> None:
+        """Record on the trial ``record`` (or the current record with ``changes``): the attributes that changed."""
+        record = (record or self.record).replace(**changes)
+        write(trial, record, self.record)
+        self.record = record
+
+    def _run(self, trial: optuna.Trial) -> float:
+        spec, m, seed = self.network(trial)
+        # The member first, before anything can fail (the data included): a failure is listed with its network.
+        self._write(trial, TrialRecord.for_member(m, spec, seed, self.worker, self.version, self.modified,
+                                                        self.software))
+        with interruptible():
+            data, data_s = self._data(spec.resolution)
+        spec = spec.replace(num_classes=data.num_classes)  # counted as trained: the data's classifier
+        n = count(spec)
+        base_flops = count(base_spec(self.config).replace(num_classes=data.num_classes)).flops
+        key = spec.architecture_key()
+        self._write(trial, network=key, params=n.params, flops=n.flops, activations=n.activations,
+                    flops_ratio=round(n.flops / base_flops, 4), classes=tuple(data.classes),
+                    num_classes=data.num_classes)
+        done = [t for t in trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+                if t.user_attrs.get("network") == key and t.user_attrs.get("seed") == seed]
+        if done:  # the same network was trained already (TPE, random): reuse, never retrain
+            self._write(trial, duplicate_of=done[0].number)
+            return done[0].value
+        with interruptible():
+            return self._train(trial, spec, seed, data, data_s)
+
+    def _data(self, resolution: int):
+        """The study's data at ``resolution`` (from the cache after the first trial), and the seconds it took."""
+        from .data import load_data
+
+        t0 = time.perf_counter()
+        data = load_data(None if self.config.source == "default" else self.config.source, resolution,
+                         quiet=True, seed=0, train_size=self.config.train_size, val_size=self.config.val_size,
+                         max_resolution=self.max_resolution)
+        return data, time.perf_counter() - t0
+
+    def _train(self, trial: optuna.Trial, spec, seed: int, data, data_s: float) -> float:
+        from .train import train
+
+        def report(epoch: int, top1: float) -> None:
+            with shielded():
+                trial.report(top1, epoch)
+                prune = self.config.prune and trial.should_prune()
+            if prune:
+                raise optuna.TrialPruned(f"pruned after epoch {epoch + 1} at top-1 {top1:.4f}")
+
+        result = train(spec, data, self.recipe, device=self.device, seed=seed, quiet=self.quiet,
+                       on_epoch=report, data_seconds=data_s)
+        self._write(trial, curve=tuple(h["top1"] for h in result.history),
+                    loss_curve=tuple(h["loss"] for h in result.history),
+                    images_per_second=result.images_per_second, peak_memory_mb=result.peak_memory_mb,
+                    wall_s=result.times.get("total"), times=tuple((k, round(v, 3)) for k, v in result.times.items()),
+                    device=result.device, top5=result.top5)
+        if result.status != "ok":
+            self._write(trial, reason=f"{result.status}: {result.reason}")
+            raise TrialFailed(f"{result.status}: {result.reason}")
+        if self.plan is not None:  # family and sweep members: how fast they run, beside how well
+            from .speed import inference_speed
+            from .train import resolve_device
+
+            dev = resolve_device(self.device)
+            speed = inference_speed(spec.replace(resolution=data.resolution), dev,
+                                    batch=256 if dev.type == "cuda" else 32)
+            with shielded():
+                self._write(trial, **speed)
+        return result.top1

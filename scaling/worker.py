@@ -1,0 +1,99 @@
+"""A worker of a study: trains its queued networks (grid, family, official, sweep) or its
+sampler's proposals (tpe, random) one trial at a time, until none is left or the budget is
+spent. On the way it fails other workers' stale trials (Optuna queues each again, once).
+A signal stops it with its trial failed (and queued again, where it was queued); a fault
+of the storage, with its trial failed where the storage still takes the write.
+"""
+
+from __future__ import annotations
+
+import time
+
+import optuna
+import sqlalchemy.exc
+from optuna.storages import fail_stale_trials
+from optuna.trial import TrialState
+
+from .faults import sqlite_file, storage_fault, told
+from .objective import Objective, TrialFailed
+from .search import DEFAULT_TRIALS, queued
+from .signals import check_signals
+from .storage import HEARTBEAT_S, load_study, requeue_interrupted, settle, trial_key
+from .study import StudyConfig, StudyError
+
+MAX_ATTEMPTS = 20  # proposals per wanted trial before giving up on an infeasible space
+
+
+def counts(study: optuna.Study) -> dict[str, int]:
+    out = {s.name: 0 for s in TrialState}
+    for t in study.get_trials(deepcopy=False):
+        out[t.state.name] += 1
+    return out
+
+
+def run_worker(config: StudyConfig, url: str, device=None, quiet: bool = True, on_trial=None) -> None:
+    """Train queued networks until none is left (grid) or ``trials`` are done (tpe, random).
+
+    Waits for other workers' running trials to finish or go stale, so that a re-run
+    after a crash retrains what the crash lost.
+    """
+    study = load_study(config, url)
+    db = sqlite_file(url)
+    objective = Objective(config, device=device, quiet=quiet, num_classes=study.user_attrs.get("num_classes"),
+                          folder=db.parent if db is not None else None)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    with told(url, config.name):
+        while True:
+            check_signals()
+            try:
+                fail_stale_trials(study)
+                c = counts(study)
+            except (sqlalchemy.exc.OperationalError, optuna.exceptions.StorageInternalError) as e:
+                if storage_fault(e, url, config.name) is not None:
+                    raise
+                time.sleep(1.0)  # a busy SQLite file: try again shortly
+                continue
+            if queued(config):
+                if c["WAITING"] == 0:
+                    if c["RUNNING"] == 0:
+                        return
+                    time.sleep(min(HEARTBEAT_S, 5))
+                    continue
+            else:
+                finished = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL,
+                                                                     TrialState.PRUNED))
+                real = [t for t in finished if not t.user_attrs.get("skipped") and t.state != TrialState.PRUNED
+                        and not _retried(t, study)]
+                budget = config.trials or DEFAULT_TRIALS
+                if len(real) >= budget and c["WAITING"] == 0:
+                    return
+                if len(finished) >= MAX_ATTEMPTS * budget:  # the sampler keeps proposing infeasible triples
+                    raise StudyError(f"{len(finished)} proposals gave {len(real)} feasible networks; "
+                                     "widen the gamma range or use the grid sampler")
+            try:
+                study.optimize(objective, n_trials=1, catch=(TrialFailed,), gc_after_trial=True)
+            except KeyboardInterrupt:
+                requeue_interrupted(study, objective.current)
+                raise
+            except Exception as e:
+                fault = storage_fault(e, url, config.name)
+                if fault is not None:  # a full disk, a read-only or damaged storage: stop, leave nothing RUNNING
+                    settle(study, objective.current)
+                    raise fault from None
+                if isinstance(e, (sqlalchemy.exc.OperationalError, optuna.exceptions.StorageInternalError)):
+                    # SQLite under several writers can refuse a write ("database is locked") even
+                    # with a timeout; a trial left RUNNING goes stale and is queued again.
+                    time.sleep(1.0)
+                    continue
+                raise
+            if on_trial is not None:
+                on_trial(study)
+            check_signals()
+
+
+def _retried(t, study: optuna.Study) -> bool:
+    """A failed trial whose network a later trial trains again (it does not count against the budget)."""
+    if t.state != TrialState.FAIL:
+        return False
+    key = trial_key(t)
+    return bool(key) and any(o.number > t.number and trial_key(o) == key for o in study.get_trials(deepcopy=False))
