@@ -362,5 +362,23 @@ def match_flops(base: NetworkSpec, dimension: str, target: int, multiple: int = 
             lo = mid
     below, above = scale_one(base, dimension, lo, multiple), scale_one(base, dimension, hi, multiple)
     if abs(flops(below) - target) < abs(flops(above) - target):
-        return lo, below
-    return hi, above
+        return _short(base, dimension, lo, below, multiple, math.floor), below
+    return _short(base, dimension, hi, above, multiple, math.ceil), above
+
+
+def _short(base: NetworkSpec, dimension: str, value: float, spec: NetworkSpec, multiple: int, toward) -> float:
+    """A short multiplier that still gives the network of ``spec`` (the same
+    :meth:`~NetworkSpec.architecture`): ``value`` to 4 decimals where that does, else the
+    fewest decimals on the network's side of the edge.
+
+    A bisection ends on the edge of a rounding step (56 px x 1.785714 is 99.99996 px, 96 px;
+    x 1.785715 is 104 px), so rounding its multiplier to the nearest would name the
+    network on the other side of the edge. Where it does, rounding away from the edge
+    (``toward``: floor for the last multiplier below the target, ceil for the first above)
+    stays inside it: x 1.8 for that 104 px network.
+    """
+    options = [round(value, 4)] + [toward(value * 10 ** places) / 10 ** places for places in range(13)]
+    for short in options:  # round(value, 4) first: what plans written before this rule hold
+        if scale_one(base, dimension, short, multiple).architecture() == spec.architecture():
+            return short
+    return value

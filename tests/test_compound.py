@@ -180,3 +180,31 @@ def test_official_at_a_proxy_scale():
     half = official(base=spec_for("efficientnet-b0", resolution=112))
     assert [s.resolution for s in half] == [112, 120, 130, 150, 190, 228, 264, 300]
     assert [(s.width, s.depth) for s in half] == [(s.width, s.depth) for s in full]
+
+
+def test_match_flops_multiplier_names_the_matched_network():
+    """The multiplier written to a plan (4 decimals) must give the network that was matched:
+    at 56 px the family (1, 1.3, 1.1) at phi = 2 matches resolution x 1.785715 (104 px), and
+    x 1.7857, its nearest 4-decimal value, is 96 px, 30% fewer FLOPs (the CIFAR-10 study's
+    first resolution sweep trained that one); its phi = 1 matches depth x 1.50001, repeats
+    2-4-4-5-5-7-2, and x 1.5 is 2-3-3-5-5-6-2."""
+    from scaling.complexity import count
+    from scaling.compound import Triple, match_flops, scale_one
+
+    base = spec_for("efficientnet-b0", resolution=56)
+    target = count(family(Triple(1, 1.3, 1.1), [2], base)[0].spec).flops
+    value, spec = match_flops(base, "resolution", target)
+    assert spec.resolution == 104
+    assert value == 1.8
+    assert scale_one(base, "resolution", value).architecture() == spec.architecture()
+    assert scale_one(base, "resolution", 1.7857).resolution == 96
+    depth, deeper = match_flops(base.replace(num_classes=10), "depth",
+                                count(family(Triple(1, 1.3, 1.1), [1], base.replace(num_classes=10))[0].spec).flops)
+    assert depth == 1.6 and [s.repeats for s in deeper.stages()] == [2, 4, 4, 5, 5, 7, 2]
+    assert [s.repeats for s in scale_one(base, "depth", 1.5).stages()] == [2, 3, 3, 5, 5, 6, 2]
+    for dimension in ("width", "depth", "resolution"):
+        for phi in (1, 2, 3):
+            t = count(family(Triple(1, 1.3, 1.1), [phi], base)[0].spec).flops
+            v, s = match_flops(base, dimension, t)
+            again = scale_one(base, dimension, round(v, 4))
+            assert again.architecture() == s.architecture(), (dimension, phi, v)
