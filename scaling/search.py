@@ -237,7 +237,8 @@ def _create_study(config: StudyConfig, url: str, num_classes: int | None = None,
             for key in plan.keys:
                 if (key, seed) not in have:
                     study.enqueue_trial({param: key, "seed": seed})
-        study.set_user_attr("enqueued", len(plan.keys) * config.seeds)  # the progress bar's total
+        # the progress bar's total: this plan's members and any an earlier plan of the study trained
+        study.set_user_attr("enqueued", len(have | {(k, seed) for seed in range(config.seeds) for k in plan.keys}))
         study.set_user_attr("plan", json.dumps(plan.to_dict()))
         study.set_user_attr("definition", json.dumps(config.to_dict()))
         return study

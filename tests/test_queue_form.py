@@ -100,4 +100,14 @@ def test_a_new_study_queues_members(tmp_path):
         "family", phis=[0, 1, 2], alpha=1.2, beta=1.1, gamma=1.15).to_dict()), url)
     keys = sorted(trial_key(t) for t in again.trials)
     assert len(keys) == len(set(keys)) == 6
+    assert again.user_attrs["enqueued"] == 6
+    # A plan whose members changed (a sweep's matched multiplier corrected) adds the new member and
+    # keeps the trained one: the progress total counts both.
+    sweep = create_study(config.replace(name="tiny.sweep", plan=Plan("sweep", dimension="depth", values=[1.5, 2.0],
+                                                                     matched_phis=[1.0, 2.0]).to_dict()), url)
+    assert sweep.user_attrs["enqueued"] == 2
+    sweep = create_study(config.replace(name="tiny.sweep", plan=Plan("sweep", dimension="depth", values=[1.6, 2.0],
+                                                                     matched_phis=[1.0, 2.0]).to_dict()), url)
+    assert sorted(dict(trial_key(t))["member"] for t in sweep.trials) == [1.5, 1.6, 2.0]
+    assert sweep.user_attrs["enqueued"] == 3
     assert len(create_study(config, url, num_classes=10).trials) == len(grid.trials)
