@@ -46,12 +46,14 @@ def code_version() -> str:
     return f"{__version__}+{sha}" if sha else __version__
 
 
-def code_modified() -> bool | None:
-    """Whether the checkout this code runs from has uncommitted changes to tracked files (None:
-    not a git checkout, or git is missing)."""
+def code_modified(package: Path = Path(__file__).parent) -> bool | None:
+    """Whether the code that runs differs from the commit it names: uncommitted changes to the
+    package's files (new ones included) or to pyproject.toml. Other files of the checkout (a
+    study's storage under studies/, docs, reports) are data, not code. None: not a git checkout,
+    or git is missing."""
     try:
-        done = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
-                              text=True, timeout=5, cwd=Path(__file__).parent)
+        done = subprocess.run(["git", "status", "--porcelain", "--", ".", ":(top)pyproject.toml"],
+                              capture_output=True, text=True, timeout=5, cwd=package)
     except (OSError, subprocess.SubprocessError):
         return None
     return bool(done.stdout.strip()) if done.returncode == 0 else None

@@ -233,3 +233,34 @@ def test_fresh_trials_record_todays_names_through_the_record(tmp_path, monkeypat
         assert rec.num_classes == 10 and rec.top1 == t.value and rec.status == "COMPLETE"
     assert [TrialRecord.from_trial(t).phi for t in family] == [0.0, 1.0]
     assert {TrialRecord.from_trial(t).triple for t in family} == {PAPER}
+
+
+def test_code_modified_looks_at_the_code_not_the_studies(tmp_path):
+    """A study's storage committed in the checkout and updated by a run is not a code change
+    (the CIFAR-10 study's trials said "uncommitted changes" for that); a new module is."""
+    import subprocess
+
+    from scaling.objective import code_modified
+
+    def git(*args):
+        subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
+
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "studies").mkdir()
+    (tmp_path / "pkg" / "a.py").write_text("x = 1\n")
+    (tmp_path / "pyproject.toml").write_text("[project]\n")
+    (tmp_path / "studies" / "optuna.db").write_text("0")
+    git("init", "-q")
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init")
+    package = tmp_path / "pkg"
+    assert code_modified(package) is False
+    (tmp_path / "studies" / "optuna.db").write_text("1")
+    (tmp_path / "notes.txt").write_text("untracked, outside the package")
+    assert code_modified(package) is False
+    (tmp_path / "pkg" / "b.py").write_text("y = 2\n")
+    assert code_modified(package) is True
+    (tmp_path / "pkg" / "b.py").unlink()
+    (tmp_path / "pyproject.toml").write_text("[project]\nname = 'x'\n")
+    assert code_modified(package) is True
+    assert code_modified(tmp_path.parent / "not-a-checkout-anywhere") is None
