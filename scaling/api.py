@@ -104,13 +104,16 @@ class Study:
         return seed_agreement(member_top1(study, queue_param(study, self.config or StudyConfig(name=self.name))))
 
 
-def run_search(study: StudyConfig | str | Path, *, data: str | None = None, name: str | None = None,
+def run_search(study: StudyConfig | str | Path | None = None, *, data: str | None = None, name: str | None = None,
                gpus: str | list[int] | None = None, per_gpu: int | str | None = None, workers: int = 1,
                studies_dir: str | Path = "studies", storage: str | None = None, quiet: bool = True) -> Study:
     """Create or resume a study and train what it has queued; its :class:`Study`.
 
     Args:
-        study: a definition, or a study TOML file (``studies/cifar10.toml``).
+        study: a definition, a study TOML file (``studies/cifar10.toml``), or None: the default
+            study, as ``scaling search`` defines it without ``--study`` (with ``name``: study NAME
+            as it was defined). On the CPU the default study on the embedded data gets the
+            reduced budget of :func:`scaling.budget.cpu_budget` (``default-cpu``), said on stderr.
         data: the data (``"default"``, an ImageFolder folder or archive) in place of the definition's.
         name: the study's name in place of the definition's.
         gpus: ``"all"``, a list of GPU indices, or None / ``[]`` for the CPU.
@@ -123,32 +126,18 @@ def run_search(study: StudyConfig | str | Path, *, data: str | None = None, name
         KeyboardInterrupt: Ctrl+C or SIGTERM (the running trials are queued again).
     """
     from .checkpoint import data_identity
-    from .data import DataError, load_data
     from .pool import INTERRUPTED, run_pool
     from .repair import write_snapshot
     from .results import results_frame, write_csv
     from .search import create_study, largest_resolution
-    from .storage import storage_url
-    from .study import check_or_save, resolve
 
-    overrides = {k: v for k, v in (("name", name), ("source", data), ("per_gpu", per_gpu)) if v is not None}
-    try:
-        config = (study.replace(**overrides) if isinstance(study, StudyConfig)
-                  else resolve(Path(study), **overrides))
-        folder = Path(studies_dir).absolute() / config.name
-        check_or_save(config, folder)
-    except StudyError as e:
-        raise InputError(str(e)) from None
-    url = storage_url(config, folder, storage)
-    source = None if config.source == "default" else Path(config.source).expanduser()
-    try:
-        ds = load_data(source, config.base_resolution, quiet=quiet, train_size=config.train_size,
-                       val_size=config.val_size, max_resolution=largest_resolution(config))
-    except (DataError, OSError) as e:
-        raise InputError(f"data {config.source}: {e}") from None
+    gpu_ids = _gpu_ids(gpus)
+    d = _define(study, gpu_ids, studies_dir, storage, name=name, source=data, per_gpu=per_gpu)
+    config, folder, url = d.config, d.folder, d.url
+    ds = _load(config, quiet, max_resolution=largest_resolution(config))
     try:
         opt = create_study(config, url, num_classes=ds.num_classes, identity=data_identity(ds))
-        code = run_pool(config, url, opt, _gpu_ids(gpus), workers, quiet)
+        code = run_pool(config, url, opt, gpu_ids, workers, quiet)
         write_csv(results_frame(opt), folder / "results.csv")
         write_snapshot(url, config.name, folder)
     except StudyError as e:
@@ -158,6 +147,40 @@ def run_search(study: StudyConfig | str | Path, *, data: str | None = None, name
     if code:
         raise InputError(f"the search of {config.name!r} ended with exit code {code}: a worker failed")
     return Study(config.name, folder, url, config)
+
+
+def _define(study, gpu_ids: list[int], studies_dir, storage, *, console=None, **options):
+    """:func:`scaling.runs.define`, its budget's note said on stderr, its errors as InputError."""
+    from .runs import define
+
+    try:
+        d = define(study if study is None or isinstance(study, StudyConfig) else Path(study),
+                   studies_dir=Path(studies_dir).absolute(), storage=storage, gpus=len(gpu_ids), **options)
+    except StudyError as e:
+        raise InputError(str(e)) from None
+    if d.note:
+        _console(console).print(d.note, soft_wrap=True)
+    return d
+
+
+def _console(console):
+    from rich.console import Console
+
+    return console if console is not None else Console(stderr=True)
+
+
+def _load(config: StudyConfig, quiet: bool, **kw):
+    """The study's data, or an InputError that says what is wrong with them."""
+    from .data import DataError, load_data
+    from .faults import no_space
+
+    source = None if config.source == "default" else Path(config.source).expanduser()
+    try:
+        return load_data(source, config.base_resolution, quiet=quiet, train_size=config.train_size,
+                         val_size=config.val_size, **kw)
+    except (DataError, OSError) as e:
+        full = no_space(e)
+        raise InputError(str(full) if full is not None else f"data {config.source}: {e}") from None
 
 
 def _gpu_ids(gpus) -> list[int]:

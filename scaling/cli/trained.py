@@ -39,7 +39,8 @@ def train_plans(make_plans: Callable, *, study_file, name, data, storage, gpus, 
     from ..search import base_spec, create_study, study_members
     from ..study import StudyError
     from ..pool import INTERRUPTED
-    from .searching import cpu_estimate, execute, parse_per_gpu, prepare_study, refresh_report
+    from ..budget import cpu_estimate
+    from .searching import execute, parse_per_gpu, prepare_study, refresh_report
     from .training import _load_data
     from ..checkpoint import data_identity
 
