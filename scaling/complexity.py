@@ -206,9 +206,9 @@ def count_traced(spec: NetworkSpec) -> Complexity:
 
 
 def default_cache_dir() -> Path | None:
-    """``ROOT/counts`` of the one cache root (:func:`scaling.data.cache.cache_root`); None
+    """``ROOT/counts`` of the one cache root (:func:`scaling.cache.cache_root`); None
     (said once, in a warning) when that cannot be used: the counts are then kept in memory."""
-    from .data.cache import cache_root
+    from .cache import cache_root
 
     return cache_root("counts")
 

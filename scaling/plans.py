@@ -98,3 +98,65 @@ def member(plan: Plan, base: NetworkSpec, key: float, multiple: int = 8) -> Memb
     matched = plan.matched_phis[plan.values.index(key)] if key in plan.values and plan.matched_phis else None
     return Member(key=key, kind="sweep", series=series, label=f"{one} x{key:.3f}", spec=spec, **dwr,
                   multiplier=key, dimension=plan.dimension, matched_phi=matched)
+
+
+# ---------------------------------------------------------------------------- plans asked for
+
+
+def family_plans(phis, alpha: float = 1.2, beta: float = 1.1, gamma: float = 1.15,
+                 official: bool = False) -> list[Plan]:
+    """The family of (``alpha``, ``beta``, ``gamma``) at ``phis``, and with ``official`` the
+    official networks B0..B7 at the whole ``phis`` among 0..7.
+
+    Raises:
+        ValueError: a base below 1, a phi outside 0..10, or ``official`` without a whole phi in 0..7.
+    """
+    phis = [float(p) for p in phis]
+    for value, what in ((alpha, "alpha"), (beta, "beta"), (gamma, "gamma")):
+        if not value >= 1.0:
+            raise ValueError(f"{what} must be a number >= 1, got {value:g}")
+    if not phis or any(not PHI_RANGE[0] <= p <= PHI_RANGE[1] for p in phis):
+        raise ValueError(f"phi values must lie in 0..10, got {phis}")
+    out = [Plan("family", phis=phis, alpha=alpha, beta=beta, gamma=gamma)]
+    if official:
+        ints = sorted({int(p) for p in phis if p.is_integer() and p <= 7})
+        if not ints:
+            raise ValueError("the official networks are B0..B7: give whole phi values in 0..7")
+        out.append(Plan("official", phis=ints))
+    return out
+
+
+def sweep_values(values) -> list[float]:
+    """A sweep's multipliers, checked: at least one, each in 1..64 (ValueError where not)."""
+    values = [float(v) for v in values]
+    if not values or any(not MULTIPLIER_RANGE[0] <= v <= MULTIPLIER_RANGE[1] for v in values):
+        raise ValueError(f"multipliers must lie in 1..64, got {values}")
+    return values
+
+
+def sweep_plan(dimension: str, base: NetworkSpec, multiple: int = 8, values=None, match: Plan | None = None) -> Plan:
+    """``base`` grown along ``dimension`` alone: by the multipliers ``values``, or, with
+    ``match`` (a family plan), by the multiplier nearest each member's FLOPs on ``base``
+    (one value per network: members that round to the same multiplier share it).
+
+    Raises:
+        ValueError: both or neither of ``values`` and ``match``, a dimension or multiplier out
+            of range, or a member's FLOPs that no multiplier up to 16 reaches.
+    """
+    from .complexity import count
+    from .compound import match_flops
+
+    if (values is None) == (match is None):
+        raise ValueError("give either the multipliers or the family to match")
+    if values is not None:
+        return Plan("sweep", dimension=dimension, values=sweep_values(values))
+    if match.kind != "family":
+        raise ValueError(f"a sweep matches a family's FLOPs, not {match.kind!r}")
+    vals, matched = [], []
+    for key in match.keys:
+        v, _ = match_flops(base, dimension, count(member(match, base, key, multiple).spec).flops, multiple)
+        v = round(v, 4)
+        if v not in vals:
+            vals.append(v)
+            matched.append(key)
+    return Plan("sweep", dimension=dimension, values=vals, matched_phis=matched)

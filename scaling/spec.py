@@ -8,10 +8,11 @@ records carry it. It is a frozen dataclass, hashable and JSON-serialisable.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import math
 import re
 from dataclasses import dataclass
+
+from .digest import digest_text
 
 # ---------------------------------------------------------------------------- blocks
 
@@ -263,8 +264,8 @@ class NetworkSpec:
         stages = self.stages()
         reps = "-".join(str(s.repeats) for s in stages)
         chans = "-".join(str(s.w_out) for s in stages)
-        digest = hashlib.sha1(repr(arch).encode()).hexdigest()[:8]
-        return f"d{reps}_w{self.stem_width}-{chans}-{self.head_width}_r{self.resolution}_{digest}"
+        tail = digest_text(repr(arch), 8, algorithm="sha1")  # sha1: the names in existing studies stay
+        return f"d{reps}_w{self.stem_width}-{chans}-{self.head_width}_r{self.resolution}_{tail}"
 
     # -- conversion
 

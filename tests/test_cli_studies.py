@@ -10,7 +10,8 @@ import pytest
 from typer.testing import CliRunner
 
 from scaling.cli import app
-from scaling.cli.searching import cpu_estimate, prepare_study
+from scaling.budget import cpu_estimate
+from scaling.cli.searching import prepare_study
 from scaling.complexity import count
 from scaling.spec import custom_spec
 from scaling.study import check_or_save, resolve

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from PIL import Image
 from typer.testing import CliRunner
 
+from scaling import cache as root_module
 from scaling.cli import app
 from scaling.complexity import CountCache
 from scaling.data import Batches, DataError, NoSpace, Split, cache, load_data, synthetic
@@ -33,7 +34,7 @@ from test_data import _same, make_folder, make_tar
 @pytest.fixture(autouse=True)
 def _cache(data_cache, monkeypatch):
     monkeypatch.delenv(load_module.MEMORY_ENV, raising=False)
-    cache._warned.clear()
+    root_module._warned.clear()
     return data_cache
 
 
@@ -388,7 +389,7 @@ def test_an_unwritable_cache_folder_falls_back_to_memory_with_one_warning(tiny, 
     def refused(*a, **k):
         raise PermissionError(errno.EACCES, "Permission denied")
 
-    monkeypatch.setattr(cache.tempfile, "TemporaryFile", refused)
+    monkeypatch.setattr(root_module.tempfile, "TemporaryFile", refused)
     with caplog.at_level(logging.WARNING):
         one = load_data(tiny, 16, quiet=True)
         two = load_data(tiny, 16, quiet=True)

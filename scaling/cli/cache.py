@@ -23,9 +23,10 @@ def cache_command(
     The root is $SCALING_CACHE, else the user cache folder (~/.cache/scaling, or under
     $XDG_CACHE_HOME). Example: scaling cache   |   scaling cache --clear --older-than 30
     """
+    from ..cache import resolve_root
     from ..data import cache
 
-    root, why = cache.resolve_root()
+    root, why = resolve_root()
     if root is None:
         raise InputError(f"no usable cache folder ({why})")
     now = time.time()

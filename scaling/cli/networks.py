@@ -195,19 +195,13 @@ def family(
     triple, phis = _triple_and_phis(alpha, beta, gamma, phi)
     _check_output(output)
     if train:
-        from ..plans import Plan
+        from ..plans import family_plans
 
-        def plans(config, base):
-            out = [Plan("family", phis=phis, alpha=alpha, beta=beta, gamma=gamma)]
-            if official:
-                ints = sorted({int(p) for p in phis if float(p).is_integer() and p <= 7})
-                if not ints:
-                    raise typer.BadParameter("the official networks are B0..B7: give whole phi values in 0..7",
-                                             param_hint="--phi")
-                out.append(Plan("official", phis=ints))
-            return out
-
-        code = T.train_plans(plans, study_file=study_file, name=name, data=data, storage=storage, gpus=gpus,
+        try:
+            plans = family_plans(phis, alpha, beta, gamma, official=bool(official))
+        except ValueError as e:  # the official networks are B0..B7
+            raise typer.BadParameter(str(e), param_hint="--phi")
+        code = T.train_plans(lambda config, base: plans, study_file=study_file, name=name, data=data, storage=storage, gpus=gpus,
                              workers=workers, seeds=seeds, epochs=epochs, batch_size=batch_size,
                              studies_dir=studies_dir, quiet=quiet, report=report, fmt=fmt, output=output,
                              per_gpu=per_gpu)
@@ -407,8 +401,15 @@ def sweep(
     vals = _multipliers(values) if values is not None else None
     _check_output(output)
     if train:
+        from ..plans import sweep_plan
+
+        family = None if values is not None else _family_plan(alpha, beta, gamma, phi)
+
         def plans(config, base):
-            return [_sweep_plan(dimension, values, match, alpha, beta, gamma, phi, base, config.multiple)]
+            try:
+                return [sweep_plan(dimension, base, config.multiple, values=vals, match=family)]
+            except ValueError as e:  # a member's FLOPs that no multiplier reaches
+                raise InputError(str(e))
 
         code = T.train_plans(plans, study_file=study_file, name=name, data=data, storage=storage, gpus=gpus,
                              workers=workers, seeds=seeds, epochs=epochs, batch_size=batch_size,
@@ -471,23 +472,9 @@ def _multipliers(values: str) -> list[float]:
     return vals
 
 
-def _sweep_plan(dimension, values, match, alpha, beta, gamma, phi, base, multiple):
-    """The sweep's multipliers on ``base``: given, or matched to the family's FLOPs."""
-    from ..complexity import count
-    from ..compound import family as make_family, match_flops
-    from ..plans import Plan
+def _family_plan(alpha: float, beta: float, gamma: float, phi: str):
+    """The family a sweep matches (``--match family``), its options checked."""
+    from ..plans import family_plans
 
-    if values is not None:
-        return Plan("sweep", dimension=dimension, values=_multipliers(values))
     triple, phis = _triple_and_phis(alpha, beta, gamma, phi)
-    vals, matched = [], []
-    for m in make_family(triple, phis, base, multiple):
-        try:
-            v, _ = match_flops(base, dimension, count(m.spec).flops, multiple)
-        except ValueError as e:
-            raise InputError(str(e))
-        v = round(v, 4)
-        if v not in vals:
-            vals.append(v)
-            matched.append(m.phi)
-    return Plan("sweep", dimension=dimension, values=vals, matched_phis=matched)
+    return family_plans(phis, triple.alpha, triple.beta, triple.gamma)[0]

@@ -15,13 +15,6 @@ from ..pool import INTERRUPTED
 
 # ---------------------------------------------------------------------------- search
 
-# On a machine without a GPU, the default study shrinks to this and says so.
-CPU_BUDGET = dict(base_resolution=40, base_width=0.25, base_depth=0.25, train_size=2000, val_size=500, trials=12,
-                  recipe={"name": "proxy", "epochs": 4, "batch_size": 64, "lr": 0.4})
-
-
-
-
 def _gpus(text: Optional[str]) -> list[int]:
     import torch
 
@@ -181,6 +174,8 @@ def search(
         err.print(f"--only {selected.asked}: {plural(len(selected.keys), 'network')} x "
                   f"{plural(selected.seeds, 'seed')} (those not trained yet)", soft_wrap=True)
     if not gpu_ids:
+        from ..budget import cpu_estimate, search_specs
+
         specs = [s.replace(num_classes=data.num_classes) for s in search_specs(config, selected)]
         err.print(cpu_estimate(specs, len(data.train), len(data.val), config.training_recipe().epochs,
                                selected.seeds if selected else config.seeds), soft_wrap=True)
@@ -206,8 +201,9 @@ def search(
 
 def prepare_study(study_file, studies_dir: Path, storage, gpus, *, epochs=None, batch_size=None, must_exist=False,
                   **explicit):
-    """The study's resolved definition (a reduced budget on a CPU for the embedded default,
-    said on stderr), checked against what studies/NAME/ holds; its GPUs, folder and storage URL.
+    """The study's resolved definition (:func:`scaling.runs.define`: a reduced budget on a CPU for
+    the embedded default, its note said on stderr), checked against what studies/NAME/ holds; its
+    GPUs, folder and storage URL.
 
     ``--name`` without ``--study`` reopens study NAME as it was defined (by options or by a
     TOML file); options given beside it must agree with that definition. With ``must_exist``
@@ -215,115 +211,20 @@ def prepare_study(study_file, studies_dir: Path, storage, gpus, *, epochs=None, 
     """
     import torch
 
-    from ..faults import told
-    from ..search import study_candidates
-    from ..storage import open_storage, storage_url
-    from ..study import StudyError, check_or_save, resolve
+    from ..runs import SourceMissing, define
+    from ..study import StudyError
 
     gpu_ids = _gpus(gpus) if gpus is not None else (list(range(torch.cuda.device_count())) if torch.cuda.is_available() else [])
-    name = explicit.get("name")
     try:
-        if storage is not None:
-            open_storage(storage)  # refuse a bad URL before anything is created
-        saved = _saved_definition(name, studies_dir, storage) if name and study_file is None else None
-        budget_note = ""
-        if saved is not None:
-            config = saved.replace(**{k: v for k, v in explicit.items() if k != "name"})
-        elif must_exist and name and study_file is None:
-            raise study_missing(name, studies_dir, storage)
-        else:
-            config = resolve(study_file, **explicit)
-            if not gpu_ids and study_file is None and config.source == "default":
-                reduced = {k: v for k, v in CPU_BUDGET.items() if explicit.get(k) is None}
-                config = config.replace(**reduced, name=name or "default-cpu")
-                budget_note = ("no GPU: a reduced budget - 12 of the grid's networks (spread over it), each 4 epochs "
-                               "on 2,000 images of the embedded data, from a base of B0 at width 0.25, depth 0.25, "
-                               "40 px. The full study, on a GPU: scaling search --phi 1 --name default "
-                               "--base-resolution 224")
-        if epochs or batch_size:
-            config = config.replace(recipe={**config.recipe, **{k: v for k, v in
-                                                                (("epochs", epochs), ("batch_size", batch_size)) if v}})
-        if config.source != "default" and not Path(config.source).expanduser().exists():
-            raise typer.BadParameter(f"no such file or folder: {config.source}", param_hint="--data")
-        if not study_candidates(config):
-            raise InputError("the grid has no candidate network; widen its ranges or tolerance")
-        folder = studies_dir / config.name
-        with told(None, config.name):
-            check_or_save(config, folder)
+        d = define(study_file, studies_dir=studies_dir, storage=storage, gpus=len(gpu_ids), must_exist=must_exist,
+                   epochs=epochs, batch_size=batch_size, **explicit)
+    except SourceMissing as e:
+        raise typer.BadParameter(f"no such file or folder: {e.source}", param_hint="--data")
     except StudyError as e:
         raise InputError(str(e))
-    if budget_note:
-        err.print(budget_note, soft_wrap=True)
-    return config, gpu_ids, folder, storage_url(config, folder, storage)
-
-
-# A rough guide for a CPU, not a measurement: PyTorch on a few cores sustains a few G
-# multiply-adds/s when training small ConvNets. A training image costs about three forward
-# passes (forward, and backward's two products), a held-out image one.
-CPU_MACS_PER_S = 4e9
-
-
-def cpu_estimate(specs, n_train: int, n_val: int, epochs: int, seeds: int) -> str:
-    """One line: how long ``specs`` (each ``seeds`` times) would train on the CPU, from their counted FLOPs."""
-    from ..complexity import count
-    from ..progress import duration
-
-    per_image = [count(s).flops for s in specs]
-    macs = sum(per_image) * seeds * epochs * (3 * n_train + n_val)
-    return (f"no GPU: {plural(len(specs), 'network')} x {plural(seeds, 'seed')} x {plural(epochs, 'epoch')} on "
-            f"{n_train:,} images: {_macs(macs)} multiply-adds (fvcore's count), about {duration(max(1.0, macs / CPU_MACS_PER_S))} "
-            f"on the CPU at an assumed {CPU_MACS_PER_S / 1e9:g} G multiply-adds/s; --base-resolution, --trials and "
-            "--epochs make it smaller")
-
-
-def _macs(macs: float) -> str:
-    return f"{macs / 1e12:.3g} T" if macs >= 1e12 else f"{macs / 1e9:.3g} G"
-
-
-def search_specs(config, selected=None) -> list:
-    """The networks a search of ``config`` trains (grid: the first --trials in spread order,
-    or the ``selected`` ones)."""
-    from ..search import DEFAULT_TRIALS, spread_order, study_candidates
-
-    cands = study_candidates(config)
-    if selected is not None:
-        return [cands[k].spec for k in selected.keys]
-    if config.sampler == "grid":
-        order = spread_order(cands)
-        return [cands[i].spec for i in order[:config.trials or len(order)]]
-    n = config.trials or DEFAULT_TRIALS  # tpe and random may pick any candidate: cycle through them
-    return [cands[i % len(cands)].spec for i in range(n)]
-
-
-def _saved_definition(name: str, studies_dir: Path, storage):
-    """Study NAME's definition: studies/NAME/study.json, else the storage's record of it; None where neither."""
-    from ..storage import load_study
-    from ..study import StudyConfig, StudyError, saved_config
-
-    config = saved_config(studies_dir / name)
-    if config is None and storage is not None:
-        try:
-            definition = load_study(StudyConfig(name=name), storage).user_attrs.get("definition")
-        except StudyError:
-            definition = None
-        if definition:
-            config = StudyConfig.from_json(definition)
-    return config
-
-
-def study_missing(name: str, studies_dir: Path, storage=None):
-    """The StudyError for a study NAME that does not exist, listing those that do (in the folder or the storage)."""
-    from ..study import existing_studies, no_study
-
-    if storage is None:
-        return no_study(name, studies_dir, existing_studies(studies_dir))
-    import optuna
-    from sqlalchemy.engine import make_url
-
-    from ..storage import open_storage
-
-    names = sorted(n for n in optuna.get_all_study_names(storage=open_storage(storage)) if "." not in n)
-    return no_study(name, make_url(storage).render_as_string(hide_password=True), names)
+    if d.note:
+        err.print(d.note, soft_wrap=True)
+    return d.config, gpu_ids, d.folder, d.url
 
 
 def parse_per_gpu(text: Optional[str]) -> int | str | None:
@@ -408,6 +309,8 @@ def require_study(name: str, studies_dir: Path, storage) -> None:
 
             exists = name in optuna.get_all_study_names(storage=open_storage(storage))
         if not exists:
+            from ..runs import study_missing
+
             raise study_missing(name, studies_dir, storage)
     except StudyError as e:
         raise InputError(str(e))
@@ -461,6 +364,7 @@ def results(
 def _show_against(name: str, other: str, studies_dir: Path, storage) -> None:
     """One line: how study ``name`` and study ``other`` rank the networks both trained."""
     from ..agreement import grid_agreement, member_top1
+    from ..runs import saved_definition
     from ..search import queue_param, study_members
     from ..storage import load_study, storage_url
     from ..study import StudyError
@@ -468,7 +372,7 @@ def _show_against(name: str, other: str, studies_dir: Path, storage) -> None:
     tables, members = [], []
     try:
         for n in (name, other):
-            config = _saved_definition(n, studies_dir, storage)
+            config = saved_definition(n, studies_dir, storage)
             if config is None or config.sampler != "grid" or config.plan is not None:
                 raise InputError(f"--against compares two grid studies; {n!r} is not one")
             study = load_study(config, storage_url(config, studies_dir / n, storage))

@@ -31,17 +31,15 @@ Report = Annotated[bool, typer.Option(help="With --train: write or refresh repor
 def train_plans(make_plans: Callable, *, study_file, name, data, storage, gpus, workers, seeds, epochs, batch_size,
                 studies_dir: Path, quiet: bool, report: bool = True, fmt: Format = Format.table,
                 output: Optional[Path] = None, per_gpu: Optional[str] = None) -> int:
-    """Train the plans ``make_plans(config, base_spec)`` returns, one study each, and print
-    their members with accuracy and speed (``fmt``, also written to ``output``); the exit code of the workers."""
-    from ..results import plan_studies, series_failures, series_frame
-    from ..faults import told
-    from ..repair import write_snapshot
-    from ..search import base_spec, create_study, study_members
+    """Train the plans ``make_plans(config, base_spec)`` returns, one study each
+    (:func:`scaling.runs.train_plans`, as :func:`scaling.api.run_family` and ``run_sweep`` do), and
+    print their members with accuracy and speed (``fmt``, also written to ``output``); the exit
+    code of the workers."""
+    from ..runs import train_plans as train
+    from ..search import base_spec
     from ..study import StudyError
-    from ..pool import INTERRUPTED
-    from .searching import cpu_estimate, execute, parse_per_gpu, prepare_study, refresh_report
+    from .searching import parse_per_gpu, prepare_study, refresh_report
     from .training import _load_data
-    from ..checkpoint import data_identity
 
     config, gpu_ids, folder, url = prepare_study(study_file, studies_dir, storage, gpus, epochs=epochs,
                                                  batch_size=batch_size, name=name, source=data, must_exist=True,
@@ -50,46 +48,21 @@ def train_plans(make_plans: Callable, *, study_file, name, data, storage, gpus, 
                          val_size=config.val_size)
     base = base_spec(config).replace(num_classes=data.num_classes)  # FLOPs as trained
     plans = make_plans(config, base)
-    if not gpu_ids:
-        specs = [m.spec for plan in plans
-                 for m in study_members(config.replace(plan=plan.to_dict()), data.num_classes)]
-        err.print(cpu_estimate(specs, len(data.train), len(data.val), config.training_recipe().epochs, seeds),
-                  soft_wrap=True)
-    code = 0
-    for plan in plans:
-        sub = config.replace(name=f"{config.name}.{plan.suffix()}", plan=plan.to_dict(), seeds=seeds)
-        err.print(f"training {plan.series()}: {plural(len(plan.keys), 'member')} x {plural(seeds, 'seed')} in "
-                  f"study {sub.name}", soft_wrap=True)
-        try:
-            study = create_study(sub, url, identity=data_identity(data))
-            code = execute(sub, url, study, gpu_ids, workers, quiet)
-        except StudyError as e:  # the machine's fault: a full disk, a read-only or damaged storage
-            raise InputError(str(e))
-        if code in INTERRUPTED:  # said in one line; a re-run trains what is missing
-            return code
-        if code:
-            break
-    from ..laws import fit_series, fits_frame
-    from ..results import write_csv
-
     try:
-        with told(url, config.name):
-            studies = plan_studies(url, config.name)
-            write_snapshot(url, config.name, folder)  # what `scaling study repair` rebuilds from
-            every = series_frame(studies)  # beside the search's results.csv: every series, and its law
-            write_csv(every, folder / "series.csv")
-            write_csv(fits_frame(fit_series(every, bootstrap=0) if not every.empty else {}), folder / "laws.csv")
-    except StudyError as e:
+        trained = train(config, plans, data, url, folder, gpu_ids, workers=workers, seeds=seeds, quiet=quiet,
+                        console=err)
+    except StudyError as e:  # the machine's fault: a full disk, a read-only or damaged storage
         raise InputError(str(e))
-    df = every[every["series"].isin([p.series() for p in plans])]
+    if trained.interrupted:  # said in one line; a re-run trains what is missing
+        return trained.code
+    df = trained.members
     _emit(df, fmt, output, lambda: show_trained(df))
-    fails = series_failures(studies)
-    for r in fails.itertuples():
+    for r in trained.failures.itertuples():
         state = "recovered" if r.recovered else "queued again" if r.queued else "failed"
         err.print(f"{state}: {r.study} trial {r.trial} {r.label}: {r.reason}", markup=False)  # stdout keeps the rows
     if report:
         refresh_report(config.name, studies_dir, storage)
-    return code
+    return trained.code
 
 
 def show_trained(df) -> None:

@@ -8,14 +8,15 @@
 
 Modules: :mod:`.synthetic` (the default set, documented there), :mod:`.folder`
 (folders and archives), :mod:`.decode` (decoding and resizing, in parallel),
-:mod:`.cache` (the cache root and the on-disk cache, one per source), :mod:`.load`
+:mod:`.cache` (the on-disk cache, one entry per source, under the one root of :mod:`scaling.cache`), :mod:`.load`
 (:func:`load_data`, the memory check), :mod:`.batches` (:class:`Batches`, which resizes on
 the device).
 """
 
 from .base import DataError, DataSet, Split
 from .batches import IMAGENET_MEAN, IMAGENET_STD, Batches, channel_stats
-from .cache import NoSpace, cache_root
+from ..cache import cache_root
+from .cache import NoSpace
 from .load import load_data
 
 __all__ = ["Batches", "DataError", "DataSet", "IMAGENET_MEAN", "IMAGENET_STD", "NoSpace", "Split", "cache_root",

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import concurrent.futures as cf
-import hashlib
 import math
 import os
 from dataclasses import dataclass
@@ -12,6 +11,7 @@ from typing import Iterator
 import torch
 import torch.nn.functional as F
 
+from ..digest import seed_of as _seed
 from .base import Split
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -50,10 +50,6 @@ def channel_stats(split: Split, max_images: int = 10_000) -> tuple[tuple[float, 
     mean = s1 / count
     std = (s2 / count - mean.square()).clamp_min(0).mul(count / max(1, count - 1)).sqrt()
     return tuple(mean.tolist()), tuple(std.tolist())
-
-
-def _seed(*parts) -> int:
-    return int.from_bytes(hashlib.sha256("/".join(map(str, parts)).encode()).digest()[:8], "little") >> 1
 
 
 @dataclass(frozen=True)

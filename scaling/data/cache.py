@@ -1,10 +1,9 @@
-"""The cache root, and the on-disk cache of decoded splits: one entry per source, split and size cap.
+"""The on-disk cache of decoded splits: one entry per source, split and size cap.
 
-The root (:func:`cache_root`) is ``$SCALING_CACHE``, else the platform's user cache folder
-(``$XDG_CACHE_HOME/scaling`` or ``~/.cache/scaling`` on Linux, through platformdirs). Data
-entries live in ``ROOT/data``, the complexity counts in ``ROOT/counts``. A root that cannot
-be used (a file, a HOME that is empty or missing, a folder that cannot be written) is said
-once, in one warning line, and the caches are kept in memory for the run instead.
+Entries live in ``ROOT/data`` of the one cache root (:func:`scaling.cache.cache_root`,
+``$SCALING_CACHE`` else the user cache folder; the complexity counts share it, in
+``ROOT/counts``). A root that cannot be used is said once, in one warning line, and the
+data are kept in memory for the run instead.
 
 A cached split is, in the data folder, named ``NAME-SPLIT-capC-KEY``:
 
@@ -14,9 +13,9 @@ A cached split is, in the data folder, named ``NAME-SPLIT-capC-KEY``:
 * ``.json``: the header, written last: the key's fields, each file's size and CRC-32,
   classes, counts per class, skipped files with reasons, build time.
 
-KEY hashes everything the content depends on (the source's fingerprint, the split, the
-cap C on the stored short side, the resize policy, the format), so a changed source is
-simply a different entry. Files are written with plain writes (no mapping, so a full disk
+KEY (:func:`scaling.digest.digest`) hashes everything the content depends on (the source's
+fingerprint, the split, the cap C on the stored short side, the resize policy, the format),
+so a changed source is simply a different entry. Files are written with plain writes (no mapping, so a full disk
 is an :class:`NoSpace` error, never a SIGBUS) under temporary names and moved into place,
 the header last: a split whose header exists is complete. Before an entry is first used
 in a process, each file's size and checksum are checked against the header; an entry
@@ -27,12 +26,10 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import hashlib
 import json
 import logging
 import os
 import re
-import tempfile
 import time
 import uuid
 import zlib
@@ -43,14 +40,13 @@ from typing import Iterator
 import numpy as np
 import torch
 
+from ..cache import cache_root, usable, warn_once
 from ..files import process_alive as _alive
 from .base import Split
 
 log = logging.getLogger(__name__)
 
 FORMAT = 2  # bump when the layout of the files changes
-ENV = "SCALING_CACHE"
-_warned: set[str] = set()
 _verified: set[tuple] = set()  # files whose checksum this process has checked
 
 
@@ -65,67 +61,7 @@ class NoSpace(OSError):
         return self.strerror
 
 
-# ---------------------------------------------------------------------------- the root
-
-
-def _warn_once(text: str) -> None:
-    if text not in _warned:
-        _warned.add(text)
-        log.warning("%s", text)
-
-
-def _default_root() -> tuple[Path | None, str]:
-    """The platform's user cache folder, or None and why there is none."""
-    xdg = os.environ.get("XDG_CACHE_HOME", "")
-    if not os.path.isabs(xdg):  # platformdirs then uses ~/.cache: HOME must be a real folder
-        home = os.environ.get("HOME")
-        if home is not None and not home.strip():
-            return None, "HOME is empty"
-        if home is not None and (not os.path.isabs(home) or not os.path.isdir(home)):
-            return None, f"HOME={home} is not a folder"
-    import platformdirs
-
-    return Path(platformdirs.user_cache_dir("scaling", appauthor=False)), ""
-
-
-def _usable(path: Path) -> str:
-    """'' when ``path`` is (or can be made) a writable folder; else what is wrong with it."""
-    if path.exists() and not path.is_dir():
-        return f"{path} is a file, not a folder"
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=path, prefix=".probe-"):
-            pass
-    except OSError as e:
-        return f"{path} cannot be written ({e.strerror or e})"
-    return ""
-
-
-def resolve_root(kind: str = "") -> tuple[Path | None, str]:
-    """(the cache folder, '') or (None, what is wrong), without warning; see :func:`cache_root`."""
-    env = os.environ.get(ENV)
-    if env:
-        root, why, name = Path(env).expanduser(), "", f"{ENV}={env}"
-    else:
-        (root, why), name = _default_root(), "the user cache folder"
-    path = root / kind if root is not None and kind else root
-    if path is not None:
-        why = _usable(root) or _usable(path)
-    return (None, f"{name}: {why}") if why else (path, "")
-
-
-def cache_root(kind: str = "") -> Path | None:
-    """The cache folder (``kind``: ``data``, ``counts`` or '' for the root), or None: keep it in memory.
-
-    ``$SCALING_CACHE`` names the root; else the platform's user cache folder. When the
-    folder cannot be used, one warning says why and that the cache is kept in memory.
-    """
-    path, why = resolve_root(kind)
-    if why:
-        _warn_once(f"no usable cache folder ({why}): the {kind or 'data and counts'} cache is kept in "
-                   f"memory for this run; set {ENV} to a writable folder to keep it")
-        return None
-    return path
+# ---------------------------------------------------------------------------- the folder
 
 
 def data_folder(cache_dir: str | os.PathLike | None = None) -> Path | None:
@@ -133,20 +69,14 @@ def data_folder(cache_dir: str | os.PathLike | None = None) -> Path | None:
     if cache_dir is None:
         return cache_root("data")
     path = Path(cache_dir).expanduser()
-    why = _usable(path)
+    why = usable(path)
     if why:
-        _warn_once(f"no usable data cache folder ({why}): the data is kept in memory for this run")
+        warn_once(f"no usable data cache folder ({why}): the data is kept in memory for this run")
         return None
     return path
 
 
 # ---------------------------------------------------------------------------- names
-
-
-def digest(*parts, length: int = 20) -> str:
-    """A short stable hex hash of JSON-serialisable parts."""
-    text = json.dumps(parts, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:length]
 
 
 def entry_stem(name: str, split: str, cap: int, key: str) -> str:

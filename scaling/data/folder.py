@@ -10,7 +10,7 @@ folders (``.DS_Store``, macOS's ``._*`` companions, ``.ipynb_checkpoints``) are 
 
 from __future__ import annotations
 
-import hashlib
+import itertools
 import os
 import posixpath
 import tarfile
@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
+from ..digest import digest_chunks, digest_text
 from .base import DataError
 
 VAL_DIRS = ("val", "validation", "test")
@@ -185,13 +186,10 @@ class FolderSource:
         """Hash of the split folder's relative paths (folders too), sizes, modification and
         change times (a file rewritten in place, its time set back, still changes the last)."""
         prefix = self.folder(split) + "/"
-        h = hashlib.sha256()
-        for path in sorted(p for p in self._stat if p.startswith(prefix)):
-            size, mtime, ctime = self._stat[path]
-            h.update(f"{path}\0{size}\0{mtime}\0{ctime}\n".encode())
-        for path in sorted(d for d in self.dirs if d.startswith(prefix)):
-            h.update(f"{path}/\n".encode())
-        return h.hexdigest()[:32]
+        files = (f"{path}\0{size}\0{mtime}\0{ctime}\n" for path, (size, mtime, ctime)
+                 in sorted((p, s) for p, s in self._stat.items() if p.startswith(prefix)))
+        dirs = (f"{path}/\n" for path in sorted(d for d in self.dirs if d.startswith(prefix)))
+        return digest_chunks(itertools.chain(files, dirs), 32)
 
     def listing(self, split: str) -> Listing:
         lst = _group(self.folder(split), self.files, self.dirs)
@@ -250,7 +248,7 @@ class TarSource:
     def fingerprint(self, split: str) -> str:
         st = os.stat(self.path)
         text = f"{self.path.resolve()}\0{st.st_size}\0{st.st_mtime_ns}\0{st.st_ctime_ns}"
-        return hashlib.sha256(text.encode()).hexdigest()[:32]
+        return digest_text(text, 32)
 
     def _list(self) -> None:
         if self._listed:

@@ -22,6 +22,7 @@ from typing import Callable, Iterator, Literal
 import numpy as np
 import torch
 
+from ..digest import digest
 from . import cache, synthetic
 from .base import DataError, DataSet, Split
 from .decode import POLICY, build
@@ -67,7 +68,7 @@ def load_data(
             compressed) in the ImageFolder layout: ``train/<class>/*`` and ``val/<class>/*``
             (or ``validation/``, else ``test/``), at the root or inside one top folder.
         resolution: image size R of the batches; images are R x R.
-        cache_dir: the data cache folder (default ``ROOT/data`` of :func:`.cache.cache_root`);
+        cache_dir: the data cache folder (default ``ROOT/data`` of :func:`scaling.cache.cache_root`);
             ``False``: no cache, everything in memory.
         strict: raise :class:`DataError` at the first file that cannot be used, instead
             of skipping it (also for a cache built earlier with skipped files).
@@ -270,7 +271,7 @@ def _find(root: Path | None, name: str, split: str, source_key: str, need: int) 
 
 
 def _default_key(split: str, n: int, seed: int) -> str:
-    return cache.digest("default", synthetic.VERSION, seed, split, n, DEFAULT_CLASSES)
+    return digest("default", synthetic.VERSION, seed, split, n, DEFAULT_CLASSES)
 
 
 def _default_cap(root: Path | None, sizes: dict, seed: int, need: int) -> int:
@@ -283,7 +284,7 @@ def _default_cap(root: Path | None, sizes: dict, seed: int, need: int) -> int:
         have = set()
         for head in root.glob(cache.entry_glob("default", split)):
             m = re.search(r"-cap(\d+)-([0-9a-f]+)\.json$", head.name)
-            if m and int(m.group(1)) >= need and m.group(2) == cache.digest(key, int(m.group(1))):
+            if m and int(m.group(1)) >= need and m.group(2) == digest(key, int(m.group(1))):
                 have.add(int(m.group(1)))
         caps.append(have)
     common = sorted(caps[0] & caps[1])
@@ -293,7 +294,7 @@ def _default_cap(root: Path | None, sizes: dict, seed: int, need: int) -> int:
 
 def _default_split(split: str, n: int, cap: int, seed: int, root: Path | None, quiet: bool) -> Split:
     source_key = _default_key(split, n, seed)
-    key = cache.digest(source_key, cap)
+    key = digest(source_key, cap)
     stem = cache.entry_stem("default", split, cap, key)
     with cache.locked(root, stem):
         found = cache.read(root, stem) if root is not None else None
@@ -327,9 +328,9 @@ def _source_splits(path: Path, need: int, root: Path | None, strict: bool, quiet
                    workers: int | None) -> tuple[dict[str, Split], str]:
     src = open_source(path)
     cap = cap_for(need, FOLDER_CAP)
-    keys = {s: cache.digest(type(src).__name__, src.fingerprint(s), s, POLICY) for s in SPLITS}
+    keys = {s: digest(type(src).__name__, src.fingerprint(s), s, POLICY) for s in SPLITS}
     splits, notes = {}, {}
-    lock_stem = cache.entry_stem(src.name, "both", 0, cache.digest(keys["train"], keys["val"]))
+    lock_stem = cache.entry_stem(src.name, "both", 0, digest(keys["train"], keys["val"]))
     with cache.locked(root, lock_stem):  # two workers needing one source build it once
         for split in SPLITS:
             found = _find(root, src.name, split, keys[split], need)
@@ -337,7 +338,7 @@ def _source_splits(path: Path, need: int, root: Path | None, strict: bool, quiet
                 splits[split], notes[split] = found
         missing = [s for s in SPLITS if s not in splits]
         if missing:
-            stems = {s: (cache.entry_stem(src.name, s, cap, cache.digest(keys[s], cap)), keys[s]) for s in missing}
+            stems = {s: (cache.entry_stem(src.name, s, cap, digest(keys[s], cap)), keys[s]) for s in missing}
             built = _build(src, stems, cap, root, strict, quiet, workers)
             for split, (s, note) in built.items():
                 splits[split], notes[split] = s, note
@@ -425,7 +426,7 @@ def _subset(split: Split, size: int | None, seed: int, which: str) -> Split:
         return split
     if size > n:
         raise DataError(f"{which}_size={size}, but the {which} split has {n} images")
-    g = torch.Generator().manual_seed(int(cache.digest(seed, which, length=15), 16))
+    g = torch.Generator().manual_seed(int(digest(seed, which, length=15), 16))
     keys = torch.rand(n, generator=g, dtype=torch.float64)
     labels = split.labels
     counts = torch.bincount(labels).double()
@@ -436,4 +437,4 @@ def _subset(split: Split, size: int | None, seed: int, which: str) -> Split:
     rank[order] = torch.arange(n, dtype=torch.float64) - starts[labels[order]]
     spread = (rank + 0.5) / counts[labels] + keys * 1e-9  # each class spread evenly over [0, 1)
     pick = torch.sort(torch.argsort(spread)[:size]).values
-    return split.take(pick, cache.digest(split.fingerprint, size, seed))
+    return split.take(pick, digest(split.fingerprint, size, seed))
