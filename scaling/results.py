@@ -72,9 +72,12 @@ def matched_flops(results: pd.DataFrame) -> pd.DataFrame:
     """The ranking at matched FLOPs: ``top1_residual`` is each network's top-1 minus the
     grid's own least-squares line of top-1 against log FLOPs, ``rank_matched`` its rank by
     that residual (1 is the most accurate for its FLOPs). Both are empty with fewer than
-    3 distinct FLOPs values. ``rank`` stays the ranking by top-1 alone.
+    3 distinct FLOPs values. ``rank`` stays the ranking by top-1 alone. The line is fitted by
+    :func:`scaling.laws.line_residuals`.
     """
     import numpy as np
+
+    from .laws import line_residuals
 
     out = results.copy()
     out["top1_residual"], out["rank_matched"] = np.nan, pd.array([pd.NA] * len(out), dtype="Int64")
@@ -82,9 +85,8 @@ def matched_flops(results: pd.DataFrame) -> pd.DataFrame:
     ok = flops.gt(0) & out["top1"].notna()
     if flops[ok].nunique() < MIN_MATCHED:
         return out
-    x, y = np.log(flops[ok].to_numpy(dtype=float)), out.loc[ok, "top1"].to_numpy(dtype=float)
-    slope, intercept = np.polyfit(x, y, 1)
-    out.loc[ok, "top1_residual"] = y - (intercept + slope * x)
+    out.loc[ok, "top1_residual"] = line_residuals(flops[ok].to_numpy(dtype=float),
+                                                  out.loc[ok, "top1"].to_numpy(dtype=float))
     order = out.loc[ok, "top1_residual"].rank(ascending=False, method="first")
     out.loc[ok, "rank_matched"] = order.astype(int).to_numpy()
     return out

@@ -352,10 +352,10 @@ def test_fits_are_reported_with_intervals_and_the_held_out_check():
     width = pd.DataFrame({"series": "width", "kind": "sweep", "flops": [1e9, 2e9, 3e9], "top1": [0.7, 0.75, 0.78]})
     df = pd.concat([family, width], ignore_index=True)
     fits = _fits(df)
-    fit, held = fits["compound (1.2, 1.1, 1.15)"]
+    fit, held = fits["compound (1.2, 1.1, 1.15)"].fit, fits["compound (1.2, 1.1, 1.15)"].check
     assert fit.ok and (fit.law.a, fit.law.b, fit.law.c) == pytest.approx((0.2, 0.5, 0.1), abs=1e-3)
-    assert held["abs_error"] < 1e-3 and held["gflops"] == 12.8
-    assert fits["width"][0].text() == "not fitted: 3 distinct FLOPs value(s); a three-parameter law needs at least 4"
+    assert held.abs_error < 1e-3 and held.gflops == 12.8
+    assert fits["width"].fit.text() == "not fitted: 3 distinct FLOPs value(s); a three-parameter law needs at least 4"
     table = _fit_section(SimpleNamespace(series=df, fits=fits)).tables[0]
     assert table.rows[0] == ["compound (1.2, 1.1, 1.15)", "fitted", "6", "0.200 [0.200, 0.200]",
                              "0.500 [0.500, 0.500]", "0.100 [0.100, 0.100]", "90.00%", "0.00",
@@ -373,8 +373,8 @@ def test_a_failed_fit_is_shown_as_no_law():
                        "flops": [2.1e6, 4.2e6, 8.3e6, 16.7e6], "top1": [0.248, 0.414, 0.204, 0.186],
                        "top1_std": np.nan, "seeds": 1})
     fits = _fits(df)
-    fit, held = fits["compound (1.2, 1.1, 1.15)"]
-    assert fit.status == "no law fits" and held == "no law to check"
+    fit, held = fits["compound (1.2, 1.1, 1.15)"].fit, fits["compound (1.2, 1.1, 1.15)"].check
+    assert fit.status == "no law fits" and held is None and fits["compound (1.2, 1.1, 1.15)"].no_check == "no law to check"
     row = _fit_section(SimpleNamespace(series=df, fits=fits)).tables[0].rows[0]
     assert row[1] == "no law fits" and row[6] == "—" and "top-1 falls as FLOPs grow" in row[-1]
     assert "26.6" not in " ".join(row)
@@ -394,7 +394,7 @@ def test_results_says_whether_a_law_fits(study, report_run, monkeypatch):
     series = series_frame(plan_studies(f"sqlite:///{study / 'studies' / 'tiny' / 'optuna.db'}", "tiny"))
     # The fits of this series are those the report command made (_fits of the same frame), not made again.
     pd.testing.assert_frame_equal(report_run.series, series)
-    fit, _ = report_run.fits["compound (1.2, 1.1, 1.15)"]
+    fit = report_run.fits["compound (1.2, 1.1, 1.15)"].fit
     line = next(line for line in r.output.splitlines() if line.startswith("law of compound (1.2, 1.1, 1.15): "))
     if fit.ok:
         assert f"top-1 limit {100 * (1 - fit.law.c):.2f}%" in line

@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 
-import numpy as np
 import optuna
 import pandas as pd
 from matplotlib.figure import Figure
@@ -544,8 +543,8 @@ def _family(s: _Study) -> Section:
         sec.tables.append(_series_table(part, "The compound-scaled family" + (" and the official networks"
                                                                               if "official" in kinds else ""),
                                         first=("series", "network", "φ")))
-    good = {k: (f.law.a, f.law.b, f.law.c) for k, (f, _) in s.fits.items() if f.ok}
-    refused = [k for k, (f, _) in s.fits.items() if not f.ok]
+    good = {k: (sf.fit.law.a, sf.fit.law.b, sf.fit.law.c) for k, sf in s.fits.items() if sf.fit.ok}
+    refused = [k for k, sf in s.fits.items() if not sf.fit.ok]
     sec.figures.append(Plot(plots.accuracy_vs_flops(df, good),
                             "Top-1 against FLOPs for every trained series"
                             + (", with the fitted laws dashed (the legend gives each law's limit 1 − c)" if good else "")
@@ -630,28 +629,9 @@ def _dimensions(s: _Study) -> Section | None:
     return sec
 
 
-def _fits(df: pd.DataFrame) -> dict[str, tuple[laws.Fit, object]]:
-    """Series -> (its laws.Fit, the held-out check's dict or why there is none)."""
-    out: dict = {}
-    if df.empty:
-        return out
-    data = df.copy()
-    data["flops"] = pd.to_numeric(data["flops"], errors="coerce")
-    data["top1"] = pd.to_numeric(data["top1"], errors="coerce")
-    data = data.dropna(subset=["flops", "top1"])
-    for name, g in data.groupby("series", sort=False):
-        x, y = g["flops"].to_numpy() / 1e9, 1.0 - g["top1"].to_numpy()
-        fit = laws.fit_law(x, y, bootstrap=BOOTSTRAP)
-        held: object = "no law to check"
-        if fit.ok:
-            try:
-                held = laws.holdout_check(x, y)
-            except laws.TooFewPoints as e:
-                held = f"no held-out check: {e}"
-            except (ValueError, FloatingPointError, np.linalg.LinAlgError) as e:
-                held = f"no held-out check: {type(e).__name__}: {e}"
-        out[str(name)] = (fit, held)
-    return out
+def _fits(df: pd.DataFrame) -> dict[str, laws.SeriesFit]:
+    """Series -> its laws.SeriesFit: the fit and the held-out check, or why there is none."""
+    return laws.check_series(df, bootstrap=BOOTSTRAP)
 
 
 def _ci(law: laws.PowerLaw, key: str, fmt) -> str:
@@ -675,14 +655,15 @@ def _fit_section(s: _Study) -> Section:
         f"{100 * laws.MONOTONE_SLACK:g} points), or with an RMSE above the spread it explains is no law: it is "
         "listed as \"no law fits\" with the reason, and neither drawn nor given a limit.")
     rows = []
-    for name, (fit, held) in s.fits.items():
+    for name, sf in s.fits.items():
+        fit, held = sf.fit, sf.check
         law = fit.law
         if fit.ok:
-            if isinstance(held, dict):
-                check = (f"at {flops_text(held['gflops'] * 1e9)}: predicted {pct(1 - held['predicted_error'])}, "
-                         f"measured {pct(1 - held['actual_error'])}, off by {100 * held['abs_error']:.2f} pp")
+            if held is not None:
+                check = (f"at {flops_text(held.gflops * 1e9)}: predicted {pct(1 - held.predicted_error)}, "
+                         f"measured {pct(1 - held.actual_error)}, off by {100 * held.abs_error:.2f} pp")
             else:
-                check = str(held)
+                check = sf.no_check
             rows.append([name, "fitted", str(law.n), _ci(law, "a", sig3), _ci(law, "b", sig3), _ci(law, "c", sig3),
                          pct(1 - law.c), f"{100 * law.rmse:.2f}", check])
         else:
