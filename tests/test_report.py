@@ -17,7 +17,9 @@ from typer.testing import CliRunner
 
 from scaling.cli import app
 from scaling.report import Plot, Report, Section, Table, write_html, write_pdf
-from scaling.report.content import _fit_section, _fits, flops_text, pct, sig3
+from scaling.laws import check_series
+from scaling.report import sections
+from scaling.report.formats import flops_text, pct, sig3
 from scaling.report.pdf import _width, wrap
 from scaling.search import create_study
 from scaling.storage import storage_url
@@ -96,26 +98,25 @@ def study(tmp_path_factory):
 @pytest.fixture(scope="module")
 def report_run(study, tmp_path_factory):
     """The report command run once on the tiny study, and what it built on the way: its own calls of
-    build_report and _fits are watched (they run as they are; their results are kept), so that the
+    build_report and check_series are watched (they run as they are; their results are kept), so that the
     tests of the content read the very Report the command rendered instead of building another."""
     import scaling.report
-    import scaling.report.content as content
 
     out = tmp_path_factory.mktemp("out")
     built, fitted = [], []
-    build, fits = scaling.report.build_report, content._fits
+    build, fits = scaling.report.build_report, scaling.report.check_series
 
     def watched_build(*args, **kwargs):
         built.append((args, kwargs, build(*args, **kwargs)))
         return built[-1][2]
 
-    def watched_fits(df):
-        fitted.append((df, fits(df)))
+    def watched_fits(df, **kwargs):
+        fitted.append((df, fits(df, **kwargs)))
         return fitted[-1][1]
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(scaling.report, "build_report", watched_build)
-        mp.setattr(content, "_fits", watched_fits)
+        mp.setattr(scaling.report, "check_series", watched_fits)
         r = invoke("report", "tiny", "--studies-dir", str(study / "studies"), "--output-dir", str(out))
     assert r.exit_code == 0, r.output
     assert len(built) == len(fitted) == 1  # one report, its series fitted once
@@ -351,12 +352,12 @@ def test_fits_are_reported_with_intervals_and_the_held_out_check():
                            "top1": 1 - (0.2 * gflops ** -0.5 + 0.1)})
     width = pd.DataFrame({"series": "width", "kind": "sweep", "flops": [1e9, 2e9, 3e9], "top1": [0.7, 0.75, 0.78]})
     df = pd.concat([family, width], ignore_index=True)
-    fits = _fits(df)
+    fits = check_series(df, bootstrap=sections.BOOTSTRAP)
     fit, held = fits["compound (1.2, 1.1, 1.15)"].fit, fits["compound (1.2, 1.1, 1.15)"].check
     assert fit.ok and (fit.law.a, fit.law.b, fit.law.c) == pytest.approx((0.2, 0.5, 0.1), abs=1e-3)
     assert held.abs_error < 1e-3 and held.gflops == 12.8
     assert fits["width"].fit.text() == "not fitted: 3 distinct FLOPs value(s); a three-parameter law needs at least 4"
-    table = _fit_section(SimpleNamespace(series=df, fits=fits)).tables[0]
+    table = sections.fits(df, fits).tables[0]
     assert table.rows[0] == ["compound (1.2, 1.1, 1.15)", "fitted", "6", "0.200 [0.200, 0.200]",
                              "0.500 [0.500, 0.500]", "0.100 [0.100, 0.100]", "90.00%", "0.00",
                              "at 12.8 GFLOPs: predicted 84.41%, measured 84.41%, off by 0.00 pp"]
@@ -365,20 +366,18 @@ def test_fits_are_reported_with_intervals_and_the_held_out_check():
 
 def test_a_failed_fit_is_shown_as_no_law():
     # Issue 9: top-1 24.8, 41.4, 20.4, 18.6% as FLOPs grew was reported as "top-1 limit 26.63%".
-    from scaling.report.content import _family
-
     df = pd.DataFrame({"series": "compound (1.2, 1.1, 1.15)", "kind": "family", "label": [f"phi={k}" for k in range(4)],
                        "phi": [0.0, 1, 2, 3], "multiplier": np.nan, "d": [1, 1.2, 1.44, 1.728],
                        "w": [1, 1.1, 1.21, 1.331], "resolution": [32, 40, 40, 48], "params": 1e6,
                        "flops": [2.1e6, 4.2e6, 8.3e6, 16.7e6], "top1": [0.248, 0.414, 0.204, 0.186],
                        "top1_std": np.nan, "seeds": 1})
-    fits = _fits(df)
+    fits = check_series(df, bootstrap=sections.BOOTSTRAP)
     fit, held = fits["compound (1.2, 1.1, 1.15)"].fit, fits["compound (1.2, 1.1, 1.15)"].check
     assert fit.status == "no law fits" and held is None and fits["compound (1.2, 1.1, 1.15)"].no_check == "no law to check"
-    row = _fit_section(SimpleNamespace(series=df, fits=fits)).tables[0].rows[0]
+    row = sections.fits(df, fits).tables[0].rows[0]
     assert row[1] == "no law fits" and row[6] == "—" and "top-1 falls as FLOPs grow" in row[-1]
     assert "26.6" not in " ".join(row)
-    sec = _family(SimpleNamespace(series=df, fits=fits))
+    sec = sections.family(df, fits)
     assert sec.heading == "Compound family"
     (flops_figure,) = sec.figures
     assert "no law is drawn for compound (1.2, 1.1, 1.15)" in flops_figure.caption
@@ -392,7 +391,7 @@ def test_results_says_whether_a_law_fits(study, report_run, monkeypatch):
     r = invoke("results", "tiny")
     assert r.exit_code == 0, r.output
     series = series_frame(plan_studies(f"sqlite:///{study / 'studies' / 'tiny' / 'optuna.db'}", "tiny"))
-    # The fits of this series are those the report command made (_fits of the same frame), not made again.
+    # The fits of this series are those the report command made (check_series of the same frame), not made again.
     pd.testing.assert_frame_equal(report_run.series, series)
     fit = report_run.fits["compound (1.2, 1.1, 1.15)"].fit
     line = next(line for line in r.output.splitlines() if line.startswith("law of compound (1.2, 1.1, 1.15): "))
