@@ -319,6 +319,22 @@ def test_number_formats():
     assert flops_text(386e6) == "386 MFLOPs" and flops_text(1.8e9) == "1.80 GFLOPs" and flops_text(1.45e6) == "1.45 MFLOPs"
 
 
+def test_the_view_model_is_frozen():
+    import dataclasses
+
+    t = Table("c", ["a", "b"], [["1", "x"], ["—", "y"]])
+    assert t.columns == ("a", "b") and t.rows == (("1", "x"), ("—", "y")) and t.align == ("r", "l")
+    sec = Section("h", ["p"], [t])
+    assert sec.paragraphs == ("p",) and sec.tables == (t,) and sec.figures == ()
+    rep = Report("title", [("study", "s")], [sec])
+    assert rep.provenance == (("study", "s"),) and rep.sections == (sec,)
+    for obj, name in ((t, "caption"), (sec, "paragraphs"), (rep, "sections")):
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            setattr(obj, name, ())
+    with pytest.raises(ValueError, match="a row of 1 cells for 2 columns"):
+        Table("bad", ["a", "b"], [["1"]])
+
+
 def test_wrap_fits_the_width():
     text = "a fairly long sentence that has to wrap " * 8 + "and-one-unbreakable-word-longer-than-a-line" * 3
     lines = wrap(text, 9.5, 2.0)
@@ -358,10 +374,10 @@ def test_fits_are_reported_with_intervals_and_the_held_out_check():
     assert held.abs_error < 1e-3 and held.gflops == 12.8
     assert fits["width"].fit.text() == "not fitted: 3 distinct FLOPs value(s); a three-parameter law needs at least 4"
     table = sections.fits(df, fits).tables[0]
-    assert table.rows[0] == ["compound (1.2, 1.1, 1.15)", "fitted", "6", "0.200 [0.200, 0.200]",
+    assert list(table.rows[0]) == ["compound (1.2, 1.1, 1.15)", "fitted", "6", "0.200 [0.200, 0.200]",
                              "0.500 [0.500, 0.500]", "0.100 [0.100, 0.100]", "90.00%", "0.00",
                              "at 12.8 GFLOPs: predicted 84.41%, measured 84.41%, off by 0.00 pp"]
-    assert table.rows[1][:2] == ["width", "not fitted"] and table.rows[1][-1].startswith("3 distinct")
+    assert list(table.rows[1][:2]) == ["width", "not fitted"] and table.rows[1][-1].startswith("3 distinct")
 
 
 def test_a_failed_fit_is_shown_as_no_law():

@@ -1,60 +1,78 @@
 """The report's view model: what :mod:`.html` and :mod:`.pdf` render, and all they read.
 
 A :class:`Report` is a title, its provenance (key, value lines) and its :class:`Section`\\ s,
-each of paragraphs, :class:`Table`\\ s and :class:`Plot`\\ s, in that order. Table cells are
-text, formatted once by :mod:`.sections` (through :mod:`.formats`), so the HTML and the PDF
-print the same numbers; paragraphs may quote commands between backticks
+each of paragraphs, :class:`Table`\\ s and :class:`Plot`\\ s, in that order. Every piece is a
+frozen dataclass holding tuples: a renderer cannot change what the other renders. Table
+cells are text, formatted once by :mod:`.sections` (through :mod:`.formats`), so the HTML
+and the PDF print the same numbers; paragraphs may quote commands between backticks
 (`scaling family --train`), which the HTML shows as code.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from matplotlib.figure import Figure
 
 DASH = "—"  # the cell of a value that is not there
 
 
-@dataclass
+def _tuple(self, name: str) -> None:
+    object.__setattr__(self, name, tuple(getattr(self, name)))
+
+
+@dataclass(frozen=True)
 class Table:
-    """A table of strings. ``align`` holds "l" or "r" per column (default: right for numbers)."""
+    """A table of text cells. ``align`` holds "l" or "r" per column (default: right for a column
+    of numbers, see :func:`guess_align`)."""
 
     caption: str
-    columns: list[str]
-    rows: list[list[str]]
-    align: list[str] = field(default_factory=list)
+    columns: tuple[str, ...]
+    rows: tuple[tuple[str, ...], ...]
+    align: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
+        _tuple(self, "columns")
+        object.__setattr__(self, "rows", tuple(tuple(row) for row in self.rows))
         for row in self.rows:
             if len(row) != len(self.columns):
                 raise ValueError(f"table {self.caption!r}: a row of {len(row)} cells for {len(self.columns)} columns")
+        _tuple(self, "align")
         if not self.align:
-            self.align = [guess_align([r[j] for r in self.rows]) for j in range(len(self.columns))]
+            object.__setattr__(self, "align", tuple(guess_align([r[j] for r in self.rows])
+                                                    for j in range(len(self.columns))))
 
 
-@dataclass
+@dataclass(frozen=True)
 class Plot:
-    """A matplotlib figure with its caption."""
+    """A matplotlib figure with its caption; the renderers number the figures in order."""
 
     figure: Figure
     caption: str
 
 
-@dataclass
+@dataclass(frozen=True)
 class Section:
     heading: str
-    paragraphs: list[str] = field(default_factory=list)
-    tables: list[Table] = field(default_factory=list)
-    figures: list[Plot] = field(default_factory=list)
+    paragraphs: tuple[str, ...] = ()
+    tables: tuple[Table, ...] = ()
+    figures: tuple[Plot, ...] = ()
+
+    def __post_init__(self) -> None:
+        for name in ("paragraphs", "tables", "figures"):
+            _tuple(self, name)
 
 
-@dataclass
+@dataclass(frozen=True)
 class Report:
     title: str
-    provenance: list[tuple[str, str]]
-    sections: list[Section]
+    provenance: tuple[tuple[str, str], ...]
+    sections: tuple[Section, ...]
     name: str = ""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "provenance", tuple(tuple(kv) for kv in self.provenance))
+        _tuple(self, "sections")
 
     def text(self) -> str:
         """Everything a reader sees, as plain text (paragraphs, table cells, captions)."""
@@ -68,6 +86,7 @@ class Report:
 
 
 def guess_align(cells: list[str]) -> str:
+    """"r" for a column whose filled cells all read as numbers (84.13%, ±0.12, 1,234), else "l"."""
     def numeric(c: str) -> bool:
         c = c.strip().rstrip("%").replace(",", "").lstrip("±+-−")
         try:
@@ -78,4 +97,3 @@ def guess_align(cells: list[str]) -> str:
 
     filled = [c for c in cells if c not in ("", DASH)]
     return "r" if filled and all(numeric(c) for c in filled) else "l"
-

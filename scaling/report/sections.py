@@ -25,6 +25,19 @@ from .model import DASH, Plot, Section, Table
 BOOTSTRAP = 200  # resamples for the fits' 95% intervals (1000 take seconds per series)
 
 
+class _Draft:
+    """A section while its builder writes it: paragraphs, tables and figures added in order."""
+
+    def __init__(self, heading: str):
+        self.heading = heading
+        self.paragraphs: list[str] = []
+        self.tables: list[Table] = []
+        self.figures: list[Plot] = []
+
+    def done(self) -> Section:
+        return Section(self.heading, tuple(self.paragraphs), tuple(self.tables), tuple(self.figures))
+
+
 def build_sections(s: StudyData, fitted: Mapping[str, SeriesFit]) -> list[Section]:
     """The report's sections in order; ``fitted``: each series' fit (laws.check_series of ``s.series``)."""
     out = [summary(s), candidates(s), search(s), family(s.series, fitted), sweeps(s), dimensions(s),
@@ -33,7 +46,7 @@ def build_sections(s: StudyData, fitted: Mapping[str, SeriesFit]) -> list[Sectio
 
 
 def summary(s: StudyData) -> Section:
-    sec = Section("Summary")
+    sec = _Draft("Summary")
     cands, r = s.candidates_frame, s.results
     if r.empty:
         sec.paragraphs.append(f"No trial of study {s.name} has completed yet."
@@ -62,7 +75,7 @@ def summary(s: StudyData) -> Section:
     if s.series.empty:
         sec.paragraphs.append("No family or sweep has been trained for this study yet: `scaling family --train` "
                               "adds them (and `scaling sweep ... --train` the single-dimension sweeps).")
-    return sec
+    return sec.done()
 
 
 def _best_sentence(r: pd.DataFrame) -> str:
@@ -108,7 +121,7 @@ def candidates(s: StudyData) -> Section | None:
     if s.candidates_frame is None:
         return None
     c, cands, found = s.config, s.candidates_frame, s.candidates
-    sec = Section("Candidates")
+    sec = _Draft("Candidates")
     held = "" if c.flops_tolerance is None else (
         f" Each is held to its realized FLOPs: within {100 * c.flops_tolerance:g}% of {c.target:g}^φ = "
         f"{c.target ** c.phi:g}× the base's; where rounding (repeats up, channels to multiples of 8) pushed a "
@@ -143,7 +156,7 @@ def candidates(s: StudyData) -> Section | None:
     sec.figures.append(Plot(plots.realized_vs_nominal_flops(cands, c.flops_tolerance),
                             "Realized FLOPs ratio of each candidate against its nominal (α·β²·γ²)^φ; points off "
                             "the diagonal show what rounding and the budget's resolution do" + band + "."))
-    return sec
+    return sec.done()
 
 
 def _trained_triples(s: StudyData) -> dict:
@@ -160,11 +173,11 @@ def _trained_triples(s: StudyData) -> dict:
 
 
 def search(s: StudyData) -> Section:
-    sec = Section("Search results")
+    sec = _Draft("Search results")
     r = s.results
     if r.empty:
         sec.paragraphs.append(f"No trial of study {s.name} has completed yet, so there is no ranking.")
-        return sec
+        return sec.done()
     sec.paragraphs.append(_best_sentence(r) + " " + _paper_sentence(s))
     unit, scale = flops_unit(r["flops"])
     rows = [[str(x.rank), num(x.alpha), num(x.beta), num(x.gamma), str(x.resolution), str(x.repeats),
@@ -193,7 +206,7 @@ def search(s: StudyData) -> Section:
                             "the best network" + ("" if paper is None else
                                                   f", the ring the network that the paper's {PAPER} rounds to" + note)
                             + "."))
-    return sec
+    return sec.done()
 
 
 def family(df: pd.DataFrame, fitted: Mapping[str, SeriesFit]) -> Section:
@@ -203,11 +216,11 @@ def family(df: pd.DataFrame, fitted: Mapping[str, SeriesFit]) -> Section:
     heading = {frozenset({"family", "official"}): "Compound family beside the official networks",
                frozenset({"official"}): "The official networks"}.get(frozenset(kinds & {"family", "official"}),
                                                                       "Compound family")
-    sec = Section(heading)
+    sec = _Draft(heading)
     if df.empty:
         sec.paragraphs.append("No family or official network has been trained for this study: "
                               "`scaling family --train` adds them.")
-        return sec
+        return sec.done()
     part = df[df["kind"].isin(["family", "official"])]
     if part.empty:
         sec.paragraphs.append("No family or official network has been trained for this study: "
@@ -234,7 +247,7 @@ def family(df: pd.DataFrame, fitted: Mapping[str, SeriesFit]) -> Section:
     if pd.to_numeric(df.get("latency_ms", pd.Series(dtype=float)), errors="coerce").notna().any():
         sec.figures.append(Plot(plots.accuracy_vs_latency(df),
                                 "Top-1 against inference latency at batch 1, with the Pareto front."))
-    return sec
+    return sec.done()
 
 
 def _inference_batch(part: pd.DataFrame) -> str:
@@ -284,7 +297,7 @@ def _series_table(part: pd.DataFrame, caption: str, first: tuple[str, ...]) -> T
 
 
 def sweeps(s: StudyData) -> Section:
-    sec = Section("Single-dimension sweeps")
+    sec = _Draft("Single-dimension sweeps")
     df = s.series
     part = df[df["kind"] == "sweep"] if not df.empty else df
     if part.empty:
@@ -294,20 +307,20 @@ def sweeps(s: StudyData) -> Section:
         sec.paragraphs.append("The base scaled along one dimension only (width, depth or resolution), to compare "
                               "with compound scaling at similar FLOPs.")
         sec.tables.append(_series_table(part, "Single-dimension sweeps", first=("series", "network", "multiplier")))
-    return sec
+    return sec.done()
 
 
 def dimensions(s: StudyData) -> Section | None:
     """Top-1 against width, depth and resolution, for every trained series (None without one)."""
     if s.series.empty:
         return None
-    sec = Section("Top-1 by scaling dimension")
+    sec = _Draft("Top-1 by scaling dimension")
     names = ", ".join(str(n) for n in s.series["series"].astype(str).unique())
     sec.paragraphs.append(f"Each trained series ({names}) against each dimension alone.")
     for dim in ("width", "depth", "resolution"):
         sec.figures.append(Plot(plots.accuracy_vs_dimension(s.series, dim),
                                 f"Top-1 against the {dim} of each network, per series."))
-    return sec
+    return sec.done()
 
 
 def _ci(law: PowerLaw, key: str, fmt) -> str:
@@ -321,10 +334,10 @@ def _ci(law: PowerLaw, key: str, fmt) -> str:
 def fits(series: pd.DataFrame, fitted: Mapping[str, SeriesFit]) -> Section:
     """Each series' fit in ``fitted`` (laws.check_series of the series frame ``series``): the law
     with its intervals and held-out check, or why no law fits."""
-    sec = Section("Scaling-law fits")
+    sec = _Draft("Scaling-law fits")
     if series.empty:
         sec.paragraphs.append("Nothing to fit: the fits need a trained family or sweep (`scaling family --train`).")
-        return sec
+        return sec.done()
     sec.paragraphs.append(
         "Per series, error = a · GFLOPs^(−b) + c (c ≥ 0 the irreducible error), least squares, with 95% "
         f"intervals from {BOOTSTRAP} bootstrap resamples of the points. The held-out check fits all but the "
@@ -351,11 +364,11 @@ def fits(series: pd.DataFrame, fitted: Mapping[str, SeriesFit]) -> Section:
                             ["series", "status", "points", "a", "b", "c", "top-1 limit", "RMSE pp",
                              "held-out check, or why no law fits"], rows,
                             align=["l", "l", "r", "l", "l", "l", "r", "r", "l"]))
-    return sec
+    return sec.done()
 
 
 def failures(s: StudyData) -> Section | None:
-    sec = Section("Failures")
+    sec = _Draft("Failures")
     done = set(s.results["network"]) if not s.results.empty else set()
     done_series = set(s.series["network"]) if not s.series.empty else set()
     rows = []
@@ -380,5 +393,5 @@ def failures(s: StudyData) -> Section | None:
         "a network that failed in training (NaN loss, out of memory, an error) stays failed.")
     sec.tables.append(Table("Failed trials and their reasons", ["study", "trial", "network", "reason", "now"], rows,
                             align=["l", "r", "l", "l", "l"]))
-    return sec
+    return sec.done()
 
