@@ -231,6 +231,32 @@ def test_report_content_matches_the_study(study, report_run):
     assert dict(rep.provenance)["study"] == "tiny" and "cpu" in dict(rep.provenance)["devices"]
 
 
+def test_each_study_is_read_once_into_the_same_tables(study, monkeypatch):
+    from collections import Counter
+
+    from scaling.report.load import read_study
+    from scaling.results import (failures_frame, plan_studies, results_frame, running, series_failures,
+                                 series_frame)
+
+    reads, get_trials = Counter(), optuna.Study.get_trials
+
+    def counted(self, *args, **kwargs):
+        reads[self.study_name] += 1
+        return get_trials(self, *args, **kwargs)
+
+    with monkeypatch.context() as mp:
+        mp.setattr(optuna.Study, "get_trials", counted)
+        s = read_study("tiny", study / "studies")
+    assert reads["tiny"] == 1 and len(reads) == 2 and set(reads.values()) == {1}  # the search and its family
+    url = f"sqlite:///{study / 'studies' / 'tiny' / 'optuna.db'}"
+    search, plans = optuna.load_study(study_name="tiny", storage=url), plan_studies(url, "tiny")
+    pd.testing.assert_frame_equal(s.results, results_frame(search))
+    pd.testing.assert_frame_equal(s.failures, failures_frame(search))
+    pd.testing.assert_frame_equal(s.series, series_frame(plans))
+    pd.testing.assert_frame_equal(s.series_failures, series_failures(plans))
+    assert s.running == running(search) == 0 and len(s.candidates) == len(s.candidates_frame) == 8
+
+
 def _screenshot(html_path: Path, png: Path, profile: Path) -> np.ndarray:
     from PIL import Image
 

@@ -2,8 +2,10 @@
 official and sweep studies, their failures), its definition, and the grid's candidates as the
 search counted them; read by :func:`read_study` into one frozen :class:`StudyData`.
 
-The sections (:mod:`.sections`) and the provenance (:mod:`.provenance`) build from it and
-read nothing more from the storage.
+Each study's trials are read from the storage once, and every table is made from that one
+read, so that a study still training gives a report of one moment. The sections
+(:mod:`.sections`) and the provenance (:mod:`.provenance`) build from it and read nothing
+more from the storage.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from pathlib import Path
 import optuna
 import pandas as pd
 
-from ..records import TrialRecord, study_records
+from ..records import TrialRecord
 from ..results import failures_frame, plan_studies, results_frame, running, series_failures, series_frame
 from ..study import StudyConfig, StudyError
 
@@ -38,14 +40,22 @@ class StudyData:
     candidates_frame: pd.DataFrame | None = None  # tables.candidates_frame of them; None without any
 
 
-def _config(study: optuna.Study, folder: Path) -> StudyConfig | None:
-    """The study's resolved definition: studies/NAME/study.json, else the study's own copy."""
+def _read(study: optuna.Study) -> tuple[dict, list, list[TrialRecord]]:
+    """A study's attributes, its trials and their records (as records.study_records makes them),
+    read from the storage once."""
+    attrs = study.user_attrs
+    trials = study.get_trials(deepcopy=False)
+    return attrs, trials, [TrialRecord.from_trial(t, attrs.get("num_classes")) for t in trials]
+
+
+def _config(attrs: dict, folder: Path) -> StudyConfig | None:
+    """The study's resolved definition: studies/NAME/study.json, else the study's own copy (its attribute)."""
     text = None
     path = folder / "study.json"
     if path.is_file():
         text = path.read_text()
-    elif study.user_attrs.get("definition"):
-        text = study.user_attrs["definition"]
+    elif attrs.get("definition"):
+        text = attrs["definition"]
     if not text:
         return None
     try:
@@ -54,11 +64,11 @@ def _config(study: optuna.Study, folder: Path) -> StudyConfig | None:
         return None
 
 
-def _study_classes(study: optuna.Study, search: list[TrialRecord]) -> int | None:
+def _study_classes(attrs: dict, search: list[TrialRecord]) -> int | None:
     """The classes the study counted its candidates with: its ``num_classes`` attribute; for a
     study from before it was recorded, its trials' (the data's classes, as they recorded them);
     None where neither is known (the study's spec then counts them: :func:`scaling.search.study_classes`)."""
-    classes = study.user_attrs.get("num_classes")
+    classes = attrs.get("num_classes")
     if classes is None:
         classes = next((r.num_classes for r in search if r.classes is not None), None)
     return classes
@@ -88,12 +98,14 @@ def read_study(name: str, studies_dir: Path = Path("studies"), storage: str | No
         raise StudyError(f"no study {name!r} in {studies_dir}")
     url = storage_url(config, folder, storage)
     study = load_study(config, url)
+    attrs, trials, search = _read(study)
     plans = plan_studies(url, name)
-    search = study_records(study)
-    records = search + [r for p in plans for r in study_records(p)]
-    definition = _config(study, folder)
-    found, frame = _candidates(definition, _study_classes(study, search))
-    return StudyData(name=name, url=url, config=definition, enqueued=study.user_attrs.get("enqueued"),
-                     results=results_frame(study), failures=failures_frame(study), running=running(study),
-                     series=series_frame(plans), series_failures=series_failures(plans),
-                     search_records=tuple(search), records=tuple(records), candidates=found, candidates_frame=frame)
+    _, plan_trials, plan_records = zip(*map(_read, plans)) if plans else ((), (), ())
+    records = search + [r for rs in plan_records for r in rs]
+    definition = _config(attrs, folder)
+    found, frame = _candidates(definition, _study_classes(attrs, search))
+    return StudyData(name=name, url=url, config=definition, enqueued=attrs.get("enqueued"),
+                     results=results_frame(study, search), failures=failures_frame(study, trials),
+                     running=running(study, search), series=series_frame(plans, plan_records),
+                     series_failures=series_failures(plans, plan_trials), search_records=tuple(search),
+                     records=tuple(records), candidates=found, candidates_frame=frame)
