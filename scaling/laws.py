@@ -5,13 +5,16 @@
 For a fixed exponent b the model is linear in (a, c), so each b has a closed-form least
 squares fit; b itself is found by a coarse grid then golden-section search on the squared
 error. No optimizer library is needed and the fit is deterministic. Uncertainty comes from
-a seeded bootstrap over the points; a held-out check fits all but the largest members and
-predicts the largest.
+a seeded bootstrap over the points; a held-out check (:class:`Holdout`) fits all but the
+largest members and predicts the largest.
 
 A fit is not always a law: :func:`fit_law` returns a :class:`Fit` whose status says
 whether the law describes the series ("fitted"), was fitted but does not ("no law
 fits": a parameter at its bound, a series whose error rises with FLOPs, or an error
 larger than the spread the law explains), or could not be fitted ("not fitted").
+:func:`check_series` fits every series of a frame and checks each law on its largest member
+(:class:`SeriesFit`), as the report shows them. :func:`line_residuals` is the other fit
+here: the straight line of top-1 against log FLOPs that ranks networks at matched FLOPs.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ class TooFewPoints(ValueError):
     """Not enough distinct points to fit three parameters."""
 
 
-@dataclass
+@dataclass(frozen=True)
 class PowerLaw:
     a: float
     b: float
@@ -43,7 +46,7 @@ class PowerLaw:
     ci: dict[str, tuple[float, float]] = field(default_factory=dict)  # 95% bootstrap intervals
 
     def error(self, gflops) -> np.ndarray:
-        return self.a * np.asarray(gflops, dtype=float) ** (-self.b) + self.c
+        return law_error(self.a, self.b, self.c, gflops)
 
     def accuracy(self, gflops) -> np.ndarray:
         return 1.0 - self.error(gflops)
@@ -51,6 +54,11 @@ class PowerLaw:
     def to_dict(self) -> dict:
         return {"a": self.a, "b": self.b, "c": self.c, "n": self.n, "rmse": self.rmse,
                 "ci": {k: list(v) for k, v in self.ci.items()}}
+
+
+def law_error(a: float, b: float, c: float, gflops) -> np.ndarray:
+    """The law's error a * gflops^-b + c at ``gflops``."""
+    return a * np.asarray(gflops, dtype=float) ** (-b) + c
 
 
 def _fit_fixed_b(x: np.ndarray, y: np.ndarray, b: float) -> tuple[float, float, float]:
@@ -100,7 +108,7 @@ def fit_power_law(gflops, error, *, bootstrap: int = 1000, seed: int = 0) -> Pow
     if distinct < MIN_POINTS:
         raise TooFewPoints(f"{distinct} distinct FLOPs value(s); a three-parameter law needs at least {MIN_POINTS}")
     a, b, c, sse = _fit(x, y)
-    law = PowerLaw(a=a, b=b, c=c, n=len(x), rmse=math.sqrt(sse / len(x)))
+    ci = {}
     if bootstrap:
         rng = np.random.default_rng(seed)
         samples = []
@@ -110,16 +118,28 @@ def fit_power_law(gflops, error, *, bootstrap: int = 1000, seed: int = 0) -> Pow
                 continue
             samples.append(_fit(x[idx], y[idx])[:3])
         s = np.array(samples)
-        law.ci = {k: (float(np.percentile(s[:, j], 2.5)), float(np.percentile(s[:, j], 97.5)))
-                  for j, k in enumerate("abc")}
-    return law
+        ci = {k: (float(np.percentile(s[:, j], 2.5)), float(np.percentile(s[:, j], 97.5))) for j, k in enumerate("abc")}
+    return PowerLaw(a=a, b=b, c=c, n=len(x), rmse=math.sqrt(sse / len(x)), ci=ci)
 
 
-def holdout_check(gflops, error, holdout: int = 1, bootstrap: int = 0) -> dict:
+@dataclass(frozen=True)
+class Holdout:
+    """A held-out check: the law fitted without the largest members, and how well it predicts
+    the largest (errors are fractions: 0.16 is 16% top-1 error)."""
+
+    law: PowerLaw  # fitted to all but the held-out members
+    gflops: float  # the largest member's
+    predicted_error: float
+    actual_error: float
+    abs_error: float  # |predicted - actual|
+    rel_error: float  # abs_error / actual_error (inf where the actual error is 0)
+
+
+def holdout_check(gflops, error, holdout: int = 1, bootstrap: int = 0) -> Holdout:
     """Fit all but the ``holdout`` largest members; predict the largest.
 
-    Returns the law, the largest member's FLOPs, its predicted and actual error and
-    their difference (absolute, in error units, and relative to the actual error).
+    Raises:
+        TooFewPoints: fewer than 4 points would be left to fit.
     """
     x = np.asarray(gflops, dtype=float)
     y = np.asarray(error, dtype=float)
@@ -131,8 +151,8 @@ def holdout_check(gflops, error, holdout: int = 1, bootstrap: int = 0) -> dict:
     law = fit_power_law(x[:-holdout], y[:-holdout], bootstrap=bootstrap)
     predicted = float(law.error(x[-1]))
     actual = float(y[-1])
-    return {"law": law, "gflops": float(x[-1]), "predicted_error": predicted, "actual_error": actual,
-            "abs_error": abs(predicted - actual), "rel_error": abs(predicted - actual) / actual if actual else math.inf}
+    return Holdout(law=law, gflops=float(x[-1]), predicted_error=predicted, actual_error=actual,
+                   abs_error=abs(predicted - actual), rel_error=abs(predicted - actual) / actual if actual else math.inf)
 
 
 @dataclass(frozen=True)
@@ -197,17 +217,53 @@ def fit_law(gflops, error, *, bootstrap: int = 1000, seed: int = 0) -> Fit:
     return Fit(NO_LAW, "; ".join(reasons), law) if reasons else Fit(FITTED, "", law)
 
 
-def fit_series(df, by: str = "series", bootstrap: int = 1000) -> dict[str, Fit]:
-    """One :class:`Fit` per series of a DataFrame with columns ``by``, ``flops`` and ``top1``."""
-    out: dict[str, Fit] = {}
-    import pandas as pd
-
+def _series_points(df: pd.DataFrame, by: str = "series"):
+    """(name, GFLOPs, error) of each series of a frame with columns ``by``, ``flops`` (multiply-adds)
+    and ``top1`` (a fraction), in the frame's order; rows without both numbers left out."""
+    if df.empty:
+        return
     data = df.copy()
     for col in ("flops", "top1"):
         data[col] = pd.to_numeric(data[col], errors="coerce")
     for name, g in data.dropna(subset=["flops", "top1"]).groupby(by, sort=False):
-        out[str(name)] = fit_law(g["flops"] / 1e9, 1.0 - g["top1"], bootstrap=bootstrap)
-    return out
+        yield str(name), g["flops"].to_numpy() / 1e9, 1.0 - g["top1"].to_numpy()
+
+
+def fit_series(df, by: str = "series", bootstrap: int = 1000) -> dict[str, Fit]:
+    """One :class:`Fit` per series of a DataFrame with columns ``by``, ``flops`` and ``top1``."""
+    return {name: fit_law(x, y, bootstrap=bootstrap) for name, x, y in _series_points(df, by)}
+
+
+NO_LAW_TO_CHECK = "no law to check"
+
+
+@dataclass(frozen=True)
+class SeriesFit:
+    """A series' :class:`Fit` and, for a law, its held-out check: ``check`` is the
+    :class:`Holdout`, or None with ``no_check`` saying why there is none."""
+
+    fit: Fit
+    check: Holdout | None = None
+    no_check: str = ""
+
+
+def check_law(gflops, error, *, bootstrap: int = 1000, seed: int = 0) -> SeriesFit:
+    """:func:`fit_law`, and for a law the held-out check (:func:`holdout_check`) of it; never raises for data."""
+    fit = fit_law(gflops, error, bootstrap=bootstrap, seed=seed)
+    if not fit.ok:
+        return SeriesFit(fit, None, NO_LAW_TO_CHECK)
+    try:
+        return SeriesFit(fit, holdout_check(gflops, error))
+    except TooFewPoints as e:
+        return SeriesFit(fit, None, f"no held-out check: {e}")
+    except (ValueError, FloatingPointError, np.linalg.LinAlgError) as e:
+        return SeriesFit(fit, None, f"no held-out check: {type(e).__name__}: {e}")
+
+
+def check_series(df, by: str = "series", bootstrap: int = 1000) -> dict[str, SeriesFit]:
+    """One :class:`SeriesFit` per series of a DataFrame with columns ``by``, ``flops`` and ``top1``
+    (the report's fits: each law with its 95% intervals and its held-out check)."""
+    return {name: check_law(x, y, bootstrap=bootstrap) for name, x, y in _series_points(df, by)}
 
 
 def fits_frame(fits: dict[str, Fit]) -> pd.DataFrame:
@@ -220,3 +276,11 @@ def fits_frame(fits: dict[str, Fit]) -> pd.DataFrame:
                      **({"a": law.a, "b": law.b, "c": law.c, "n": law.n, "rmse": law.rmse, "top1_limit": 1 - law.c}
                         if law is not None else {})})
     return pd.DataFrame(rows, columns=["series", "status", "reason", "a", "b", "c", "n", "rmse", "top1_limit"])
+
+
+def line_residuals(flops, top1) -> np.ndarray:
+    """Each point's top-1 minus the least-squares line of top-1 against log FLOPs through all of
+    them: above 0, more accurate than the points' own trend at its FLOPs (FLOPs > 0, no NaN)."""
+    x, y = np.log(np.asarray(flops, dtype=float)), np.asarray(top1, dtype=float)
+    slope, intercept = np.polyfit(x, y, 1)
+    return y - (intercept + slope * x)

@@ -14,6 +14,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
 from matplotlib.tri import Triangulation
 
+from .laws import law_error
 from .units import flops_unit
 
 # One colour per kind of series (Okabe-Ito, colour-blind safe); the order is the legend order.
@@ -206,7 +207,7 @@ def accuracy_vs_flops(df: pd.DataFrame, fits: Mapping[str, tuple[float, float, f
         a, b, c = (float(p) for p in params)
         part = data.loc[data["series"] == name, "gflops"]
         x = np.geomspace(part.min(), 2 * part.max(), 100)
-        y = (1 - (a * (x * scale / 1e9) ** (-b) + c)) * 100
+        y = (1 - law_error(a, b, c, x * scale / 1e9)) * 100
         ax.plot(x, y, linestyle="--", linewidth=1.2, color=colors[name][0],
                 label=f"{name} fit (→ {100 * (1 - c):.1f}%)")
         hi = max(hi, 2 * part.max())

@@ -54,9 +54,10 @@ def _per_network(df: pd.DataFrame) -> pd.DataFrame:
     return out.rename(columns={"mean": "top1", "std": "top1_std", "count": "seeds"}).reset_index()
 
 
-def results_frame(study: optuna.Study) -> pd.DataFrame:
-    """Completed networks, best first: top-1 averaged over seeds, with its spread."""
-    df = trials_frame(study)
+def results_frame(study: optuna.Study, records: list[TrialRecord] | None = None) -> pd.DataFrame:
+    """Completed networks, best first: top-1 averaged over seeds, with its spread; ``records``:
+    the study's (study_records), where they have been read already."""
+    df = trials_frame(study, records=records)
     if df.empty or not (df["state"] == "COMPLETE").any():
         return pd.DataFrame(columns=COLUMNS)
     out = _per_network(df)
@@ -72,9 +73,12 @@ def matched_flops(results: pd.DataFrame) -> pd.DataFrame:
     """The ranking at matched FLOPs: ``top1_residual`` is each network's top-1 minus the
     grid's own least-squares line of top-1 against log FLOPs, ``rank_matched`` its rank by
     that residual (1 is the most accurate for its FLOPs). Both are empty with fewer than
-    3 distinct FLOPs values. ``rank`` stays the ranking by top-1 alone.
+    3 distinct FLOPs values. ``rank`` stays the ranking by top-1 alone. The line is fitted by
+    :func:`scaling.laws.line_residuals`.
     """
     import numpy as np
+
+    from .laws import line_residuals
 
     out = results.copy()
     out["top1_residual"], out["rank_matched"] = np.nan, pd.array([pd.NA] * len(out), dtype="Int64")
@@ -82,9 +86,8 @@ def matched_flops(results: pd.DataFrame) -> pd.DataFrame:
     ok = flops.gt(0) & out["top1"].notna()
     if flops[ok].nunique() < MIN_MATCHED:
         return out
-    x, y = np.log(flops[ok].to_numpy(dtype=float)), out.loc[ok, "top1"].to_numpy(dtype=float)
-    slope, intercept = np.polyfit(x, y, 1)
-    out.loc[ok, "top1_residual"] = y - (intercept + slope * x)
+    out.loc[ok, "top1_residual"] = line_residuals(flops[ok].to_numpy(dtype=float),
+                                                  out.loc[ok, "top1"].to_numpy(dtype=float))
     order = out.loc[ok, "top1_residual"].rank(ascending=False, method="first")
     out.loc[ok, "rank_matched"] = order.astype(int).to_numpy()
     return out
@@ -105,12 +108,13 @@ def _plan_order(df: pd.DataFrame) -> pd.DataFrame:
     return df.assign(_key=key.astype(float)).sort_values("_key", kind="stable").drop(columns="_key")
 
 
-def series_frame(studies: list[optuna.Study]) -> pd.DataFrame:
+def series_frame(studies: list[optuna.Study], records: list[list[TrialRecord]] | None = None) -> pd.DataFrame:
     """Every trained member of the family, official and sweep ``studies`` (see plan_studies):
-    one row per network (seeds averaged), series by series, each in the order of its parameter."""
+    one row per network (seeds averaged), series by series, each in the order of its parameter;
+    ``records``: each study's (study_records), where they have been read already."""
     parts = []
-    for study in studies:
-        df = trials_frame(study, SERIES_COLUMNS)
+    for i, study in enumerate(studies):
+        df = trials_frame(study, SERIES_COLUMNS, records=None if records is None else records[i])
         if df.empty or not (df["state"] == "COMPLETE").any():
             continue
         parts.append(_plan_order(_per_network(df)))
@@ -122,12 +126,13 @@ def series_frame(studies: list[optuna.Study]) -> pd.DataFrame:
     return out[SERIES_COLUMNS]
 
 
-def _failed(study: optuna.Study) -> list[dict]:
+def _failed(study: optuna.Study, trials: list | None = None) -> list[dict]:
     """Every failed trial that was to train a network (whether or not it got as far as
-    recording it), with its reason and whether its network completed on another trial."""
+    recording it), with its reason and whether its network completed on another trial;
+    ``trials``: the study's (get_trials), where they have been read already."""
     from .storage import trial_key
 
-    trials = study.get_trials(deepcopy=False)
+    trials = study.get_trials(deepcopy=False) if trials is None else trials
     completed = {trial_key(t) for t in trials if t.state == TrialState.COMPLETE}
     waiting = {trial_key(t) for t in trials if t.state == TrialState.WAITING}
     rows = []
@@ -145,17 +150,20 @@ def _failed(study: optuna.Study) -> list[dict]:
     return rows
 
 
-def series_failures(studies: list[optuna.Study]) -> pd.DataFrame:
+def series_failures(studies: list[optuna.Study], trials: list[list] | None = None) -> pd.DataFrame:
     """Failed trials of the family, official and sweep ``studies``; ``recovered``: trained again and
-    completed; ``queued``: queued again, for the next run to train."""
-    rows = [{"study": study.study_name, **r} for study in studies for r in _failed(study)]
+    completed; ``queued``: queued again, for the next run to train; ``trials``: each study's, where
+    they have been read already."""
+    rows = [{"study": study.study_name, **r} for i, study in enumerate(studies)
+            for r in _failed(study, None if trials is None else trials[i])]
     return pd.DataFrame(rows, columns=["study", "trial", "network", "label", "reason", "recovered", "queued"])
 
 
-def failures_frame(study: optuna.Study) -> pd.DataFrame:
+def failures_frame(study: optuna.Study, trials: list | None = None) -> pd.DataFrame:
     """Failed trials of a search; ``recovered``: the network was trained again and completed;
-    ``queued``: queued again, for the next run to train."""
-    return pd.DataFrame(_failed(study), columns=["trial", "triples", "network", "reason", "recovered", "queued"])
+    ``queued``: queued again, for the next run to train; ``trials``: the study's, where they
+    have been read already."""
+    return pd.DataFrame(_failed(study, trials), columns=["trial", "triples", "network", "reason", "recovered", "queued"])
 
 
 def paper_network(records: list[TrialRecord]) -> str | None:
@@ -179,5 +187,8 @@ def write_csv(df: pd.DataFrame, path: Path) -> None:
     write_text_atomic(path, df.to_csv(index=False))
 
 
-def running(study: optuna.Study) -> int:
+def running(study: optuna.Study, records: list[TrialRecord] | None = None) -> int:
+    """The trials in training now; ``records``: the study's, where they have been read already."""
+    if records is not None:
+        return sum(r.status == TrialState.RUNNING.name for r in records)
     return len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))

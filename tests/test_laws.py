@@ -34,9 +34,9 @@ def test_bootstrap_intervals_cover_the_truth():
 
 def test_holdout_predicts_the_largest():
     h = holdout_check(X, law(X))
-    assert h["gflops"] == 37.0
-    assert h["actual_error"] == pytest.approx(law(37.0))
-    assert h["abs_error"] < 1e-4
+    assert h.gflops == 37.0
+    assert h.actual_error == pytest.approx(law(37.0))
+    assert h.abs_error < 1e-4
 
 
 def test_too_few_points_are_refused_with_a_reason():
@@ -90,3 +90,35 @@ def test_a_good_noisy_fit_is_a_law():
     y = law(X) + rng.normal(0, 0.002, X.shape)  # noise well inside MONOTONE_SLACK
     f = fit_law(X, y, bootstrap=0)
     assert f.status == FITTED and f.reason == "" and f.ok
+
+
+def test_check_series_holds_each_law_with_its_held_out_check():
+    from scaling.laws import NO_LAW_TO_CHECK, check_series
+
+    df = pd.DataFrame({
+        "series": ["compound"] * 8 + ["four"] * 4 + ["width"] * 2,
+        "flops": np.r_[X, X[:4], X[:2]] * 1e9,
+        "top1": np.r_[1 - law(X), 1 - law(X[:4]), 0.7, 0.72],
+    })
+    checked = check_series(df, bootstrap=0)
+    assert list(checked) == ["compound", "four", "width"]
+    compound = checked["compound"]
+    assert compound.fit == fit_series(df, bootstrap=0)["compound"]  # the same fit as fit_series'
+    assert compound.check.gflops == 37.0 and compound.check.abs_error < 1e-4 and compound.no_check == ""
+    assert compound.check == holdout_check(X, 1.0 - (1 - law(X)))  # of the error 1 - top1, as given
+    four = checked["four"]  # a law, but 4 points leave too few to fit after holding one out
+    assert four.fit.ok and four.check is None and four.no_check.startswith("no held-out check: 4 points leave 3")
+    width = checked["width"]
+    assert width.fit.status == NOT_FITTED and width.check is None and width.no_check == NO_LAW_TO_CHECK
+    assert check_series(df.iloc[0:0]) == {}
+
+
+def test_line_residuals():
+    from scaling.laws import line_residuals
+
+    flops = np.array([1e6, 1e7, 1e8, 1e9])
+    on_line = 0.5 + 0.05 * np.log(flops)
+    assert line_residuals(flops, on_line) == pytest.approx(np.zeros(4), abs=1e-12)
+    bumped = on_line + np.array([0.0, 0.02, -0.02, 0.0])
+    residuals = line_residuals(flops, bumped)
+    assert residuals.sum() == pytest.approx(0, abs=1e-12) and residuals[1] > 0 > residuals[2]

@@ -172,7 +172,7 @@ def test_results_from_records_are_mains(cifar10):
 
 
 def test_the_report_from_records_is_mains(cifar10):
-    from scaling.report.content import build_report
+    from scaling.report import build_report
 
     rep = build_report("cifar10", cifar10)
     summary = next(s for s in rep.sections if s.heading == "Summary")

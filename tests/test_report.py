@@ -17,7 +17,9 @@ from typer.testing import CliRunner
 
 from scaling.cli import app
 from scaling.report import Plot, Report, Section, Table, write_html, write_pdf
-from scaling.report.content import _fit_section, _fits, flops_text, pct, sig3
+from scaling.laws import check_series
+from scaling.report import sections
+from scaling.report.formats import flops_text, pct, sig3
 from scaling.report.pdf import _width, wrap
 from scaling.search import create_study
 from scaling.storage import storage_url
@@ -96,26 +98,25 @@ def study(tmp_path_factory):
 @pytest.fixture(scope="module")
 def report_run(study, tmp_path_factory):
     """The report command run once on the tiny study, and what it built on the way: its own calls of
-    build_report and _fits are watched (they run as they are; their results are kept), so that the
+    build_report and check_series are watched (they run as they are; their results are kept), so that the
     tests of the content read the very Report the command rendered instead of building another."""
     import scaling.report
-    import scaling.report.content as content
 
     out = tmp_path_factory.mktemp("out")
     built, fitted = [], []
-    build, fits = scaling.report.build_report, content._fits
+    build, fits = scaling.report.build_report, scaling.report.check_series
 
     def watched_build(*args, **kwargs):
         built.append((args, kwargs, build(*args, **kwargs)))
         return built[-1][2]
 
-    def watched_fits(df):
-        fitted.append((df, fits(df)))
+    def watched_fits(df, **kwargs):
+        fitted.append((df, fits(df, **kwargs)))
         return fitted[-1][1]
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(scaling.report, "build_report", watched_build)
-        mp.setattr(content, "_fits", watched_fits)
+        mp.setattr(scaling.report, "check_series", watched_fits)
         r = invoke("report", "tiny", "--studies-dir", str(study / "studies"), "--output-dir", str(out))
     assert r.exit_code == 0, r.output
     assert len(built) == len(fitted) == 1  # one report, its series fitted once
@@ -230,6 +231,32 @@ def test_report_content_matches_the_study(study, report_run):
     assert dict(rep.provenance)["study"] == "tiny" and "cpu" in dict(rep.provenance)["devices"]
 
 
+def test_each_study_is_read_once_into_the_same_tables(study, monkeypatch):
+    from collections import Counter
+
+    from scaling.report.load import read_study
+    from scaling.results import (failures_frame, plan_studies, results_frame, running, series_failures,
+                                 series_frame)
+
+    reads, get_trials = Counter(), optuna.Study.get_trials
+
+    def counted(self, *args, **kwargs):
+        reads[self.study_name] += 1
+        return get_trials(self, *args, **kwargs)
+
+    with monkeypatch.context() as mp:
+        mp.setattr(optuna.Study, "get_trials", counted)
+        s = read_study("tiny", study / "studies")
+    assert reads["tiny"] == 1 and len(reads) == 2 and set(reads.values()) == {1}  # the search and its family
+    url = f"sqlite:///{study / 'studies' / 'tiny' / 'optuna.db'}"
+    search, plans = optuna.load_study(study_name="tiny", storage=url), plan_studies(url, "tiny")
+    pd.testing.assert_frame_equal(s.results, results_frame(search))
+    pd.testing.assert_frame_equal(s.failures, failures_frame(search))
+    pd.testing.assert_frame_equal(s.series, series_frame(plans))
+    pd.testing.assert_frame_equal(s.series_failures, series_failures(plans))
+    assert s.running == running(search) == 0 and len(s.candidates) == len(s.candidates_frame) == 8
+
+
 def _screenshot(html_path: Path, png: Path, profile: Path) -> np.ndarray:
     from PIL import Image
 
@@ -318,6 +345,22 @@ def test_number_formats():
     assert flops_text(386e6) == "386 MFLOPs" and flops_text(1.8e9) == "1.80 GFLOPs" and flops_text(1.45e6) == "1.45 MFLOPs"
 
 
+def test_the_view_model_is_frozen():
+    import dataclasses
+
+    t = Table("c", ["a", "b"], [["1", "x"], ["—", "y"]])
+    assert t.columns == ("a", "b") and t.rows == (("1", "x"), ("—", "y")) and t.align == ("r", "l")
+    sec = Section("h", ["p"], [t])
+    assert sec.paragraphs == ("p",) and sec.tables == (t,) and sec.figures == ()
+    rep = Report("title", [("study", "s")], [sec])
+    assert rep.provenance == (("study", "s"),) and rep.sections == (sec,)
+    for obj, name in ((t, "caption"), (sec, "paragraphs"), (rep, "sections")):
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            setattr(obj, name, ())
+    with pytest.raises(ValueError, match="a row of 1 cells for 2 columns"):
+        Table("bad", ["a", "b"], [["1"]])
+
+
 def test_wrap_fits_the_width():
     text = "a fairly long sentence that has to wrap " * 8 + "and-one-unbreakable-word-longer-than-a-line" * 3
     lines = wrap(text, 9.5, 2.0)
@@ -351,34 +394,32 @@ def test_fits_are_reported_with_intervals_and_the_held_out_check():
                            "top1": 1 - (0.2 * gflops ** -0.5 + 0.1)})
     width = pd.DataFrame({"series": "width", "kind": "sweep", "flops": [1e9, 2e9, 3e9], "top1": [0.7, 0.75, 0.78]})
     df = pd.concat([family, width], ignore_index=True)
-    fits = _fits(df)
-    fit, held = fits["compound (1.2, 1.1, 1.15)"]
+    fits = check_series(df, bootstrap=sections.BOOTSTRAP)
+    fit, held = fits["compound (1.2, 1.1, 1.15)"].fit, fits["compound (1.2, 1.1, 1.15)"].check
     assert fit.ok and (fit.law.a, fit.law.b, fit.law.c) == pytest.approx((0.2, 0.5, 0.1), abs=1e-3)
-    assert held["abs_error"] < 1e-3 and held["gflops"] == 12.8
-    assert fits["width"][0].text() == "not fitted: 3 distinct FLOPs value(s); a three-parameter law needs at least 4"
-    table = _fit_section(SimpleNamespace(series=df, fits=fits)).tables[0]
-    assert table.rows[0] == ["compound (1.2, 1.1, 1.15)", "fitted", "6", "0.200 [0.200, 0.200]",
+    assert held.abs_error < 1e-3 and held.gflops == 12.8
+    assert fits["width"].fit.text() == "not fitted: 3 distinct FLOPs value(s); a three-parameter law needs at least 4"
+    table = sections.fits(df, fits).tables[0]
+    assert list(table.rows[0]) == ["compound (1.2, 1.1, 1.15)", "fitted", "6", "0.200 [0.200, 0.200]",
                              "0.500 [0.500, 0.500]", "0.100 [0.100, 0.100]", "90.00%", "0.00",
                              "at 12.8 GFLOPs: predicted 84.41%, measured 84.41%, off by 0.00 pp"]
-    assert table.rows[1][:2] == ["width", "not fitted"] and table.rows[1][-1].startswith("3 distinct")
+    assert list(table.rows[1][:2]) == ["width", "not fitted"] and table.rows[1][-1].startswith("3 distinct")
 
 
 def test_a_failed_fit_is_shown_as_no_law():
     # Issue 9: top-1 24.8, 41.4, 20.4, 18.6% as FLOPs grew was reported as "top-1 limit 26.63%".
-    from scaling.report.content import _family
-
     df = pd.DataFrame({"series": "compound (1.2, 1.1, 1.15)", "kind": "family", "label": [f"phi={k}" for k in range(4)],
                        "phi": [0.0, 1, 2, 3], "multiplier": np.nan, "d": [1, 1.2, 1.44, 1.728],
                        "w": [1, 1.1, 1.21, 1.331], "resolution": [32, 40, 40, 48], "params": 1e6,
                        "flops": [2.1e6, 4.2e6, 8.3e6, 16.7e6], "top1": [0.248, 0.414, 0.204, 0.186],
                        "top1_std": np.nan, "seeds": 1})
-    fits = _fits(df)
-    fit, held = fits["compound (1.2, 1.1, 1.15)"]
-    assert fit.status == "no law fits" and held == "no law to check"
-    row = _fit_section(SimpleNamespace(series=df, fits=fits)).tables[0].rows[0]
+    fits = check_series(df, bootstrap=sections.BOOTSTRAP)
+    fit, held = fits["compound (1.2, 1.1, 1.15)"].fit, fits["compound (1.2, 1.1, 1.15)"].check
+    assert fit.status == "no law fits" and held is None and fits["compound (1.2, 1.1, 1.15)"].no_check == "no law to check"
+    row = sections.fits(df, fits).tables[0].rows[0]
     assert row[1] == "no law fits" and row[6] == "—" and "top-1 falls as FLOPs grow" in row[-1]
     assert "26.6" not in " ".join(row)
-    sec = _family(SimpleNamespace(series=df, fits=fits))
+    sec = sections.family(df, fits)
     assert sec.heading == "Compound family"
     (flops_figure,) = sec.figures
     assert "no law is drawn for compound (1.2, 1.1, 1.15)" in flops_figure.caption
@@ -392,9 +433,9 @@ def test_results_says_whether_a_law_fits(study, report_run, monkeypatch):
     r = invoke("results", "tiny")
     assert r.exit_code == 0, r.output
     series = series_frame(plan_studies(f"sqlite:///{study / 'studies' / 'tiny' / 'optuna.db'}", "tiny"))
-    # The fits of this series are those the report command made (_fits of the same frame), not made again.
+    # The fits of this series are those the report command made (check_series of the same frame), not made again.
     pd.testing.assert_frame_equal(report_run.series, series)
-    fit, _ = report_run.fits["compound (1.2, 1.1, 1.15)"]
+    fit = report_run.fits["compound (1.2, 1.1, 1.15)"].fit
     line = next(line for line in r.output.splitlines() if line.startswith("law of compound (1.2, 1.1, 1.15): "))
     if fit.ok:
         assert f"top-1 limit {100 * (1 - fit.law.c):.2f}%" in line

@@ -9,7 +9,7 @@ import re
 from pathlib import Path
 
 from ..files import atomic_path
-from .content import Plot, Report, Section, Table
+from .model import Plot, Report, Section, Table
 
 
 CSS = """

@@ -24,7 +24,7 @@ from matplotlib.font_manager import FontProperties
 from matplotlib.lines import Line2D
 from matplotlib.patches import Rectangle
 
-from .content import Plot, Report, Section, Table
+from .model import Plot, Report, Section, Table
 from ..files import atomic_path
 
 PAGE_W, PAGE_H = 8.27, 11.69  # A4, inches
