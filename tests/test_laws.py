@@ -122,3 +122,40 @@ def test_line_residuals():
     bumped = on_line + np.array([0.0, 0.02, -0.02, 0.0])
     residuals = line_residuals(flops, bumped)
     assert residuals.sum() == pytest.approx(0, abs=1e-12) and residuals[1] > 0 > residuals[2]
+
+
+def test_holdout_interval_from_the_seeds_noise():
+    # Exact points: the interval holds the truth and narrows with the noise; it is seeded.
+    se = np.full(X.shape, 0.002)
+    h = holdout_check(X, law(X), se=se)
+    lo, hi = h.interval
+    assert lo < law(37.0) < hi and h.inside is True and h.actual_se == 0.002
+    assert h == holdout_check(X, law(X), se=se)
+    narrow = holdout_check(X, law(X), se=se / 10)
+    assert narrow.interval[1] - narrow.interval[0] < (hi - lo) / 5
+    # A measured point far off the law lies outside.
+    far = law(X).copy()
+    far[-1] += 0.05
+    assert holdout_check(X, far, se=se).inside is False
+    assert holdout_check(X, law(X)).interval is None and holdout_check(X, law(X)).inside is None
+
+
+def test_every_series_starts_from_the_base_and_pools_its_own_noise():
+    from scaling.laws import check_series, with_base
+
+    base = {"series": "compound", "d": 1.0, "w": 1.0, "r": 1.0, "flops": X[0] * 1e9, "top1": 1 - law(X[0]),
+            "top1_std": 0.004, "seeds": 2}
+    rows = [base] + [{"series": "compound", "d": 1.2 ** i, "w": 1.1 ** i, "r": 1.15 ** i, "flops": x * 1e9,
+                      "top1": 1 - law(x), "top1_std": 0.004, "seeds": 2} for i, x in enumerate(X[1:5], 1)]
+    rows += [{"series": "width", "d": 1.0, "w": 1.5 ** i, "r": 1.0, "flops": x * 1e9, "top1": 1 - law(x),
+              "top1_std": 0.2, "seeds": 2} for i, x in enumerate(X[1:4], 1)]  # noisy, and without the base
+    df = pd.DataFrame(rows)
+    anchored = with_base(df)
+    assert list(anchored["series"]) == ["compound"] * 5 + ["width"] * 4
+    assert anchored.iloc[5]["flops"] == X[0] * 1e9 and anchored.iloc[5]["d"] == 1.0  # the base, copied into width
+    assert len(with_base(df[df["series"] == "width"])) == 3  # no base row to copy: as it is
+    fits = check_series(df, bootstrap=0)
+    assert fits["width"].fit.law.n == 4  # 3 members and the base
+    held = fits["compound"].check
+    assert held.gflops == X[4] and held.actual_se == pytest.approx(0.004 / np.sqrt(2))  # its own noise, not width's
+    assert held.inside is True

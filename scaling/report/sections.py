@@ -15,7 +15,7 @@ import pandas as pd
 
 from .. import plots
 from ..compound import PAPER
-from ..laws import MONOTONE_SLACK, PowerLaw, SeriesFit
+from ..laws import MONOTONE_SLACK, Holdout, PowerLaw, SeriesFit
 from ..results import paper_network, paper_rank
 from ..units import flops_unit
 from .formats import count, flops_text, missing, num, params_m, pct, plural, points, short, sig3, triple_text
@@ -331,6 +331,20 @@ def _ci(law: PowerLaw, key: str, fmt) -> str:
     return value
 
 
+def holdout_text(held: Holdout) -> str:
+    """"at 439 MFLOPs: predicted 85.36% [84.00%, 86.01%], measured 85.13% ± 0.36 (inside the interval), off by 0.23 pp"."""
+    said = f"at {flops_text(held.gflops * 1e9)}: predicted {pct(1 - held.predicted_error)}"
+    if held.interval is not None:
+        lo, hi = held.interval
+        said += f" [{pct(1 - hi)}, {pct(1 - lo)}]"
+    said += f", measured {pct(1 - held.actual_error)}"
+    if held.actual_se is not None:
+        said += f" ± {100 * held.actual_se:.2f}"
+    if held.inside is not None:
+        said += " (inside the interval)" if held.inside else " (outside the interval)"
+    return said + f", off by {100 * held.abs_error:.2f} pp"
+
+
 def fits(series: pd.DataFrame, fitted: Mapping[str, SeriesFit]) -> Section:
     """Each series' fit in ``fitted`` (laws.check_series of the series frame ``series``): the law
     with its intervals and held-out check, or why no law fits."""
@@ -340,8 +354,11 @@ def fits(series: pd.DataFrame, fitted: Mapping[str, SeriesFit]) -> Section:
         return sec.done()
     sec.paragraphs.append(
         "Per series, error = a · GFLOPs^(−b) + c (c ≥ 0 the irreducible error), least squares, with 95% "
-        f"intervals from {BOOTSTRAP} bootstrap resamples of the points. The held-out check fits all but the "
-        "largest member and predicts its top-1; a fit needs 4 distinct FLOPs values, the check 5 points. A fit "
+        f"intervals from {BOOTSTRAP} bootstrap resamples of the points; every series starts from the base network "
+        "(phi = 0, trained once and shared by the series). The held-out check fits all but the largest member and "
+        "predicts its top-1, with a 95% interval from the seeds' noise (each fitted point redrawn from its mean's "
+        "standard error, with the series' seed std pooled, and the law refitted); a fit needs 4 distinct FLOPs "
+        "values, the check 5 points. A fit "
         f"with a parameter at its bound, on a series whose top-1 falls as FLOPs grow (by more than "
         f"{100 * MONOTONE_SLACK:g} points), or with an RMSE above the spread it explains is no law: it is "
         "listed as \"no law fits\" with the reason, and neither drawn nor given a limit.")
@@ -351,8 +368,7 @@ def fits(series: pd.DataFrame, fitted: Mapping[str, SeriesFit]) -> Section:
         law = fit.law
         if fit.ok:
             if held is not None:
-                check = (f"at {flops_text(held.gflops * 1e9)}: predicted {pct(1 - held.predicted_error)}, "
-                         f"measured {pct(1 - held.actual_error)}, off by {100 * held.abs_error:.2f} pp")
+                check = holdout_text(held)
             else:
                 check = sf.no_check
             rows.append([name, "fitted", str(law.n), _ci(law, "a", sig3), _ci(law, "b", sig3), _ci(law, "c", sig3),
