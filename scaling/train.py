@@ -36,9 +36,10 @@ import torch
 import torch.nn.functional as F
 
 from . import distributed, memory
-from .checkpoint import check_resume, data_fingerprint, read_saved_result
+from .checkpoint import check_resume, data_fingerprint, load_checkpoint, read_saved_result, save_checkpoint
+from .checkpoint import save_weights as save_weights_file
 from .data import Batches, DataSet
-from .files import atomic_path, write_text_atomic
+from .files import write_text_atomic
 from .data.batches import _seed as _derive_seed
 from .model import EfficientNet
 from .recipe import Recipe
@@ -82,7 +83,7 @@ class TrainResult:
         return cls(**{k: v for k, v in d.items() if k in known})
 
     def save(self, path: str | Path) -> None:
-        _atomic_write_text(Path(path), json.dumps(self.to_dict(), indent=2))
+        write_text_atomic(path, json.dumps(self.to_dict(), indent=2))
 
 
 class _Stop(Exception):
@@ -194,15 +195,6 @@ def _num_classes(model: torch.nn.Module) -> int:
     if spec is not None:
         return spec.num_classes
     return [m for m in model.modules() if isinstance(m, torch.nn.Linear)][-1].out_features
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    write_text_atomic(path, text)
-
-
-def _atomic_save(obj, path: Path) -> None:
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
 
 
 def _sync(device: torch.device) -> None:
@@ -363,8 +355,7 @@ def train(
         state.run(start_epoch, checkpoint and Path(checkpoint), quiet, on_epoch)
         if save_weights is not None and rank == 0:
             final = ema.module if ema is not None else net
-            _atomic_save({"format": "scaling/1", "spec": spec.to_dict(), "state_dict": final.state_dict(),
-                          "classes": list(data.classes)}, Path(save_weights))
+            save_weights_file(save_weights, spec, final.state_dict(), classes=data.classes)
     except _Stop as stop:
         result.status, result.reason, result.failed_at = stop.status, stop.reason, stop.where
     finally:
@@ -454,32 +445,20 @@ class _Loop:
     # -- checkpoints
 
     def save(self, path: Path, epoch: int) -> None:
-        _atomic_save({
-            "format": "scaling-train/1", "epoch": epoch, "step": self.step, "micro": self.micro,
-            "model": self.net.state_dict(), "optimizer": self.opt.state_dict(),
-            "ema": self.ema.state_dict() if self.ema is not None else None,
-            "rng": torch.get_rng_state(), "result": self.result.to_dict(), "images_timed": self.images_timed,
-        }, path)
+        save_checkpoint(path, epoch=epoch, step=self.step, micro=self.micro, model=self.net, optimizer=self.opt,
+                        ema=self.ema, result=self.result.to_dict(), images_timed=self.images_timed)
 
     def restore(self, path: Path) -> int:
         """Load a checkpoint that :func:`check_resume` found to be this run's; the next epoch."""
-        ck = torch.load(path, map_location=self.dev, weights_only=False)
-        saved = ck["result"]
-        self.net.load_state_dict(ck["model"])
-        self.opt.load_state_dict(ck["optimizer"])
-        if self.lr_tensor is not None:  # loading replaced the groups' lr with copies
-            for g in self.opt.param_groups:
-                g["lr"] = self.lr_tensor
-        if self.ema is not None and ck["ema"] is not None:
-            self.ema.load_state_dict(ck["ema"])
-        torch.set_rng_state(ck["rng"].cpu())
-        self.step, self.images_timed = ck["step"], ck["images_timed"]
-        self.micro = min(ck["micro"], self.train_b.batch_size)  # saved by a run with fewer processes, maybe
+        at = load_checkpoint(path, self.dev, self.net, self.opt, self.ema, lr=self.lr_tensor)
+        saved = at.result
+        self.step, self.images_timed = at.step, at.images_timed
+        self.micro = min(at.micro, self.train_b.batch_size)  # saved by a run with fewer processes, maybe
         self.result.history = saved["history"]
         self.result.epochs_completed = saved["epochs_completed"]
         for k in ("warmup", "train", "eval"):
             self.result.times[k] = saved["times"].get(k, 0.0)
-        return ck["epoch"] + 1
+        return at.next_epoch
 
     # -- the loop
 
