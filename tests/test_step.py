@@ -107,3 +107,20 @@ def test_the_graph_gives_way_to_eager_micro_batches_of_half_the_batch(monkeypatc
     assert _GraphOutOfMemory.made == 1  # never captured again
     with pytest.raises(ValueError, match="device tensor"):
         s.HalvingStep(s.EagerStep(net, opt, _loss_fn(), micro=64, amp=False), batch=64, floor=8, graphs=True)
+
+
+def test_the_loop_notes_the_graph_given_up_and_retries_the_batch(monkeypatch):
+    monkeypatch.setattr(s, "GraphStep", _GraphOutOfMemory)
+    net, opt = _net_opt(lr=None)
+    x, y = _batch()
+    step = s.HalvingStep(s.EagerStep(net, opt, _loss_fn(), micro=64, amp=False, lr=torch.tensor(0.1)), batch=64,
+                         floor=8, graphs=True)
+    notes = []
+    loss = t._take_step(step, x, y, 0.1, 2, 0, notes)
+    assert torch.isfinite(loss) and step.micro == 32
+    assert notes == ["out of memory capturing the CUDA graph; eager from epoch 3"]
+    floor = s.HalvingStep(s.EagerStep(net, opt, _loss_fn(limit=0), micro=8, amp=False), batch=64, floor=8)
+    with pytest.raises(t._Stop) as e:
+        t._take_step(floor, x, y, 0.1, 1, 2, notes)
+    assert (e.value.status, e.value.where) == ("oom", {"epoch": 2, "step": 3})
+    assert e.value.reason == "out of memory at micro-batch 8 (floor 8), epoch 2, step 3"
