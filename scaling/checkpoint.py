@@ -242,12 +242,15 @@ def read_file(path: Path):
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
-def weights_of(obj: Mapping, path: Path) -> Weights:
-    """The weights in what :func:`read_file` returned for a file with a ``format``.
+def weights_of(obj: Mapping, path: Path) -> Weights | None:
+    """The weights in what :func:`read_file` returned, or None where it names no format (a
+    state dict, another tool's checkpoint).
 
     Raises:
-        ValueError: where it is another format, or ours without a spec.
+        ValueError: where it names another format, or is ours without a spec.
     """
+    if "format" not in obj:
+        return None
     if obj["format"] != WEIGHTS_FORMAT:
         raise ValueError(f"{path}: unsupported checkpoint format {obj['format']!r}")
     spec = obj.get("spec")

@@ -122,8 +122,8 @@ def _read(path: Path) -> tuple[dict[str, torch.Tensor], dict | None]:
         raise ValueError(f"{path}: expected a state dict, got {type(obj).__name__}")
 
     spec = None
-    if "format" in obj:  # ours (scaling.checkpoint); its state dict is checked below like any other
-        ours = weights_of(obj, path)
+    ours = weights_of(obj, path)  # a weights file of ours: its state dict is checked below like any other
+    if ours is not None:
         state, spec = ours.state_dict, ours.spec
     elif obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
         state = obj
