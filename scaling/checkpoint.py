@@ -1,24 +1,40 @@
-"""What a training run was trained on, and whether a checkpoint or weights file fits a run.
+"""Training checkpoints and weights files: what they hold, how they are written and read, whether one fits a run.
 
-A checkpoint (``scaling-train/1``) and a weights file (``scaling/1``) carry the class names
-of the data they were trained on (in label order) and the data's fingerprint. Resuming
-refuses a checkpoint of another run, saying what differs; evaluating maps the classifier
-by name where the data has the same classes in another order, and refuses other classes.
-Files written before class names were stored still load, with a warning that the classes
-cannot be checked.
+The two formats, and the only module that writes or reads them (``torch.save``, ``torch.load``):
+
+* a training checkpoint, ``scaling-train/1``, written atomically after every epoch of a run
+  and read to resume it: ``epoch`` (the last one done, from 0), ``step`` (optimizer steps
+  done), ``micro`` (the micro-batch it ended with), the state dicts ``model``, ``optimizer``
+  and ``ema`` (None without one), ``rng`` (torch's CPU generator), ``result`` (the
+  TrainResult so far, as a dict) and ``images_timed``;
+* a weights file, ``scaling/1``: ``spec`` (the NetworkSpec as a dict), ``state_dict`` and,
+  where training wrote it, ``classes``. :meth:`EfficientNet.save` writes one without class
+  names; ``EfficientNet.from_pretrained`` (:mod:`scaling.weights`) reads it, and other
+  tools' files through :func:`read_file`.
+
+Both carry the class names of the data they were trained on (in label order) and a
+checkpoint the data's fingerprint. Resuming refuses a checkpoint of another run, saying
+what differs; evaluating maps the classifier by name where the data has the same classes
+in another order, and refuses other classes. Files written before class names were stored
+still load, with a warning that the classes cannot be checked.
 """
 
 from __future__ import annotations
 
 import contextlib
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from .files import atomic_path
 from .recipe import Recipe
 from .spec import NetworkSpec
+
+TRAIN_FORMAT = "scaling-train/1"
+WEIGHTS_FORMAT = "scaling/1"
 
 
 class RunMismatch(ValueError):
@@ -132,6 +148,59 @@ def check_resume(path: Path, saved: dict, spec: NetworkSpec, recipe: Recipe, see
                   top1=saved.get("top1"))
 
 
+# ---------------------------------------------------------------------------- training checkpoints
+
+
+def save_checkpoint(path: Path, *, epoch: int, step: int, micro: int, model: torch.nn.Module,
+                    optimizer: torch.optim.Optimizer, ema: torch.nn.Module | None, result: dict,
+                    images_timed: int) -> None:
+    """Write a training checkpoint atomically: the run after ``epoch`` (from 0), with torch's CPU generator.
+
+    ``model``: the bare network (not its DistributedDataParallel wrapper); ``result``: the
+    TrainResult so far, as a dict.
+    """
+    obj = {
+        "format": TRAIN_FORMAT, "epoch": epoch, "step": step, "micro": micro,
+        "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+        "ema": ema.state_dict() if ema is not None else None,
+        "rng": torch.get_rng_state(), "result": result, "images_timed": images_timed,
+    }
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
+
+
+@dataclass(frozen=True)
+class Position:
+    """Where a restored checkpoint left its run."""
+
+    next_epoch: int  # the first epoch still to train (from 0)
+    step: int  # optimizer steps done
+    micro: int  # the micro-batch it ended with
+    images_timed: int  # training images timed (after the warm-up)
+    result: dict  # the TrainResult so far, as a dict
+
+
+def load_checkpoint(path: Path, device: torch.device, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                    ema: torch.nn.Module | None, lr: torch.Tensor | None = None) -> Position:
+    """Put a training checkpoint that :func:`check_resume` found to be this run's into ``model``,
+    ``optimizer``, ``ema`` and torch's CPU generator; where it left the run.
+
+    ``lr``: the device tensor a fused optimizer reads its learning rate from (loading the
+    optimizer's state replaces it with copies; it is put back).
+    """
+    ck = torch.load(path, map_location=device, weights_only=False)
+    model.load_state_dict(ck["model"])
+    optimizer.load_state_dict(ck["optimizer"])
+    if lr is not None:
+        for g in optimizer.param_groups:
+            g["lr"] = lr
+    if ema is not None and ck["ema"] is not None:
+        ema.load_state_dict(ck["ema"])
+    torch.set_rng_state(ck["rng"].cpu())
+    return Position(next_epoch=ck["epoch"] + 1, step=ck["step"], micro=ck["micro"], images_timed=ck["images_timed"],
+                    result=ck["result"])
+
+
 def read_saved_result(path: Path) -> dict:
     """The TrainResult dict saved in a training checkpoint."""
     try:
@@ -139,7 +208,7 @@ def read_saved_result(path: Path) -> dict:
     except Exception as e:  # noqa: BLE001 - truncated or not a torch file
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise RunMismatch(f"{path} cannot be read ({first}); --fresh starts again") from None
-    if not isinstance(ck, dict) or ck.get("format") != "scaling-train/1" or "result" not in ck:
+    if not isinstance(ck, dict) or ck.get("format") != TRAIN_FORMAT or "result" not in ck:
         raise RunMismatch(f"{path} is not a training checkpoint of this tool")
     return ck["result"]
 
@@ -147,15 +216,62 @@ def read_saved_result(path: Path) -> dict:
 # ---------------------------------------------------------------------------- weights
 
 
-def weights_classes(path: Path) -> list[str] | None:
-    """The class names a weights file of ours stores, or None (another tool's file, or an old one)."""
+def save_weights(path: str | Path, spec: NetworkSpec, state_dict: Mapping[str, torch.Tensor],
+                 classes: list[str] | None = None) -> None:
+    """Write a weights file atomically: the network's spec and state dict, and the class names
+    of its data (in label order) where given."""
+    obj = {"format": WEIGHTS_FORMAT, "spec": spec.to_dict(), "state_dict": state_dict}
+    if classes is not None:
+        obj["classes"] = list(classes)
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
+
+
+@dataclass(frozen=True)
+class Weights:
+    """What a weights file of ours holds."""
+
+    spec: Mapping  # the NetworkSpec as a dict
+    state_dict: object  # a Mapping of tensors, in a well-formed file
+    classes: list[str] | None  # None: written without class names (by EfficientNet.save, or an older version)
+
+
+def read_file(path: Path):
+    """What a weights file holds, ours or another tool's, read without running code from it
+    (``weights_only=True``; a file that holds more raises ``pickle.UnpicklingError``)."""
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def weights_of(obj: Mapping, path: Path) -> Weights | None:
+    """The weights in what :func:`read_file` returned, or None where it names no format (a
+    state dict, another tool's checkpoint).
+
+    Raises:
+        ValueError: where it names another format, or is ours without a spec.
+    """
+    if "format" not in obj:
+        return None
+    if obj["format"] != WEIGHTS_FORMAT:
+        raise ValueError(f"{path}: unsupported checkpoint format {obj['format']!r}")
+    spec = obj.get("spec")
+    if not isinstance(spec, Mapping):
+        raise ValueError(f"{path}: {WEIGHTS_FORMAT} checkpoint without a spec")
+    classes = [str(c) for c in obj["classes"]] if obj.get("classes") else None
+    return Weights(spec=spec, state_dict=obj.get("state_dict"), classes=classes)
+
+
+def read_weights(path: Path) -> Weights | None:
+    """The weights file of ours at ``path``, or None (another tool's file, or one that cannot be read)."""
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        obj = read_file(path)
     except Exception:  # noqa: BLE001 - not ours: the loader says what is wrong with it
         return None
-    if isinstance(obj, dict) and obj.get("format") == "scaling/1" and obj.get("classes"):
-        return [str(c) for c in obj["classes"]]
-    return None
+    if not isinstance(obj, dict) or obj.get("format") != WEIGHTS_FORMAT:
+        return None
+    try:
+        return weights_of(obj, path)
+    except ValueError:  # ours without a spec: the loader says so
+        return None
 
 
 def match_classes(model: torch.nn.Module, saved: list[str], wanted: list[str], path: Path) -> bool:

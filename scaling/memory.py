@@ -1,8 +1,9 @@
 """How many images a CPU training step and a CPU evaluation batch can take, from the memory there is.
 
-On a GPU, :func:`scaling.train.train` halves the micro-batch when CUDA runs out of memory.
-On the CPU nothing raises: the kernel kills the process (exit 137) with no message. So on
-the CPU the micro-batch is chosen up front from an estimate of what a step costs:
+On a GPU, the training step (:class:`scaling.step.HalvingStep`) halves the micro-batch when
+CUDA runs out of memory. On the CPU nothing raises: the kernel kills the process (exit 137)
+with no message. So on the CPU the micro-batch is chosen up front from an estimate of what a
+step costs:
 
 * per image in the micro-batch, ``TRAIN_FACTOR`` float32 values per output element of the
   network's convolutions and linear layers (``scaling.complexity.count(spec).activations``

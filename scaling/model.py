@@ -233,8 +233,10 @@ class EfficientNet(nn.Module):
                 nn.init.zeros_(m.bias)
 
     def save(self, path) -> None:
-        """Write a checkpoint that :meth:`from_pretrained` reads back with its spec."""
-        torch.save({"format": "scaling/1", "spec": self.spec.to_dict(), "state_dict": self.state_dict()}, path)
+        """Write a weights file (atomically) that :meth:`from_pretrained` reads back with its spec."""
+        from .checkpoint import save_weights
+
+        save_weights(path, self.spec, self.state_dict())
 
     # -- forward
 

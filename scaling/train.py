@@ -5,8 +5,9 @@ trains in bf16 autocast, channels_last, without cudnn autotuning (it costs about
 new network and gains nothing at 128 px; docs/BENCHMARKS.md) and with the data resident on
 the device; on the CPU in float32. Loss that turns NaN or Inf stops the run within one
 step; CUDA out of memory halves the micro-batch (same effective batch, gradient
-accumulation) down to a floor. A checkpoint is written atomically after every epoch, and
-``resume=True`` continues from it exactly.
+accumulation) down to a floor (the step, graph or eager: :mod:`scaling.step`). A checkpoint
+is written atomically after every epoch, and ``resume=True`` continues from it exactly
+(:mod:`scaling.checkpoint`).
 
 Inside a process group of several processes (torchrun; :mod:`scaling.distributed`) the
 same call trains data-parallel with DistributedDataParallel: each process takes a
@@ -17,18 +18,18 @@ whole held-out split. Batch norm normalises with each process's own batch statis
 (torch's SyncBatchNorm on GPUs with ``sync_bn``); the running statistics are averaged
 over the processes after every epoch, before evaluating and checkpointing. Rank 0 alone
 shows progress and writes files. CUDA graphs and out-of-memory halving are off there
-(see :meth:`_Loop._step`).
+(see :class:`scaling.step.HalvingStep`).
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import gc
 import json
 import time
 import warnings
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Callable
 
@@ -36,14 +37,15 @@ import torch
 import torch.nn.functional as F
 
 from . import distributed, memory
-from .checkpoint import check_resume, data_fingerprint, read_saved_result
+from .checkpoint import check_resume, data_fingerprint, load_checkpoint, read_saved_result, save_checkpoint
+from .checkpoint import save_weights as write_weights
 from .data import Batches, DataSet
-from .files import atomic_path, write_text_atomic
+from .files import write_text_atomic
 from .data.batches import _seed as _derive_seed
 from .model import EfficientNet
 from .recipe import Recipe
 from .spec import NetworkSpec, smallest_batch
-from .step import GraphStep, can_capture
+from .step import EagerStep, GraphLost, HalvingStep, OutOfMemory, Step, can_capture
 
 WARMUP_STEPS = 5  # the first steps (cudnn plans for new shapes, graph capture, allocator growth) are timed apart
 
@@ -82,7 +84,7 @@ class TrainResult:
         return cls(**{k: v for k, v in d.items() if k in known})
 
     def save(self, path: str | Path) -> None:
-        _atomic_write_text(Path(path), json.dumps(self.to_dict(), indent=2))
+        write_text_atomic(path, json.dumps(self.to_dict(), indent=2))
 
 
 class _Stop(Exception):
@@ -196,15 +198,6 @@ def _num_classes(model: torch.nn.Module) -> int:
     return [m for m in model.modules() if isinstance(m, torch.nn.Linear)][-1].out_features
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    write_text_atomic(path, text)
-
-
-def _atomic_save(obj, path: Path) -> None:
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
-
-
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -266,36 +259,42 @@ def train(
         ``nan`` or ``oom``, a reason, and no metric from after the failure. In a process
         group every process returns the same metrics.
     """
+    # 1. the run asked for, checked; a finished run's result where resuming one
     recipe = recipe or Recipe()
     dev = resolve_device(device)
+    cuda = dev.type == "cuda"
     rank, world = distributed.rank(), distributed.world_size()
     if world > 1:
         if recipe.batch_size % world:
             raise ValueError(f"batch size {recipe.batch_size} does not divide among {world} processes")
         if cuda_graphs:
             raise ValueError("CUDA graphs are off under DistributedDataParallel")
-        if sync_bn and dev.type != "cuda":
+        if sync_bn and not cuda:
             raise ValueError("sync_bn needs GPUs (torch's SyncBatchNorm runs on CUDA only)")
         quiet = quiet or rank != 0
     per_process = recipe.batch_size // world
     if micro_batch is not None and not 1 <= micro_batch <= per_process:
         raise ValueError(f"micro-batch must lie in 1..{per_process}, got {micro_batch}")
     spec = run_spec(spec, data, recipe)
-    least = smallest_batch(spec)
-    if min(per_process, micro_batch or per_process) < least:
+    if min(per_process, micro_batch or per_process) < smallest_batch(spec):
         raise ValueError(batch_too_small(min(per_process, micro_batch or per_process), spec))
+    if cuda_graphs is None:
+        cuda_graphs = can_capture(dev, recipe.optimizer, recipe.ema, world)
+    elif cuda_graphs and not can_capture(dev, recipe.optimizer, recipe.ema, world):
+        raise ValueError("CUDA graphs need a CUDA device, the sgd optimizer and no EMA")
+    checkpoint = Path(checkpoint) if checkpoint else None
+    resuming = resume and checkpoint is not None and checkpoint.exists()
     result = TrainResult(status="ok", device=_device_name(dev, world), seed=seed, recipe=recipe.to_dict(),
                          spec=spec.to_dict(), times={"data": data_seconds}, processes=world,
                          classes=list(data.classes), data_fingerprint=data_fingerprint(data))
-    if resume and checkpoint and Path(checkpoint).exists():
-        saved = read_saved_result(Path(checkpoint))
-        state_of = check_resume(Path(checkpoint), saved, spec, recipe, seed, result.classes, result.data_fingerprint)
-        if state_of.finished:  # nothing to train: the finished run's result, unchanged
-            done = TrainResult.from_dict(saved)
+    if resuming:
+        saved = read_saved_result(checkpoint)
+        if check_resume(checkpoint, saved, spec, recipe, seed, result.classes, result.data_fingerprint).finished:
+            done = TrainResult.from_dict(saved)  # nothing to train: the finished run's result, unchanged
             done.notes = [*done.notes, "already finished: resumed with nothing left to train"]
             return done
+
     t_start = time.perf_counter()
-    cuda = dev.type == "cuda"
     amp = cuda
     if cuda:
         torch.backends.cudnn.benchmark = cudnn_benchmark
@@ -303,68 +302,86 @@ def train(
     old_det = torch.are_deterministic_algorithms_enabled()
     if deterministic:
         torch.use_deterministic_algorithms(True)
-    model = net = opt = ema = state = train_batches = val_batches = None
+    model = net = opt = ema = eager = step = train_b = val_b = None
+    eval_graph: dict | None = {} if cuda_graphs else None  # the evaluation's CUDA graph, captured at its first batch
     try:
+        # 2. the network, its optimizer and weight average, the batches, the step
         torch.manual_seed(seed)
         net = EfficientNet(spec).to(dev)
         if cuda:
             net = net.to(memory_format=torch.channels_last)
-        if cuda_graphs is None:
-            cuda_graphs = can_capture(dev, recipe.optimizer, recipe.ema, world)
-        elif cuda_graphs and not can_capture(dev, recipe.optimizer, recipe.ema, world):
-            raise ValueError("CUDA graphs need a CUDA device, the sgd optimizer and no EMA")
         if world > 1 and sync_bn:
             net = torch.nn.SyncBatchNorm.convert_sync_batchnorm(net)
-        lr_tensor = torch.tensor(recipe.peak_lr(), device=dev) if cuda_graphs else None
+        lr_tensor = torch.tensor(recipe.peak_lr(), device=dev) if cuda_graphs else None  # read by the graph
         opt = make_optimizer(net, recipe, lr_tensor)
         ema = _make_ema(net, recipe)
-        model = net
-        if world > 1:
-            from torch.nn.parallel import DistributedDataParallel
-
-            # Each process keeps its own batch-norm running statistics (no broadcast of
-            # rank 0's before every forward); _Loop averages them after every epoch.
-            model = DistributedDataParallel(net, device_ids=[dev.index] if cuda else None,
-                                            gradient_as_bucket_view=True, **_no_buffer_sync())
-            # On the CPU, the convolutions' weight gradients of depthwise kernels come with
-            # other strides in their size-1 dimension than DDP's buckets; a copy, not an error.
-            warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
-            result.notes.append(
-                f"data-parallel over {world} processes ({distributed.backend()}): {per_process} images per "
-                f"process and step, effective batch {recipe.batch_size}; batch norm "
-                f"{'synchronised (SyncBatchNorm)' if sync_bn else 'per process'}, running statistics averaged "
-                "after every epoch; CUDA graphs and out-of-memory halving off")
+        model = net if world == 1 else _data_parallel(net, dev, recipe, sync_bn, result)
         t0 = time.perf_counter()
-        dtype = torch.bfloat16 if cuda else torch.float32
-        shard = (rank, world)
-        train_batches = Batches(data.train, per_process, train=True, device=dev, seed=seed, dtype=dtype, shard=shard)
-        # On a GPU at the training batch size: its convolution plans serve the evaluation too. On
-        # the CPU bounded by the memory there is (scaling.memory): the kernel would kill the process.
-        val_full = per_process if cuda else min(recipe.batch_size, 1024)
-        val_size = val_full if cuda else memory.eval_batch_size(spec, val_full, split=data.val, processes=world)
-        val_batches = Batches(data.val, val_size, train=False, device=dev, seed=seed, dtype=dtype, shard=shard)
+        train_b, val_b, val_full = _batches(data, spec, recipe, per_process, dev, seed)
         result.times["data"] += time.perf_counter() - t0
-        state = _Loop(model, opt, ema, recipe, train_batches, val_batches, dev, amp, result, lr_tensor,
-                      net=net, seed=seed)
-        if micro_batch is not None:
-            state.micro = micro_batch
-        elif not cuda:  # no out-of-memory error on the CPU: the micro-batch from the memory there is, up front
-            plan = memory.choose_micro_batch(spec, recipe, per_process, split=data.train, processes=world)
-            state.micro = result.micro_batch = plan.micro
-            if plan.splits or val_size < val_full:
-                result.notes.append(memory.describe(plan, val_size if val_size < val_full else None))
-                if rank == 0:  # said even when quiet (no progress bar): a search's trials train quietly
-                    from rich.console import Console
+        for k in ("warmup", "train", "eval"):
+            result.times.setdefault(k, 0.0)
+        micro = micro_batch or per_process
+        if micro_batch is None and not cuda:  # no out-of-memory error on the CPU: the micro-batch from the memory there is
+            micro = _cpu_micro_batch(spec, recipe, data, per_process, val_b.batch_size, val_full, result)
 
-                    Console(stderr=True).print(result.notes[-1], markup=False, highlight=False, soft_wrap=True)
-        start_epoch = 0
-        if resume and checkpoint and Path(checkpoint).exists():
-            start_epoch = state.restore(Path(checkpoint))
-        state.run(start_epoch, checkpoint and Path(checkpoint), quiet, on_epoch)
+        def loss_fn(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+            return compute_loss(logits, labels, recipe.label_smoothing)
+
+        eager = EagerStep(model, opt, loss_fn, micro, amp, lr=lr_tensor, processes=world)
+        step = HalvingStep(eager, batch=per_process, floor=max(recipe.min_micro_batch, smallest_batch(spec)),
+                           graphs=cuda_graphs, rank=rank, processes=world)
+
+        # 3. where the checkpoint left the run
+        start_epoch, steps_done, images_timed = 0, 0, 0
+        if resuming:
+            at = load_checkpoint(checkpoint, dev, net, opt, ema, lr=lr_tensor)
+            start_epoch, steps_done, images_timed = at.next_epoch, at.step, at.images_timed
+            step.micro = min(at.micro, per_process)  # saved by a run with fewer processes, maybe
+            result.history, result.epochs_completed = at.result["history"], at.result["epochs_completed"]
+            for k in ("warmup", "train", "eval"):
+                result.times[k] = at.result["times"].get(k, 0.0)
+
+        # 4. the epochs: train, evaluate where due, checkpoint, report
+        with _progress(quiet) as progress:
+            for epoch in range(start_epoch, recipe.epochs):
+                task = progress.add_task("", total=len(train_b), epoch=f"{epoch + 1}/{recipe.epochs}", loss="-",
+                                         speed="-", top1="")
+                train_b.set_epoch(epoch)
+                if world > 1:  # dropout and stochastic depth: other draws on each process
+                    torch.manual_seed(_derive_seed(seed, "dropout", rank, epoch))
+                model.train()
+                loss, lr, seconds, images = _train_epoch(step, train_b, recipe, epoch, steps_done, ema=ema, net=net,
+                                                         result=result, show=partial(progress.update, task))
+                steps_done += len(train_b)
+                images_timed += images
+                t0 = time.perf_counter()
+                if world > 1:
+                    _average_buffers(net, ema, world)
+                evaluated = (epoch + 1) % recipe.eval_every == 0 or epoch + 1 == recipe.epochs
+                top1 = top5 = val_loss = None
+                if evaluated:
+                    top1, top5, val_loss = evaluate(ema.module if ema is not None else net, val_b, amp,
+                                                    graph=eval_graph is not None, state=eval_graph)
+                    result.top1, result.top5 = top1, top5
+                    progress.update(task, top1=f"top-1 {100 * top1:.1f}%")
+                result.times["eval"] += time.perf_counter() - t0
+                result.history.append(dict(epoch=epoch + 1, loss=loss, val_loss=val_loss, top1=top1, top5=top5,
+                                           lr=lr, seconds=seconds))
+                result.epochs_completed = epoch + 1
+                t_train = result.times["train"]
+                result.images_per_second = images_timed / t_train if t_train > 0 else None
+                result.micro_batch = step.micro
+                if checkpoint is not None and rank == 0:
+                    save_checkpoint(checkpoint, epoch=epoch, step=steps_done, micro=step.micro, model=net,
+                                    optimizer=opt, ema=ema, result=result.to_dict(), images_timed=images_timed)
+                if on_epoch is not None and evaluated:
+                    on_epoch(epoch, top1)
+
+        # 5. the final weights
         if save_weights is not None and rank == 0:
             final = ema.module if ema is not None else net
-            _atomic_save({"format": "scaling/1", "spec": spec.to_dict(), "state_dict": final.state_dict(),
-                          "classes": list(data.classes)}, Path(save_weights))
+            write_weights(save_weights, spec, final.state_dict(), classes=data.classes)
     except _Stop as stop:
         result.status, result.reason, result.failed_at = stop.status, stop.reason, stop.where
     finally:
@@ -372,14 +389,86 @@ def train(
             torch.use_deterministic_algorithms(old_det)
         if cuda:
             result.peak_memory_mb = torch.cuda.max_memory_allocated(dev) / 2**20
-        if state is not None:
-            state.release_graphs()
-        del model, net, opt, ema, state, train_batches, val_batches
+        if step is not None:
+            step.release()
+        if eval_graph and "graph" in eval_graph:
+            eval_graph.pop("graph").release()
+        del model, net, opt, ema, eager, step, train_b, val_b
         gc.collect()
         if cuda:
             torch.cuda.empty_cache()
     result.times["total"] = time.perf_counter() - t_start + data_seconds
     return result
+
+
+def _train_epoch(step: Step, batches: Batches, recipe: Recipe, epoch: int, first_step: int, *, ema, net,
+                 result: TrainResult, show: Callable[..., None]) -> tuple[float, float, float, int]:
+    """One epoch's optimizer steps: (mean loss, last learning rate, seconds, images timed).
+
+    A loss that is NaN or Inf stops the run (:class:`_Stop`), on a GPU one step late (no
+    host sync per step); so does running out of memory where the step cannot halve its
+    micro-batch any more. The first ``WARMUP_STEPS`` of the first epoch are timed apart
+    (``times["warmup"]``) from the rest (``times["train"]``); ``show`` updates the progress bar.
+    """
+    dev, world, per_epoch = batches.device, distributed.world_size(), len(batches)
+    loss_sum = torch.zeros((), device=dev)
+    pending: tuple[torch.Tensor, int] | None = None  # the last step's loss, checked one step late on GPU
+    _sync(dev)
+    t_epoch = t_mark = time.perf_counter()
+    marked_images = 0
+    lr = 0.0
+    for i, (x, y) in enumerate(batches):
+        lr = recipe.lr_at(first_step + i, per_epoch)
+        loss = _take_step(step, x, y, lr, epoch, i, result.notes)
+        if dev.type == "cuda":
+            if pending is not None:
+                _check_finite(*pending, epoch)
+            pending = (loss, i)
+        else:
+            _check_finite(loss, i, epoch)
+        loss_sum += loss
+        marked_images += y.shape[0] * world  # every process's images
+        if ema is not None:
+            ema.update_parameters(net)
+        if epoch == 0 and i + 1 == WARMUP_STEPS:
+            _sync(dev)
+            now = time.perf_counter()
+            result.times["warmup"] += now - t_mark
+            t_mark, marked_images = now, 0
+        if (i + 1) % 10 == 0 or i + 1 == per_epoch:
+            show(completed=i + 1, loss=f"{loss.item():.3f}")
+            elapsed = time.perf_counter() - t_mark
+            if elapsed > 0 and marked_images:
+                show(speed=f"{marked_images / elapsed:,.0f}")
+    if pending is not None:
+        _check_finite(*pending, epoch)
+    _sync(dev)
+    now = time.perf_counter()
+    result.times["train"] += now - t_mark
+    return loss_sum.item() / max(1, per_epoch), lr, now - t_epoch, marked_images
+
+
+def _take_step(step: Step, x: torch.Tensor, y: torch.Tensor, lr: float, epoch: int, i: int,
+               notes: list[str]) -> torch.Tensor:
+    """``step(x, y, lr)`` (the ``i``-th of ``epoch``), with what its out-of-memory handling did
+    said in the run's terms: a note where the CUDA graph gave way, a stop where nothing could."""
+    try:
+        try:
+            return step(x, y, lr)
+        except GraphLost:  # the same batch again, eagerly
+            notes.append(f"out of memory capturing the CUDA graph; eager from epoch {epoch + 1}")
+            return step(x, y, lr)
+    except OutOfMemory as oom:
+        raise _Stop("oom", oom.reason(f"epoch {epoch + 1}, step {i + 1}"), {"epoch": epoch + 1, "step": i + 1})
+
+
+def _check_finite(loss: torch.Tensor, i: int, epoch: int) -> None:
+    if not torch.isfinite(loss).item():
+        raise _Stop("nan", f"loss became {loss.item()} at epoch {epoch + 1}, step {i + 1}",
+                    {"epoch": epoch + 1, "step": i + 1})
+
+
+# ---------------------------------------------------------------------------- setting up
 
 
 def run_spec(spec: NetworkSpec, data: DataSet, recipe: Recipe) -> NetworkSpec:
@@ -431,226 +520,75 @@ def _make_ema(model, recipe: Recipe):
     return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(recipe.ema), use_buffers=True)
 
 
-class _Loop:
-    """The epoch loop's state, so that checkpointing and resuming see all of it."""
+def _data_parallel(net: torch.nn.Module, dev: torch.device, recipe: Recipe, sync_bn: bool,
+                   result: TrainResult) -> torch.nn.Module:
+    """``net`` wrapped in DistributedDataParallel, and a note saying how it trains."""
+    from torch.nn.parallel import DistributedDataParallel
 
-    def __init__(self, model, opt, ema, recipe: Recipe, train_b: Batches, val_b: Batches, dev, amp, result,
-                 lr_tensor: torch.Tensor | None = None, net=None, seed: int = 0):
-        self.model, self.opt, self.ema, self.recipe = model, opt, ema, recipe
-        self.net = model if net is None else net  # the bare network (model may be its DDP wrapper)
-        self.seed = seed
-        self.rank, self.world = distributed.rank(), distributed.world_size()
-        self.lr_tensor = lr_tensor  # set: the optimizer reads the learning rate from it
-        self.graph: GraphStep | None = None  # captured at the first step when lr_tensor is set
-        self.eval_state: dict | None = {} if lr_tensor is not None else None  # the evaluation's CUDA graph
-        self.train_b, self.val_b, self.dev, self.amp, self.result = train_b, val_b, dev, amp, result
-        self.micro = train_b.batch_size  # this process's share of the batch
-        self.step = 0  # optimizer steps done
-        self.steps_per_epoch = len(train_b)
-        self.images_timed = 0
-        for k in ("warmup", "train", "eval"):
-            result.times.setdefault(k, 0.0)
+    world = distributed.world_size()
+    # Each process keeps its own batch-norm running statistics (no broadcast of rank 0's
+    # before every forward); train() averages them after every epoch.
+    model = DistributedDataParallel(net, device_ids=[dev.index] if dev.type == "cuda" else None,
+                                    gradient_as_bucket_view=True, **_no_buffer_sync())
+    # On the CPU, the convolutions' weight gradients of depthwise kernels come with
+    # other strides in their size-1 dimension than DDP's buckets; a copy, not an error.
+    warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
+    result.notes.append(
+        f"data-parallel over {world} processes ({distributed.backend()}): {recipe.batch_size // world} images per "
+        f"process and step, effective batch {recipe.batch_size}; batch norm "
+        f"{'synchronised (SyncBatchNorm)' if sync_bn else 'per process'}, running statistics averaged "
+        "after every epoch; CUDA graphs and out-of-memory halving off")
+    return model
 
-    # -- checkpoints
 
-    def save(self, path: Path, epoch: int) -> None:
-        _atomic_save({
-            "format": "scaling-train/1", "epoch": epoch, "step": self.step, "micro": self.micro,
-            "model": self.net.state_dict(), "optimizer": self.opt.state_dict(),
-            "ema": self.ema.state_dict() if self.ema is not None else None,
-            "rng": torch.get_rng_state(), "result": self.result.to_dict(), "images_timed": self.images_timed,
-        }, path)
+def _batches(data: DataSet, spec: NetworkSpec, recipe: Recipe, per_process: int, dev: torch.device,
+             seed: int) -> tuple[Batches, Batches, int]:
+    """This process's training and held-out batches, and the held-out batch size before the
+    CPU's memory bounded it."""
+    cuda, shard = dev.type == "cuda", (distributed.rank(), distributed.world_size())
+    dtype = torch.bfloat16 if cuda else torch.float32
+    train_b = Batches(data.train, per_process, train=True, device=dev, seed=seed, dtype=dtype, shard=shard)
+    # On a GPU at the training batch size: its convolution plans serve the evaluation too. On
+    # the CPU bounded by the memory there is (scaling.memory): the kernel would kill the process.
+    val_full = per_process if cuda else min(recipe.batch_size, 1024)
+    val_size = val_full if cuda else memory.eval_batch_size(spec, val_full, split=data.val, processes=shard[1])
+    val_b = Batches(data.val, val_size, train=False, device=dev, seed=seed, dtype=dtype, shard=shard)
+    return train_b, val_b, val_full
 
-    def restore(self, path: Path) -> int:
-        """Load a checkpoint that :func:`check_resume` found to be this run's; the next epoch."""
-        ck = torch.load(path, map_location=self.dev, weights_only=False)
-        saved = ck["result"]
-        self.net.load_state_dict(ck["model"])
-        self.opt.load_state_dict(ck["optimizer"])
-        if self.lr_tensor is not None:  # loading replaced the groups' lr with copies
-            for g in self.opt.param_groups:
-                g["lr"] = self.lr_tensor
-        if self.ema is not None and ck["ema"] is not None:
-            self.ema.load_state_dict(ck["ema"])
-        torch.set_rng_state(ck["rng"].cpu())
-        self.step, self.images_timed = ck["step"], ck["images_timed"]
-        self.micro = min(ck["micro"], self.train_b.batch_size)  # saved by a run with fewer processes, maybe
-        self.result.history = saved["history"]
-        self.result.epochs_completed = saved["epochs_completed"]
-        for k in ("warmup", "train", "eval"):
-            self.result.times[k] = saved["times"].get(k, 0.0)
-        return ck["epoch"] + 1
 
-    # -- the loop
+def _cpu_micro_batch(spec: NetworkSpec, recipe: Recipe, data: DataSet, per_process: int, val_size: int,
+                     val_full: int, result: TrainResult) -> int:
+    """The micro-batch a CPU step fits in (:func:`scaling.memory.choose_micro_batch`), said in a
+    note (and on rank 0's stderr) where it splits the batch or the evaluation's is bounded."""
+    plan = memory.choose_micro_batch(spec, recipe, per_process, split=data.train, processes=distributed.world_size())
+    result.micro_batch = plan.micro
+    if plan.splits or val_size < val_full:
+        result.notes.append(memory.describe(plan, val_size if val_size < val_full else None))
+        if distributed.rank() == 0:  # said even when quiet (no progress bar): a search's trials train quietly
+            from rich.console import Console
 
-    def run(self, start_epoch: int, checkpoint: Path | None, quiet: bool, on_epoch) -> None:
-        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+            Console(stderr=True).print(result.notes[-1], markup=False, highlight=False, soft_wrap=True)
+    return plan.micro
 
-        epochs = self.recipe.epochs
-        progress = Progress(
-            TextColumn("[bold]epoch {task.fields[epoch]}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-            TextColumn("loss {task.fields[loss]}"), TextColumn("{task.fields[speed]} img/s"),
-            TextColumn("{task.fields[top1]}"), TimeElapsedColumn(), disable=quiet, transient=False,
-        )
-        with progress:
-            for epoch in range(start_epoch, epochs):
-                task = progress.add_task("", total=self.steps_per_epoch, epoch=f"{epoch + 1}/{epochs}",
-                                         loss="-", speed="-", top1="")
-                self.train_b.set_epoch(epoch)
-                if self.world > 1:  # dropout and stochastic depth: other draws on each process
-                    torch.manual_seed(_derive_seed(self.seed, "dropout", self.rank, epoch))
-                loss, lr, seconds = self._epoch(epoch, progress, task)
-                t0 = time.perf_counter()
-                if self.world > 1:
-                    self._average_buffers()
-                evaluated = (epoch + 1) % self.recipe.eval_every == 0 or epoch + 1 == epochs
-                top1 = top5 = val_loss = None
-                if evaluated:
-                    model = self.ema.module if self.ema is not None else self.net
-                    top1, top5, val_loss = evaluate(model, self.val_b, self.amp, graph=self.eval_state is not None,
-                                                    state=self.eval_state)
-                    self.result.top1, self.result.top5 = top1, top5
-                    progress.update(task, top1=f"top-1 {100 * top1:.1f}%")
-                self.result.times["eval"] += time.perf_counter() - t0
-                self.result.history.append(dict(epoch=epoch + 1, loss=loss, val_loss=val_loss, top1=top1, top5=top5,
-                                                lr=lr, seconds=seconds))
-                self.result.epochs_completed = epoch + 1
-                self._speed()
-                if checkpoint is not None and self.rank == 0:
-                    self.save(checkpoint, epoch)
-                if on_epoch is not None and evaluated:
-                    on_epoch(epoch, top1)
 
-    def release_graphs(self) -> None:
-        """Free the training and evaluation graphs' memory pools."""
-        if self.graph is not None:
-            self.graph.release()
-            self.graph = None
-        if self.eval_state and "graph" in self.eval_state:
-            self.eval_state.pop("graph").release()
+def _progress(quiet: bool):
+    """The progress bar: one line per epoch (none when ``quiet``)."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    def _average_buffers(self) -> None:
-        """Average the floating-point buffers (batch-norm running statistics) over the
-        processes, of the network and of its EMA, so that all hold the same model."""
-        for module in (self.net, self.ema.module if self.ema is not None else None):
-            if module is None:
-                continue
-            with torch.no_grad():
-                for b in module.buffers():
-                    if b.is_floating_point():
-                        distributed.all_reduce_sum(b).div_(self.world)
+    return Progress(
+        TextColumn("[bold]epoch {task.fields[epoch]}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+        TextColumn("loss {task.fields[loss]}"), TextColumn("{task.fields[speed]} img/s"),
+        TextColumn("{task.fields[top1]}"), TimeElapsedColumn(), disable=quiet, transient=False,
+    )
 
-    def _speed(self) -> None:
-        t = self.result.times["train"]
-        self.result.images_per_second = self.images_timed / t if t > 0 else None
-        self.result.micro_batch = self.micro
 
-    def _epoch(self, epoch: int, progress, task) -> tuple[float, float, float]:
-        self.model.train()
-        dev, r = self.dev, self.recipe
-        loss_sum = torch.zeros((), device=dev)
-        pending: tuple[torch.Tensor, int] | None = None  # the last step's loss, checked one step late on GPU
-        _sync(dev)
-        t_epoch = t_mark = time.perf_counter()
-        marked_images = 0
-        lr = 0.0
-        for i, (x, y) in enumerate(self.train_b):
-            lr = r.lr_at(self.step, self.steps_per_epoch)
-            loss = self._step(x, y, lr, epoch, i)
-            if self.world > 1:  # the mean over all processes: every process sees a NaN at the same step
-                loss = distributed.all_reduce_sum(loss.detach().clone()).div_(self.world)
-            self.step += 1
-            if dev.type == "cuda":
-                if pending is not None:
-                    self._check(*pending, epoch)
-                pending = (loss, i)
-            else:
-                self._check(loss, i, epoch)
-            loss_sum += loss
-            marked_images += y.shape[0] * self.world  # every process's images
-            if self.ema is not None:
-                self.ema.update_parameters(self.net)
-            if epoch == 0 and i + 1 == WARMUP_STEPS:
-                _sync(dev)
-                now = time.perf_counter()
-                self.result.times["warmup"] += now - t_mark
-                t_mark, marked_images = now, 0
-            if (i + 1) % 10 == 0 or i + 1 == self.steps_per_epoch:
-                progress.update(task, completed=i + 1, loss=f"{loss.item():.3f}")
-                elapsed = time.perf_counter() - t_mark
-                if elapsed > 0 and marked_images:
-                    progress.update(task, speed=f"{marked_images / elapsed:,.0f}")
-        if pending is not None:
-            self._check(*pending, epoch)
-        _sync(dev)
-        now = time.perf_counter()
-        self.result.times["train"] += now - t_mark
-        self.images_timed += marked_images
-        return loss_sum.item() / max(1, self.steps_per_epoch), lr, now - t_epoch
-
-    def _check(self, loss: torch.Tensor, i: int, epoch: int) -> None:
-        if not torch.isfinite(loss).item():
-            raise _Stop("nan", f"loss became {loss.item()} at epoch {epoch + 1}, step {i + 1}",
-                        {"epoch": epoch + 1, "step": i + 1})
-
-    def _step(self, x: torch.Tensor, y: torch.Tensor, lr: float, epoch: int, i: int) -> torch.Tensor:
-        """One optimizer step over the batch: replayed from a CUDA graph, or eagerly in
-        micro-batches, halved on out-of-memory."""
-        if self.lr_tensor is not None and self.micro == self.recipe.batch_size:
-            try:
-                if self.graph is None:
-                    smoothing = self.recipe.label_smoothing
-                    self.graph = GraphStep(self.model, self.opt, self.lr_tensor,
-                                           lambda logits, labels: compute_loss(logits, labels, smoothing), x, y, self.amp)
-                return self.graph(x, y, lr)
-            except torch.OutOfMemoryError:
-                self.graph = None  # train eagerly from here, in micro-batches as memory allows
-                self.opt.zero_grad(set_to_none=True)
-                gc.collect()
-                torch.cuda.empty_cache()
-                self.micro //= 2
-                self.result.notes.append(f"out of memory capturing the CUDA graph; eager from epoch {epoch + 1}")
-        if self.lr_tensor is not None:
-            self.lr_tensor.fill_(lr)
-        else:
-            for g in self.opt.param_groups:
-                g["lr"] = lr
-        while True:
-            try:
-                return self._accumulate(x, y)
-            except torch.OutOfMemoryError:
-                self.opt.zero_grad(set_to_none=True)
-                gc.collect()
-                if self.dev.type == "cuda":
-                    torch.cuda.empty_cache()
-                if self.world > 1:
-                    # The other processes may be inside the gradient all-reduce, which this
-                    # one cannot join any more: no retry (torchrun ends them when it exits).
-                    raise _Stop("oom", f"out of memory at micro-batch {self.micro} on process {self.rank} of "
-                                f"{self.world}, epoch {epoch + 1}, step {i + 1}; out-of-memory halving is off "
-                                "under DDP: pass a smaller micro-batch (--micro-batch)",
-                                {"epoch": epoch + 1, "step": i + 1})
-                floor = max(self.recipe.min_micro_batch, smallest_batch(self.net.spec))
-                if self.micro // 2 < floor:
-                    raise _Stop("oom", f"out of memory at micro-batch {self.micro} (floor "
-                                f"{floor}), epoch {epoch + 1}, step {i + 1}",
-                                {"epoch": epoch + 1, "step": i + 1})
-                self.micro //= 2
-
-    def _accumulate(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        self.opt.zero_grad(set_to_none=True)
-        n = y.shape[0]
-        total = torch.zeros((), device=self.dev)
-        chunks = list(zip(x.split(self.micro), y.split(self.micro)))
-        for k, (xs, ys) in enumerate(chunks):
-            # Under DDP gradients are averaged over the processes once, in the last
-            # micro-batch's backward pass; before it they accumulate locally.
-            local = self.model.no_sync() if self.world > 1 and k + 1 < len(chunks) else contextlib.nullcontext()
-            with local:
-                with torch.autocast(self.dev.type, dtype=torch.bfloat16, enabled=self.amp):
-                    logits = self.model(xs)
-                loss = compute_loss(logits, ys, self.recipe.label_smoothing) * (ys.shape[0] / n)
-                loss.backward()
-            total += loss.detach()
-        self.opt.step()
-        return total
+def _average_buffers(net: torch.nn.Module, ema, world: int) -> None:
+    """Average the floating-point buffers (batch-norm running statistics) over the
+    processes, of the network and of its EMA, so that all hold the same model."""
+    for module in (net, ema.module if ema is not None else None):
+        if module is None:
+            continue
+        with torch.no_grad():
+            for b in module.buffers():
+                if b.is_floating_point():
+                    distributed.all_reduce_sum(b).div_(world)

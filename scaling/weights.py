@@ -9,12 +9,11 @@ from pathlib import Path
 
 import torch
 
+from .checkpoint import read_file, weights_of
 from .model import EfficientNet
 from .spec import NetworkSpec, canonical_name, spec_for
 
 SOURCES = ("scaling", "efficientnet_pytorch", "torchvision", "timm", "timm_tf")
-
-SCALING_FORMAT = "scaling/1"
 
 # The first key of each layout, by which "auto" tells them apart.
 _MARKERS = {
@@ -37,9 +36,10 @@ def load_pretrained(name, weights_path, num_classes: int = 1000, in_channels: in
                     source: str = "auto", **overrides) -> EfficientNet:
     """Build a network and fill it with weights read from a local file.
 
-    The file is read with ``torch.load(..., map_location="cpu", weights_only=True)``; it
-    may hold a plain state dict, a dict with a ``"state_dict"``, ``"model"`` or
-    ``"state_dict_ema"`` entry, or a checkpoint written by :meth:`EfficientNet.save`.
+    The file is read with ``torch.load(..., map_location="cpu", weights_only=True)``
+    (:func:`scaling.checkpoint.read_file`); it may hold a plain state dict, a dict with a
+    ``"state_dict"``, ``"model"`` or ``"state_dict_ema"`` entry, or a weights file of ours
+    (:meth:`EfficientNet.save`, or ``weights.pt`` of a training run).
     Every tensor of the file must map onto the network and every shape must match,
     with two exceptions: where ``num_classes`` differs from the file's classifier the
     new network keeps its fresh classifier, and where ``in_channels`` differs from the
@@ -112,7 +112,7 @@ def _read(path: Path) -> tuple[dict[str, torch.Tensor], dict | None]:
     if not path.is_file():
         raise FileNotFoundError(f"no weights file at {str(path)!r}")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        obj = read_file(path)
     except pickle.UnpicklingError as err:
         raise ValueError(
             f"{path} holds more than tensors and plain containers ({str(err).splitlines()[0]}); "
@@ -122,12 +122,9 @@ def _read(path: Path) -> tuple[dict[str, torch.Tensor], dict | None]:
         raise ValueError(f"{path}: expected a state dict, got {type(obj).__name__}")
 
     spec = None
-    if "format" in obj:
-        if obj["format"] != SCALING_FORMAT:
-            raise ValueError(f"{path}: unsupported checkpoint format {obj['format']!r}")
-        state, spec = obj.get("state_dict"), obj.get("spec")
-        if not isinstance(spec, Mapping):
-            raise ValueError(f"{path}: {SCALING_FORMAT} checkpoint without a spec")
+    ours = weights_of(obj, path)  # a weights file of ours: its state dict is checked below like any other
+    if ours is not None:
+        state, spec = ours.state_dict, ours.spec
     elif obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
         state = obj
     else:

@@ -297,19 +297,6 @@ def _print_result(result, run_dir: Path) -> None:
     console.print(f"result: {run_dir / 'result.json'}")
 
 
-def _saved_resolution(path: Path) -> Optional[int]:
-    """The resolution a checkpoint of ours was trained at, or None for other files."""
-    import torch
-
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:
-        return None
-    if isinstance(obj, dict) and obj.get("format") == "scaling/1":
-        return obj.get("spec", {}).get("resolution")
-    return None
-
-
 @app.command()
 def evaluate(
     name: Annotated[str, typer.Argument(help="efficientnet-b0 .. b8, efficientnet-l2, or 'custom' for a checkpoint of ours.")],
@@ -327,6 +314,7 @@ def evaluate(
     """
     import torch
 
+    from ..checkpoint import class_difference, match_classes, read_weights
     from ..data import Batches
     from ..model import EfficientNet
     from ..spec import canonical_name, spec_for
@@ -334,7 +322,8 @@ def evaluate(
 
     if not weights.is_file():
         raise typer.BadParameter(f"no such file: {weights}", param_hint="--weights")
-    saved = _saved_resolution(weights)
+    ours = read_weights(weights)
+    saved = ours.spec.get("resolution") if ours is not None else None  # None: not a weights file of ours
     if saved is None:  # not our checkpoint: the name says what network it is
         try:
             canonical_name(name)
@@ -343,9 +332,7 @@ def evaluate(
     dev = _device(device)
     size = resolution or saved or spec_for(name).resolution
     ds, _ = _load_data(data, size, quiet, val_size=val_size)
-    from ..checkpoint import class_difference, match_classes, weights_classes
-
-    classes = weights_classes(weights) if saved is not None else None  # ours: check the data's classes
+    classes = ours.classes if saved is not None else None  # ours: check the data's classes
     if classes is not None and sorted(classes) != sorted(ds.classes):
         raise InputError(f"--weights {weights} was trained on other classes than --data {data}'s: "
                          f"{class_difference(classes, list(ds.classes))}")
