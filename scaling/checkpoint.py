@@ -60,11 +60,11 @@ def data_identity(data) -> dict:
     images and a hash of their labels in order (the order of the sorted file paths), and the
     class names. Equal for one data set unpacked anywhere; a study records it at creation,
     so that a storage brought from another machine resumes only on the same data."""
-    import hashlib
+    from .digest import digest_text
 
     def split(s) -> dict:
         labels = s.labels.to(torch.int64).cpu().numpy().tobytes()
-        return {"images": len(s), "labels": hashlib.sha256(labels).hexdigest()[:16]}
+        return {"images": len(s), "labels": digest_text(labels, 16)}
 
     return {"classes": list(data.classes), "train": split(data.train), "val": split(data.val)}
 

@@ -60,9 +60,9 @@ def inference_speed(spec: NetworkSpec, device: str | torch.device = "cpu", *, ba
             x = torch.randn(size, spec.in_channels, spec.resolution, spec.resolution, device=device)
             x = x.contiguous(memory_format=fmt)
 
-            def step():
+            def step(net=model, x=x):  # bound now: the finally below deletes the name
                 with torch.inference_mode(), cast:
-                    model(x)
+                    net(x)
 
             timer(step, 3 if cuda else 1)  # warm-up: cudnn's choice, allocator, caches
             t = statistics.median(timer(step, n if size == 1 else max(3, n // 3)))
