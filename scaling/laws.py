@@ -280,7 +280,8 @@ def with_base(df: pd.DataFrame, by: str = "series") -> pd.DataFrame:
     base = df[is_base].iloc[[0]]
     parts = []
     for name, g in df.groupby(by, sort=False):
-        parts.append(g if is_base[g.index].any() else pd.concat([base.assign(**{by: name}), g]))
+        copy = base.assign(**{by: name}, **({"label": None} if "label" in base.columns else {}))  # named once
+        parts.append(g if is_base[g.index].any() else pd.concat([copy, g]))
     return pd.concat(parts, ignore_index=True)
 
 

@@ -199,7 +199,8 @@ def accuracy_vs_flops(df: pd.DataFrame, fits: Mapping[str, tuple[float, float, f
             if ok.any():
                 ax.errorbar(x[ok], y[ok], yerr=std[ok], fmt="none", ecolor=color, elinewidth=1.2, capsize=0)
         if name in below:
-            _annotate(ax, x, y, part["label"], color, below=below[name])
+            shown = ~_off_scale(data["top1"].to_numpy() * 100, y)  # the off-scale ones get their note below
+            _annotate(ax, x[shown], y[shown], part["label"][shown], color, below=below[name])
     for name, params in (fits or {}).items():
         name = str(name)
         if name not in colors:
@@ -213,9 +214,42 @@ def accuracy_vs_flops(df: pd.DataFrame, fits: Mapping[str, tuple[float, float, f
         hi = max(hi, 2 * part.max())
     _log_x(ax, lo, hi)
     ax.margins(x=0.1, y=0.1)  # room for the labels by the first and last points
+    _off_scale_below(ax, data, colors)
     _grid(ax)
     _legend(ax)
     return fig
+
+
+OFF_SCALE_IQRS = 3.0  # a top-1 more than this many interquartile ranges below the first quartile is off the axis
+
+
+def _off_scale(every: np.ndarray, these: np.ndarray) -> np.ndarray:
+    """Which of ``these`` top-1 values (%) lie off the axis that holds the bulk of ``every``."""
+    q1, q3 = np.percentile(every, [25, 75])
+    off = np.asarray(these) < q1 - OFF_SCALE_IQRS * max(q3 - q1, 1.0)
+    return off if not (np.asarray(every) < q1 - OFF_SCALE_IQRS * max(q3 - q1, 1.0)).all() else np.zeros_like(off)
+
+
+def _off_scale_below(ax, data: pd.DataFrame, colors) -> None:
+    """Keep the axis on the bulk of the points: a collapsed run (a network that did not train,
+    30% where the rest lie at 78-86%) would squash them into a band. Points far below the
+    first quartile are drawn as a ▼ on the axis' lower edge with their top-1 beside it."""
+    y = data["top1"].to_numpy() * 100
+    off = _off_scale(y, y)
+    if not off.any():
+        return
+    bulk = y[~off]
+    span = max(bulk.max() - bulk.min(), 1.0)
+    bottom = bulk.min() - 0.25 * span
+    ax.set_ylim(bottom, bulk.max() + 0.15 * span)
+    edge = bottom + 0.03 * span
+    for (_, row), value in zip(data[off].iterrows(), y[off]):
+        color = colors[str(row["series"])][0]
+        ax.plot([row["gflops"]], [edge], marker="v", color=color, markersize=7, linestyle="none", clip_on=False)
+        name = row.get("label")
+        text = f"{name}: {value:.1f}%" if isinstance(name, str) and name else f"{value:.1f}%"
+        ax.annotate(text + " (below the axis)", (row["gflops"], edge), xytext=(6, 2), textcoords="offset points",
+                    fontsize=7, color=color)
 
 
 def accuracy_vs_dimension(df: pd.DataFrame, dimension: str) -> Figure:

@@ -341,3 +341,19 @@ def test_no_pyplot_state():
     before = plt.get_fignums()
     accuracy_vs_latency(pd.DataFrame({"latency_ms": [1.0], "top1": [0.7]}))
     assert plt.get_fignums() == before
+
+
+def test_accuracy_vs_flops_keeps_a_collapsed_run_off_the_axis():
+    """One network that did not train (30%) must not squash the others (78-86%) into a band:
+    the axis holds the bulk, the collapsed point is a marker on the lower edge with its value."""
+    from scaling.plots import accuracy_vs_flops
+
+    df = pd.DataFrame({"series": ["depth"] * 3 + ["width"] * 3, "flops": [5e7, 9e7, 2.5e8] * 2,
+                       "top1": [0.80, 0.79, 0.30, 0.81, 0.83, 0.84], "label": ["d1", "d2", "d3", "w1", "w2", "w3"]})
+    ax = accuracy_vs_flops(df).axes[0]
+    bottom, top = ax.get_ylim()
+    assert 30 < bottom < 79 and top > 84
+    notes = [t.get_text() for t in ax.texts]
+    assert "d3: 30.0% (below the axis)" in notes and "d3" not in notes  # no label out in the margin
+    held = accuracy_vs_flops(df[df["top1"] > 0.5]).axes[0].get_ylim()
+    assert held[0] < 79  # nothing off the axis: the usual margins

@@ -55,7 +55,7 @@ def _code_text(r) -> str | None:
 def _software_text(r) -> str:
     """"Python 3.12.3, torch 2.11.0+cu130, CUDA 13.0, cuDNN 91900" of a trial, or that it recorded none."""
     if not r.software:
-        return "not recorded (trained before the records held it)"
+        return "not recorded: trained before the records held it"
     v = dict(r.software)
     return (f"Python {v.get('python', '?')}, torch {v.get('torch', '?')}, CUDA {v.get('cuda', '?')}, "
             f"cuDNN {v.get('cudnn', '?')}")
@@ -121,7 +121,11 @@ def _grid_text(config: StudyConfig) -> str:
 
 def _seeds_text(s: StudyData) -> str:
     seeds = sorted({int(r.seed) for r in s.records if isinstance(r.seed, (int, float))})
-    per = f"{s.config.seeds} per network in the search" if s.config else ""
+    per = f"the search's definition: {s.config.seeds} per network" if s.config else ""
+    more = sum(1 for r in s.results.itertuples() if getattr(r, "seeds", 1) and getattr(r, "seeds", 1) > s.config.seeds) \
+        if s.config and not s.results.empty and "seeds" in s.results.columns else 0
+    if more:
+        per += f", {plural(more, 'network')} with more (--only)"
     listed = ", ".join(map(str, seeds)) if seeds else "none recorded"
     return listed + (f" ({per})" if per else "")
 

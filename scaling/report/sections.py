@@ -15,7 +15,7 @@ import pandas as pd
 
 from .. import plots
 from ..compound import PAPER
-from ..laws import MONOTONE_SLACK, Holdout, PowerLaw, SeriesFit
+from ..laws import MONOTONE_SLACK, Holdout, PowerLaw, SeriesFit, with_base
 from ..results import paper_network, paper_rank
 from ..units import flops_unit
 from .formats import count, flops_text, missing, num, params_m, pct, plural, points, short, sig3, triple_text
@@ -52,9 +52,10 @@ def summary(s: StudyData) -> Section:
         sec.paragraphs.append(f"No trial of study {s.name} has completed yet."
                               + (f" {plural(s.running, 'trial is', 'trials are')} running." if s.running else ""))
     else:
-        of = f" of the {s.enqueued} queued" if s.enqueued else ""
+        trials = int(pd.to_numeric(r["seeds"], errors="coerce").fillna(1).sum()) if "seeds" in r.columns else len(r)
+        of = (f" in {plural(trials, 'trial')} ({trials - len(r)} of them a further seed)" if trials > len(r) else "")
         grid = f" (the grid has {plural(len(cands), 'distinct network')})" if cands is not None else ""
-        sec.paragraphs.append(f"The search trained {plural(len(r), 'network')}{of}{grid}, ranked by held-out "
+        sec.paragraphs.append(f"The search trained {plural(len(r), 'network')}{grid}{of}, ranked by held-out "
                               "top-1 accuracy (the mean over seeds), and also at matched FLOPs (by the residual "
                               "over the grid's own line of top-1 against log FLOPs).")
         sec.paragraphs.append(_best_sentence(r))
@@ -63,13 +64,9 @@ def summary(s: StudyData) -> Section:
         sec.paragraphs.append(f"The study is still running: {plural(s.running, 'trial is', 'trials are')} "
                               f"in training. This report is a snapshot; run `scaling report {s.name}` again later "
                               "to bring it up to date.")
-    fails = len(s.failures) + len(s.series_failures)
-    queued = int(s.failures["queued"].astype(bool).sum()) + int(s.series_failures["queued"].astype(bool).sum()) \
-        if fails else 0
+    fails = _failure_rows(s)
     if fails:
-        again = (f" ({queued} of them stopped and queued again: the next run trains them)" if queued else "")
-        sec.paragraphs.append(f"{plural(fails, 'trial')} failed{again}; the section Failures lists them with their "
-                              "reasons.")
+        sec.paragraphs.append(f"{_failure_counts(fails)}; the section Failures lists them with their reasons.")
     elif not r.empty or not s.series.empty:
         sec.paragraphs.append("No trial failed.")
     if s.series.empty:
@@ -239,14 +236,17 @@ def family(df: pd.DataFrame, fitted: Mapping[str, SeriesFit]) -> Section:
                                         first=("series", "network", "φ")))
     good = {k: (sf.fit.law.a, sf.fit.law.b, sf.fit.law.c) for k, sf in fitted.items() if sf.fit.ok}
     refused = [k for k, sf in fitted.items() if not sf.fit.ok]
-    sec.figures.append(Plot(plots.accuracy_vs_flops(df, good),
-                            "Top-1 against FLOPs for every trained series"
+    sec.figures.append(Plot(plots.accuracy_vs_flops(with_base(df), good),
+                            "Top-1 against FLOPs for every trained series, each from the base network"
                             + (", with the fitted laws dashed (the legend gives each law's limit 1 − c)" if good else "")
                             + (f"; no law is drawn for {', '.join(refused)} (see Scaling-law fits)" if refused else "")
                             + "."))
     if pd.to_numeric(df.get("latency_ms", pd.Series(dtype=float)), errors="coerce").notna().any():
         sec.figures.append(Plot(plots.accuracy_vs_latency(df),
-                                "Top-1 against inference latency at batch 1, with the Pareto front."))
+                                "Top-1 against inference latency at batch 1, with the Pareto front. Each member's "
+                                "latency is measured on the device it trained on, right after its training, while "
+                                "the study's other workers on that device may still be training: with several "
+                                "workers per GPU the latencies are not a benchmark of the networks."))
     return sec.done()
 
 
@@ -383,29 +383,43 @@ def fits(series: pd.DataFrame, fitted: Mapping[str, SeriesFit]) -> Section:
     return sec.done()
 
 
-def failures(s: StudyData) -> Section | None:
-    sec = _Draft("Failures")
+RETRIED, QUEUED, FAILED = "completed on a retry", "queued again", "failed"
+
+
+def _failure_rows(s: StudyData) -> list[list[str]]:
+    """[study, trial, network, reason, now] of every failed trial, ``now`` one of RETRIED, QUEUED, FAILED."""
     done = set(s.results["network"]) if not s.results.empty else set()
     done_series = set(s.series["network"]) if not s.series.empty else set()
-    rows = []
-    def now(r, trained) -> str:
-        return "completed on a retry" if r.recovered or r.network in trained else (
-            "queued again" if getattr(r, "queued", False) else "failed")
 
-    for r in s.failures.itertuples():
-        rows.append([s.name, str(r.trial), str(r.triples), short(r.reason or "error"), now(r, done)])
+    def now(r, trained) -> str:
+        return RETRIED if r.recovered or r.network in trained else (QUEUED if getattr(r, "queued", False) else FAILED)
+
+    rows = [[s.name, str(r.trial), str(r.triples), short(r.reason or "error"), now(r, done)]
+            for r in s.failures.itertuples()]
     for r in s.series_failures.itertuples():
         label = getattr(r, "label", None)
         rows.append([str(r.study), str(r.trial), str(label if not missing(label) else r.network),
                      short(r.reason or "error"), now(r, done_series)])
+    return rows
+
+
+def _failure_counts(rows: list[list[str]]) -> str:
+    """"17 trials failed, all 17 trained again and completed" and the like."""
+    retried = sum(r[-1] == RETRIED for r in rows)
+    queued = sum(r[-1] == QUEUED for r in rows)
+    if retried == len(rows):
+        return f"{plural(len(rows), 'trial')} failed or were stopped, and every one was trained again and completed"
+    return (f"{plural(len(rows), 'trial')} failed" + (f", {retried} of them trained again and completed" if retried else "")
+            + (f", {queued} of them queued again for the next run" if queued else ""))
+
+
+def failures(s: StudyData) -> Section | None:
+    sec = _Draft("Failures")
+    rows = _failure_rows(s)
     if not rows:
         return None  # the summary says so: a section (in the PDF, a page) of one sentence tells nothing more
-    retried = sum(r[-1] == "completed on a retry" for r in rows)
-    queued = sum(r[-1] == "queued again" for r in rows)
     sec.paragraphs.append(
-        f"{plural(len(rows), 'trial')} failed" + (f", {retried} of them trained again and completed" if retried else "")
-        + (f", {queued} of them queued again for the next run" if queued else "")
-        + ". A network is queued again when its worker died (its heartbeat went stale) or a signal stopped it; "
+        _failure_counts(rows) + ". A network is queued again when its worker died (its heartbeat went stale) or a signal stopped it; "
         "a network that failed in training (NaN loss, out of memory, an error) stays failed.")
     sec.tables.append(Table("Failed trials and their reasons", ["study", "trial", "network", "reason", "now"], rows,
                             align=["l", "r", "l", "l", "l"]))
