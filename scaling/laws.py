@@ -364,16 +364,31 @@ def check_series(df, by: str = "series", bootstrap: int = 1000) -> dict[str, Ser
             for name, x, y, se in _series_points(with_base(df, by), by)}
 
 
-def fits_frame(fits: dict[str, Fit]) -> pd.DataFrame:
-    """The fits of :func:`fit_series` as rows (``laws.csv``): series, status, reason, the law's
-    a, b, c, the points fitted, RMSE and the top-1 limit 1 - c (empty where no fit was made)."""
+HOLDOUT_COLUMNS = ["heldout_gflops", "predicted_top1", "predicted_low", "predicted_high", "measured_top1",
+                   "measured_se", "inside"]
+
+
+def fits_frame(fits: dict[str, Fit | SeriesFit]) -> pd.DataFrame:
+    """The fits of :func:`fit_series` or :func:`check_series` as rows (``laws.csv``): series,
+    status, reason, the law's a, b, c, the points fitted, RMSE and the top-1 limit 1 - c
+    (empty where no fit was made); for checked fits also the held-out member's GFLOPs, the
+    predicted top-1 with its 95% interval, the measured top-1 with its standard error, and
+    whether it lies inside (empty where there was no check)."""
     rows = []
-    for series, fit in fits.items():
+    for series, fitted in fits.items():
+        fit, held = (fitted.fit, fitted.check) if isinstance(fitted, SeriesFit) else (fitted, None)
         law = fit.law
-        rows.append({"series": series, "status": fit.status, "reason": fit.reason,
-                     **({"a": law.a, "b": law.b, "c": law.c, "n": law.n, "rmse": law.rmse, "top1_limit": 1 - law.c}
-                        if law is not None else {})})
-    return pd.DataFrame(rows, columns=["series", "status", "reason", "a", "b", "c", "n", "rmse", "top1_limit"])
+        row = {"series": series, "status": fit.status, "reason": fit.reason,
+               **({"a": law.a, "b": law.b, "c": law.c, "n": law.n, "rmse": law.rmse, "top1_limit": 1 - law.c}
+                  if law is not None else {})}
+        if held is not None:
+            row.update(heldout_gflops=held.gflops, predicted_top1=1 - held.predicted_error,
+                       measured_top1=1 - held.actual_error, measured_se=held.actual_se, inside=held.inside,
+                       **({"predicted_low": 1 - held.interval[1], "predicted_high": 1 - held.interval[0]}
+                          if held.interval is not None else {}))
+        rows.append(row)
+    return pd.DataFrame(rows, columns=["series", "status", "reason", "a", "b", "c", "n", "rmse", "top1_limit",
+                                       *HOLDOUT_COLUMNS])
 
 
 def line_residuals(flops, top1) -> np.ndarray:

@@ -170,7 +170,7 @@ def train_plans(config: StudyConfig, plans: list[Plan], data: DataSet, url: str,
     from .budget import cpu_estimate
     from .checkpoint import data_identity
     from .faults import told
-    from .laws import fit_series, fits_frame
+    from .laws import check_series, fits_frame
     from .pool import INTERRUPTED, run_pool
     from .repair import write_snapshot
     from .results import plan_studies, series_failures, series_frame, write_csv
@@ -194,7 +194,7 @@ def train_plans(config: StudyConfig, plans: list[Plan], data: DataSet, url: str,
     with told(url, config.name):
         studies = plan_studies(url, config.name)
         every = series_frame(studies)  # beside the search's results.csv: every series, and its law
-        laws = fits_frame(fit_series(every, bootstrap=0) if not every.empty else {})
+        laws = fits_frame(check_series(every, bootstrap=0) if not every.empty else {})
         if code not in INTERRUPTED:  # interrupted: the files stay those of the last run that ended
             write_snapshot(url, config.name, folder)  # what `scaling study repair` rebuilds from
             write_csv(every, folder / "series.csv")

@@ -387,15 +387,21 @@ def _show_against(name: str, other: str, studies_dir: Path, storage) -> None:
 
 
 def _show_laws(url: str, name: str) -> None:
-    """One line per trained series: its law, or "no law fits" / "not fitted" and why."""
-    from ..laws import fit_series
+    """One line per trained series: its law, or "no law fits" / "not fitted" and why; a law's
+    held-out check on the next line."""
+    from ..laws import check_series
+    from ..report.sections import holdout_text
     from ..results import plan_studies, series_frame
 
     df = series_frame(plan_studies(url, name))
     if df.empty:
         return
-    for series, fit in fit_series(df, bootstrap=0).items():
+    for series, checked in check_series(df, bootstrap=0).items():
+        fit = checked.fit
         extra = ""
         if fit.law is not None:
-            extra = f" (a={fit.law.a:.3g}, b={fit.law.b:.3g}, c={fit.law.c:.3g}, RMSE {100 * fit.law.rmse:.2f} pp)"
+            extra = (f" (a={fit.law.a:.3g}, b={fit.law.b:.3g}, c={fit.law.c:.3g}, {fit.law.n} points, "
+                     f"RMSE {100 * fit.law.rmse:.2f} pp)")
         console.print(f"law of {series}: {fit.text()}" + (extra if fit.ok else ""), markup=False)
+        if checked.check is not None:
+            console.print(f"  held out {holdout_text(checked.check)}", markup=False)
