@@ -220,7 +220,7 @@ def accuracy_vs_flops(df: pd.DataFrame, fits: Mapping[str, tuple[float, float, f
     return fig
 
 
-OFF_SCALE_IQRS = 3.0  # a top-1 more than this many interquartile ranges below the first quartile is off the axis
+OFF_SCALE_IQRS = 5.0  # a top-1 more than this many interquartile ranges below the first quartile is off the axis
 
 
 def _off_scale(every: np.ndarray, these: np.ndarray) -> np.ndarray:

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import matplotlib
 from matplotlib.backends.backend_agg import RendererAgg
+from matplotlib.backends.backend_pdf import PdfPages
 from matplotlib.figure import Figure
 from matplotlib.font_manager import FontProperties
 from matplotlib.lines import Line2D
@@ -104,10 +105,11 @@ def _plain(text: str) -> str:
 
 @dataclass
 class _Page:
-    """One finished page: its text and rules as a one-page PDF, and each plot as a one-page
-    PDF with its place (x, y: inches from the bottom left, as PDF coordinates go)."""
+    """One finished page: its text and rules as a figure (the pages are written as one PDF at
+    the end), and each plot as a one-page PDF with its place (x, y: inches from the bottom
+    left, as PDF coordinates go)."""
 
-    body: bytes
+    body: Figure  # the page's text and tables, written with the others into one PDF
     plots: list[tuple[bytes, float, float]] = field(default_factory=list)
 
 
@@ -190,8 +192,8 @@ class _Pages:
         page = Figure(figsize=(PAGE_W, PAGE_H), facecolor="white")
         for draw in self.ops:
             draw(page)
-        self.done.append(_Page(_pdf_bytes(page), [(_pdf_bytes(_resized(f, w, h)), x, PAGE_H - y - h)
-                                                  for f, (x, y, w, h) in self.plots]))
+        self.done.append(_Page(page, [(_pdf_bytes(_resized(f, w, h)), x, PAGE_H - y - h)
+                                      for f, (x, y, w, h) in self.plots]))
         self._start()
 
     def close(self) -> None:
@@ -421,9 +423,14 @@ def write_pdf(report: Report, path: str | Path) -> Path:
         for s in report.sections:
             _section(pages, s, counter)
         pages.close()
+        bodies = io.BytesIO()
+        with PdfPages(bodies) as document:  # the pages in one file: their fonts embedded once, not once a page
+            for page in pages.done:
+                document.savefig(page.body, facecolor="white")
+    bodies = PdfReader(bodies)
     writer = PdfWriter()
-    for page in pages.done:
-        writer.add_page(PdfReader(io.BytesIO(page.body)).pages[0])
+    for i, page in enumerate(pages.done):
+        writer.add_page(bodies.pages[i])
         body = writer.pages[-1]  # merged onto as the writer's own page, as pypdf asks
         for plot, x, y in page.plots:
             body.merge_transformed_page(PdfReader(io.BytesIO(plot)).pages[0],
