@@ -189,6 +189,7 @@ def accuracy_vs_flops(df: pd.DataFrame, fits: Mapping[str, tuple[float, float, f
     colors = _palette(data["series"])
     lo, hi = data["gflops"].min(), data["gflops"].max()
     below = _label_sides(data)
+    floor = _off_scale_floor(data["top1"].to_numpy() * 100)
     for name, (color, marker) in colors.items():
         part = data[data["series"] == name].sort_values("gflops", kind="stable")
         x, y = part["gflops"].to_numpy(), part["top1"].to_numpy() * 100
@@ -199,7 +200,7 @@ def accuracy_vs_flops(df: pd.DataFrame, fits: Mapping[str, tuple[float, float, f
             if ok.any():
                 ax.errorbar(x[ok], y[ok], yerr=std[ok], fmt="none", ecolor=color, elinewidth=1.2, capsize=0)
         if name in below:
-            shown = ~_off_scale(data["top1"].to_numpy() * 100, y)  # the off-scale ones get their note below
+            shown = y >= floor  # the off-scale ones get their note on the axis' edge
             _annotate(ax, x[shown], y[shown], part["label"][shown], color, below=below[name])
     for name, params in (fits or {}).items():
         name = str(name)
@@ -223,11 +224,10 @@ def accuracy_vs_flops(df: pd.DataFrame, fits: Mapping[str, tuple[float, float, f
 OFF_SCALE_IQRS = 5.0  # a top-1 more than this many interquartile ranges below the first quartile is off the axis
 
 
-def _off_scale(every: np.ndarray, these: np.ndarray) -> np.ndarray:
-    """Which of ``these`` top-1 values (%) lie off the axis that holds the bulk of ``every``."""
-    q1, q3 = np.percentile(every, [25, 75])
-    off = np.asarray(these) < q1 - OFF_SCALE_IQRS * max(q3 - q1, 1.0)
-    return off if not (np.asarray(every) < q1 - OFF_SCALE_IQRS * max(q3 - q1, 1.0)).all() else np.zeros_like(off)
+def _off_scale_floor(top1: np.ndarray) -> float:
+    """The top-1 (%) below which a point lies off the axis that holds the bulk of ``top1``."""
+    q1, q3 = np.percentile(top1, [25, 75])
+    return q1 - OFF_SCALE_IQRS * max(q3 - q1, 1.0)
 
 
 def _off_scale_below(ax, data: pd.DataFrame, colors) -> None:
@@ -235,7 +235,7 @@ def _off_scale_below(ax, data: pd.DataFrame, colors) -> None:
     30% where the rest lie at 78-86%) would squash them into a band. Points far below the
     first quartile are drawn as a ▼ on the axis' lower edge with their top-1 beside it."""
     y = data["top1"].to_numpy() * 100
-    off = _off_scale(y, y)
+    off = y < _off_scale_floor(y)
     if not off.any():
         return
     bulk = y[~off]
