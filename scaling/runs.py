@@ -99,11 +99,16 @@ def define(study: StudyConfig | str | Path | None = None, *, studies_dir: str | 
 
 
 def saved_definition(name: str, studies_dir: str | Path, storage: str | None) -> StudyConfig | None:
-    """Study NAME's definition: studies/NAME/study.json, else the storage's record of it; None where neither."""
-    from .storage import load_study
+    """Study NAME's definition: studies/NAME/study.json, else the record of it in the storage
+    (``storage``, or the folder's own optuna.db: a storage file brought from another machine
+    without its study.json); None where neither."""
+    from .storage import load_study, storage_url
     from .study import saved_config
 
-    config = saved_config(Path(studies_dir) / name)
+    folder = Path(studies_dir) / name
+    config = saved_config(folder)
+    if config is None and storage is None and (folder / "optuna.db").is_file():
+        storage = storage_url(StudyConfig(name=name), folder, None)
     if config is None and storage is not None:
         try:
             definition = load_study(StudyConfig(name=name), storage).user_attrs.get("definition")

@@ -164,4 +164,10 @@ def test_more_seeds_for_the_top_and_bottom_then_another_proxy(grid):
                            list(g_members.values()))
     assert found.networks == 3
     assert f"rich against g: Spearman rank correlation {found.spearman:+.2f} over 3 networks" in shown.output
+    # a storage file brought from another machine without its study.json reads the same: the
+    # definition comes from the storage's record of it
+    (grid / "studies/rich/study.json").unlink()
+    alone = run(app, ["results", "rich", "--against", "g"])
+    assert alone.exit_code == 0, alone.output
+    assert f"rich against g: Spearman rank correlation {found.spearman:+.2f} over 3 networks" in alone.output
 
