@@ -399,11 +399,13 @@ def test_fits_are_reported_with_intervals_and_the_held_out_check():
     assert fit.ok and (fit.law.a, fit.law.b, fit.law.c) == pytest.approx((0.2, 0.5, 0.1), abs=1e-3)
     assert held.abs_error < 1e-3 and held.gflops == 12.8
     assert fits["width"].fit.text() == "not fitted: 3 distinct FLOPs value(s); a three-parameter law needs at least 4"
-    table = sections.fits(df, fits).tables[0]
+    table, checks = sections.fits(df, fits).tables
     assert list(table.rows[0]) == ["compound (1.2, 1.1, 1.15)", "fitted", "6", "0.200 [0.200, 0.200]",
-                             "0.500 [0.500, 0.500]", "0.100 [0.100, 0.100]", "90.00%", "0.00",
-                             "at 12.8 GFLOPs: predicted 84.41%, measured 84.41%, off by 0.00 pp"]
-    assert list(table.rows[1][:2]) == ["width", "not fitted"] and table.rows[1][-1].startswith("3 distinct")
+                                   "0.500 [0.500, 0.500]", "0.100 [0.100, 0.100]", "90.00%", "0.00"]
+    assert list(checks.rows[0]) == ["compound (1.2, 1.1, 1.15)",
+                                    "at 12.8 GFLOPs: predicted 84.41%, measured 84.41%, off by 0.00 pp"]
+    assert list(table.rows[1][:2]) == ["width", "not fitted"] and checks.rows[1][0] == "width"
+    assert checks.rows[1][1].startswith("3 distinct")
 
 
 def test_a_failed_fit_is_shown_as_no_law():
@@ -416,9 +418,10 @@ def test_a_failed_fit_is_shown_as_no_law():
     fits = check_series(df, bootstrap=sections.BOOTSTRAP)
     fit, held = fits["compound (1.2, 1.1, 1.15)"].fit, fits["compound (1.2, 1.1, 1.15)"].check
     assert fit.status == "no law fits" and held is None and fits["compound (1.2, 1.1, 1.15)"].no_check == "no law to check"
-    row = sections.fits(df, fits).tables[0].rows[0]
-    assert row[1] == "no law fits" and row[6] == "—" and "top-1 falls as FLOPs grow" in row[-1]
-    assert "26.6" not in " ".join(row)
+    table, checks = sections.fits(df, fits).tables
+    row, why = table.rows[0], checks.rows[0]
+    assert row[1] == "no law fits" and row[6] == "—" and "top-1 falls as FLOPs grow" in why[1]
+    assert "26.6" not in " ".join(row + why)
     sec = sections.family(df, fits)
     assert sec.heading == "Compound family"
     (flops_figure,) = sec.figures

@@ -362,24 +362,23 @@ def fits(series: pd.DataFrame, fitted: Mapping[str, SeriesFit]) -> Section:
         f"with a parameter at its bound, on a series whose top-1 falls as FLOPs grow (by more than "
         f"{100 * MONOTONE_SLACK:g} points), or with an RMSE above the spread it explains is no law: it is "
         "listed as \"no law fits\" with the reason, and neither drawn nor given a limit.")
-    rows = []
+    rows, checks = [], []  # the law's numbers, and apart (a column of its own would wrap to a word a line) its check
     for name, sf in fitted.items():
         fit, held = sf.fit, sf.check
         law = fit.law
         if fit.ok:
-            if held is not None:
-                check = holdout_text(held)
-            else:
-                check = sf.no_check
             rows.append([name, "fitted", str(law.n), _ci(law, "a", sig3), _ci(law, "b", sig3), _ci(law, "c", sig3),
-                         pct(1 - law.c), f"{100 * law.rmse:.2f}", check])
+                         pct(1 - law.c), f"{100 * law.rmse:.2f}"])
+            checks.append([name, holdout_text(held) if held is not None else sf.no_check])
         else:
             rows.append([name, fit.status, str(law.n) if law else DASH, DASH, DASH, DASH, DASH,
-                         f"{100 * law.rmse:.2f}" if law else DASH, fit.reason])
+                         f"{100 * law.rmse:.2f}" if law else DASH])
+            checks.append([name, fit.reason])
     sec.tables.append(Table("Fitted laws per series: value [95% interval]",
-                            ["series", "status", "points", "a", "b", "c", "top-1 limit", "RMSE pp",
-                             "held-out check, or why no law fits"], rows,
-                            align=["l", "l", "r", "l", "l", "l", "r", "r", "l"]))
+                            ["series", "status", "points", "a", "b", "c", "top-1 limit", "RMSE pp"], rows,
+                            align=["l", "l", "r", "l", "l", "l", "r", "r"]))
+    sec.tables.append(Table("Each law's held-out check, or why no law fits",
+                            ["series", "held-out check, or why no law fits"], checks, align=["l", "l"]))
     return sec.done()
 
 
