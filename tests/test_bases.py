@@ -1,6 +1,6 @@
 """The scalable ResNet-50 and MobileNetV2 bases: torchvision's networks at scale 1 (parameters,
-state dict, outputs), the scaling rules at width 1.5 and depth 2, the refused multipliers.
-torchvision is used here only to compare."""
+state dict, outputs, FLOPs), the scaling rules at width 1.5 and depth 2, the FLOPs cache, the
+refused multipliers. torchvision is used here only to compare."""
 
 from __future__ import annotations
 
@@ -14,12 +14,15 @@ import torchvision
 from torchvision.models import resnet as tv_resnet
 from torchvision.models._utils import _make_divisible
 
-from scaling.bases import (DIVISOR, ROUND_LIMIT, MobileNetV2Spec, ResNetSpec, build,
+from scaling.bases import (DIVISOR, ROUND_LIMIT, MobileNetV2Spec, ResNetSpec, build, counting, flops,
                            round_blocks, round_channels, spec_from_dict)
 from scaling.bases.mobilenet import InvertedResidual
 
 RESNET50_PARAMS = 25_557_032
 MOBILENET_V2_PARAMS = 3_504_872
+RESNET50_FLOPS = 4_089_184_256  # multiply-adds at 224 px, batch 1: convolutions and the classifier
+MOBILENET_V2_FLOPS = 300_774_272
+COUNTED = ("conv", "linear")  # fvcore's by_operator names of what scaling.complexity counts
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -45,6 +48,16 @@ def _params(model: torch.nn.Module) -> int:
 
 def _shapes(model: torch.nn.Module) -> list[tuple[str, tuple[int, ...]]]:
     return [(k, tuple(v.shape)) for k, v in model.state_dict().items()]
+
+
+def _direct_fvcore(model: torch.nn.Module, resolution: int):
+    """Plain fvcore, every default handle: the total and the count per operator."""
+    from fvcore.nn import FlopCountAnalysis
+
+    a = FlopCountAnalysis(model.eval(), torch.zeros(1, 3, resolution, resolution))
+    a.unsupported_ops_warnings(False).uncalled_modules_warnings(False).tracer_warnings("none")
+    with torch.no_grad():
+        return a.total(), dict(a.by_operator())
 
 
 # ---------------------------------------------------------------------------- rules
@@ -113,6 +126,18 @@ def test_scale_1_is_torchvision(torchvision_models, spec, name, params):
         assert torch.allclose(model(x), ref(x), rtol=0, atol=1e-5)
 
 
+@pytest.mark.parametrize("spec, name, expected", [
+    (ResNetSpec(), "resnet50", RESNET50_FLOPS), (MobileNetV2Spec(), "mobilenet_v2", MOBILENET_V2_FLOPS)])
+def test_flops_at_scale_1_are_torchvision_direct_count(data_cache, torchvision_models, spec, name, expected):
+    assert flops(spec) == expected
+    total, by_op = _direct_fvcore(torchvision_models[name], 224)
+    assert sum(by_op[k] for k in COUNTED) == expected
+    # fvcore's default total also counts batch norm and the global pooling, which the
+    # project's unit (scaling.complexity) leaves out
+    assert total - by_op["batch_norm"] - by_op["adaptive_avg_pool2d"] == expected
+    assert set(by_op) == set(COUNTED) | {"batch_norm", "adaptive_avg_pool2d"}
+
+
 # ---------------------------------------------------------------------------- scaled
 
 
@@ -175,3 +200,54 @@ def test_scaled_structure_agrees_with_torchvision_where_it_has_the_knob():
             assert _shapes(ours) == _shapes(torchvision.models.mobilenet_v2(width_mult=w)), w
         ours = build(ResNetSpec(depth=2))
         assert _shapes(ours) == _shapes(tv_resnet.ResNet(tv_resnet.Bottleneck, [6, 8, 12, 6]))
+
+
+# ---------------------------------------------------------------------------- FLOPs and the cache
+
+
+@pytest.mark.parametrize("spec, same_network", [
+    (ResNetSpec(width=0.5, depth=1.5, resolution=32, num_classes=10),
+     ResNetSpec(width=0.5, depth=1.4, resolution=32, num_classes=10)),  # ceil: blocks (5, 6, 9, 5) both
+    (MobileNetV2Spec(width=1.5, depth=2, resolution=32, num_classes=10),
+     MobileNetV2Spec(width=1.5, depth=1.9, resolution=32, num_classes=10)),
+])
+def test_scaled_flops_are_a_direct_trace_and_cached(data_cache, monkeypatch, spec, same_network):
+    counted = flops(spec)
+    _, by_op = _direct_fvcore(build(spec), spec.resolution)
+    assert counted == sum(by_op[k] for k in COUNTED)
+
+    path = data_cache / "counts" / f"bases-v{counting.VERSION}.json"
+    assert json.loads(path.read_text()) == {counting.cache_key(spec): counted}
+
+    def no_trace(s):
+        raise AssertionError(f"traced {s}: the cache was not used")
+
+    monkeypatch.setattr(counting, "trace", no_trace)
+    assert flops(spec) == counted
+    assert flops(same_network) == counted  # keyed by the network built, not by the multipliers
+    with pytest.raises(AssertionError, match="the cache was not used"):
+        flops(spec.replace(resolution=64))
+
+
+def test_cache_file_keeps_others_entries_and_survives_damage(data_cache, monkeypatch):
+    calls = []
+    monkeypatch.setattr(counting, "trace", lambda s: calls.append(s) or 1000 + len(calls))
+    a, b = ResNetSpec(resolution=64), MobileNetV2Spec(resolution=64)
+    path = counting.cache_path()
+    assert path == data_cache / "counts" / "bases-v1.json"
+    assert flops(a) == 1001
+    path.write_text(json.dumps({**json.loads(path.read_text()), "other-process": 7}))
+    assert flops(b) == 1002 and flops(a) == 1001 and len(calls) == 2
+    assert json.loads(path.read_text())["other-process"] == 7
+    path.write_text("{not json")
+    assert flops(a) == 1003 and flops(a) == 1003  # counted again, stored again
+
+
+def test_counts_kept_in_memory_without_a_cache_folder(monkeypatch):
+    calls = []
+    monkeypatch.setattr(counting, "trace", lambda s: calls.append(s) or 42)
+    monkeypatch.setattr(counting, "_counts_folder", lambda: None)
+    monkeypatch.setattr(counting, "_memory", {})
+    spec = MobileNetV2Spec(resolution=48)
+    assert counting.cache_path() is None
+    assert flops(spec) == 42 and flops(spec) == 42 and len(calls) == 1
