@@ -14,7 +14,7 @@ from contextlib import nullcontext
 
 import torch
 
-from .model import EfficientNet
+from .bases import build
 from .spec import NetworkSpec
 
 
@@ -49,7 +49,7 @@ def inference_speed(spec: NetworkSpec, device: str | torch.device = "cpu", *, ba
     cuda = device.type == "cuda"
     n = repeats or (30 if cuda else 5)
     torch.manual_seed(0)
-    model = EfficientNet(spec).to(device).eval()
+    model = build(spec).to(device).eval()
     fmt = torch.channels_last if cuda else torch.contiguous_format
     model = model.to(memory_format=fmt)
     cast = torch.autocast("cuda", dtype=torch.bfloat16) if cuda else nullcontext()

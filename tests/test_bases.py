@@ -79,8 +79,8 @@ def test_rounding_rule_is_torchvision_make_divisible():
 @pytest.mark.parametrize("make, what", [
     (lambda **k: ResNetSpec(**k), "resnet50"), (lambda **k: MobileNetV2Spec(**k), "mobilenet_v2")])
 def test_bad_multipliers_raise(make, what):
-    for depth in (0.5, 0.99, 0, -1, math.nan, math.inf):
-        with pytest.raises(ValueError, match=rf"{what}: depth must be .* at least 1"):
+    for depth in (0, -1, math.nan, math.inf):
+        with pytest.raises(ValueError, match=rf"{what}: depth must be a positive"):
             make(depth=depth)
     for width in (0, 0.0, -0.5, math.nan, math.inf):
         with pytest.raises(ValueError, match=rf"{what}: width must be a positive"):
@@ -89,7 +89,8 @@ def test_bad_multipliers_raise(make, what):
         make(resolution=0)
     with pytest.raises(ValueError, match="num_classes"):
         make(num_classes=0)
-    make(depth=1, width=0.1)  # the smallest legal depth, a small width
+    make(depth=1, width=0.1)  # a small width
+    assert make(depth=0.25).stage_blocks()[:2] == [1, 1]  # below 1 (the CPU's reduced base): a block a stage at least
 
 
 def test_build_refuses_other_specs():
@@ -107,7 +108,7 @@ def test_spec_round_trips_through_its_dict():
     with pytest.raises(ValueError, match="resnet50: .*dropout"):
         spec_from_dict({"kind": "resnet50", "dropout": 0.1})
     with pytest.raises(ValueError, match="depth must be"):
-        spec_from_dict({"kind": "mobilenet_v2", "depth": 0.5})
+        spec_from_dict({"kind": "mobilenet_v2", "depth": 0})
 
 
 # ---------------------------------------------------------------------------- scale 1
@@ -217,7 +218,8 @@ def test_scaled_flops_are_a_direct_trace_and_cached(data_cache, monkeypatch, spe
     assert counted == sum(by_op[k] for k in COUNTED)
 
     path = data_cache / "counts" / f"bases-v{counting.VERSION}.json"
-    assert json.loads(path.read_text()) == {counting.cache_key(spec): counted}
+    assert json.loads(path.read_text()) == {counting.cache_key(spec): counting.counted(spec)}
+    assert counting.counted(spec)["flops"] == counted
 
     def no_trace(s):
         raise AssertionError(f"traced {s}: the cache was not used")
@@ -231,21 +233,22 @@ def test_scaled_flops_are_a_direct_trace_and_cached(data_cache, monkeypatch, spe
 
 def test_cache_file_keeps_others_entries_and_survives_damage(data_cache, monkeypatch):
     calls = []
-    monkeypatch.setattr(counting, "trace", lambda s: calls.append(s) or 1000 + len(calls))
+    monkeypatch.setattr(counting, "trace", lambda s: calls.append(s) or dict.fromkeys(counting.FIELDS, 1000 + len(calls)))
     a, b = ResNetSpec(resolution=64), MobileNetV2Spec(resolution=64)
     path = counting.cache_path()
-    assert path == data_cache / "counts" / "bases-v1.json"
+    assert path == data_cache / "counts" / "bases-v2.json"
     assert flops(a) == 1001
-    path.write_text(json.dumps({**json.loads(path.read_text()), "other-process": 7}))
+    other = dict.fromkeys(counting.FIELDS, 7)
+    path.write_text(json.dumps({**json.loads(path.read_text()), "other-process": other}))
     assert flops(b) == 1002 and flops(a) == 1001 and len(calls) == 2
-    assert json.loads(path.read_text())["other-process"] == 7
+    assert json.loads(path.read_text())["other-process"] == other
     path.write_text("{not json")
     assert flops(a) == 1003 and flops(a) == 1003  # counted again, stored again
 
 
 def test_counts_kept_in_memory_without_a_cache_folder(monkeypatch):
     calls = []
-    monkeypatch.setattr(counting, "trace", lambda s: calls.append(s) or 42)
+    monkeypatch.setattr(counting, "trace", lambda s: calls.append(s) or dict.fromkeys(counting.FIELDS, 42))
     monkeypatch.setattr(counting, "_counts_folder", lambda: None)
     monkeypatch.setattr(counting, "_memory", {})
     spec = MobileNetV2Spec(resolution=48)

@@ -1,14 +1,17 @@
-"""FLOPs of a base network, counted by tracing it with fvcore, and cached on disk.
+"""The complexity of a base network, counted by tracing it with fvcore, and cached on disk.
 
-:func:`flops` builds the spec's network, traces it at batch 1 and the spec's resolution and
-counts it with :func:`scaling.complexity.flop_analysis`: multiply-adds of convolutions,
-linear layers and matrix products, one multiply-add being one FLOP, batch norm, pooling and
-element-wise operations not counted, the unit :mod:`scaling.complexity` reports for B0 in.
-A trace takes seconds (ResNet-50 at 224 px), so each count is kept in one JSON file in the
-counts folder of the cache root (``ROOT/counts/bases-vN.json``, listed and cleared by
-``scaling cache``), keyed by a digest of the network the spec builds (two specs that round
-to the same network share an entry) and of what is counted; a grid counts in seconds the
-second time. Without a usable cache root the counts are kept in memory for the run.
+:func:`count` builds the spec's network, traces it at batch 1 and the spec's resolution and
+counts it as :func:`scaling.complexity.count_traced` counts B0: FLOPs by
+:func:`scaling.complexity.flop_analysis` (multiply-adds of convolutions, linear layers and
+matrix products, one multiply-add being one FLOP; batch norm, pooling and element-wise
+operations not counted), parameters, and activations (fvcore's: the outputs of
+convolutions and linear layers), with the largest single such output (what an evaluation
+batch's memory is bounded by). A trace takes seconds (ResNet-50 at 224 px), so each count
+is kept in one JSON file in the counts folder of the cache root
+(``ROOT/counts/bases-vN.json``, listed and cleared by ``scaling cache``), keyed by a digest
+of the network the spec builds (two specs that round to the same network share an entry),
+of what is counted, and for a user's network of its module's source; a grid counts in
+seconds the second time. Without a usable cache root the counts are kept in memory for the run.
 """
 
 from __future__ import annotations
@@ -16,11 +19,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .networks import BaseSpec, build
+from .networks import BaseSpec
 
-VERSION = 1  # bump when the layout of the cache file or how a base is traced changes
+VERSION = 2  # bump when the layout of the cache file or how a base is traced changes
 
-_memory: dict[str, int] = {}  # the counts of this run, where there is no cache folder
+_memory: dict[str, dict] = {}  # the counts of this run, where there is no cache folder
 
 
 def _count_version() -> int:
@@ -45,9 +48,14 @@ def _counts_folder() -> Path | None:
     return cache_root("counts")
 
 
+FIELDS = ("flops", "params", "activations", "largest")  # what one entry holds
+
+
 def cache_key(spec: BaseSpec) -> str:
-    """``KIND-DIGEST``: the base and a digest of the network it builds and of what is counted."""
-    return f"{spec.kind}-{_digest(spec.architecture(), VERSION, _count_version())}"
+    """``KIND-DIGEST``: the base and a digest of the network it builds, of what is counted and,
+    for a network of the user's code (a spec with ``code_digest``), of that code."""
+    code = spec.code_digest() if hasattr(spec, "code_digest") else ""
+    return f"{spec.kind}-{_digest(spec.architecture(), VERSION, _count_version(), code)}"
 
 
 def cache_path(cache_dir: str | Path | None = None) -> Path | None:
@@ -56,15 +64,19 @@ def cache_path(cache_dir: str | Path | None = None) -> Path | None:
     return folder / f"bases-v{VERSION}.json" if folder is not None else None
 
 
-def _read(path: Path) -> dict[str, int]:
+def _entry(v) -> bool:
+    return isinstance(v, dict) and all(isinstance(v.get(k), int) for k in FIELDS)
+
+
+def _read(path: Path) -> dict[str, dict]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return {}
-    return {k: v for k, v in data.items() if isinstance(v, int)} if isinstance(data, dict) else {}
+    return {k: v for k, v in data.items() if _entry(v)} if isinstance(data, dict) else {}
 
 
-def _write(path: Path, key: str, value: int) -> None:
+def _write(path: Path, key: str, value: dict) -> None:
     from ..files import write_text_atomic
 
     data = _read(path)  # re-read: keep what other processes added since
@@ -75,30 +87,47 @@ def _write(path: Path, key: str, value: int) -> None:
         pass  # a cache that cannot be written is not an error
 
 
-def trace(spec: BaseSpec) -> int:
-    """Build the network, trace it at batch 1 and count its FLOPs (no cache)."""
+def trace(spec) -> dict:
+    """Build the network, trace it at batch 1 and count it (no cache): ``flops``, ``params``,
+    ``activations`` and ``largest`` (the largest output of one convolution or linear layer)."""
     import importlib
     import warnings
 
     import torch
+    from torch import nn
 
     with warnings.catch_warnings():  # fvcore's import touches the deprecated torch.jit.script
         warnings.simplefilter("ignore", FutureWarning)
         importlib.import_module("fvcore.nn")
+    from fvcore.nn import ActivationCountAnalysis
+
     from ..complexity import flop_analysis
+    from .base import build
 
     model = build(spec).eval()
-    x = torch.zeros(1, 3, spec.resolution, spec.resolution)
+    x = torch.zeros(1, spec.in_channels, spec.resolution, spec.resolution)
+    sizes: list[int] = []
+    hooks = [m.register_forward_hook(lambda _m, _i, out: sizes.append(out.numel()))
+             for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
     with torch.no_grad():
-        return int(flop_analysis(model, x).total())
+        model(x)
+        for h in hooks:
+            h.remove()
+        flops = int(flop_analysis(model, x).total())
+        acts = ActivationCountAnalysis(model, x)
+        acts.unsupported_ops_warnings(False).uncalled_modules_warnings(False).tracer_warnings("none")
+        activations = int(acts.total())
+    params = sum(p.numel() for p in model.parameters())  # as fvcore's parameter_count
+    return dict(flops=flops, params=int(params), activations=activations,
+                largest=max(sizes) if sizes else activations)
 
 
-def flops(spec: BaseSpec, cache_dir: str | Path | None = None) -> int:
-    """Multiply-adds of one forward pass at batch 1 and the spec's resolution, from the cache
-    when counted before, else traced (:func:`trace`) and stored.
+def counted(spec, cache_dir: str | Path | None = None) -> dict:
+    """The spec's entry (:data:`FIELDS`), from the cache when counted before, else traced
+    (:func:`trace`) and stored.
 
     Args:
-        spec: a :class:`~scaling.bases.ResNetSpec` or :class:`~scaling.bases.MobileNetV2Spec`.
+        spec: a base spec (:mod:`scaling.bases`): ResNet-50, MobileNetV2 or a user's network.
         cache_dir: the folder of the cache file; by default the cache root's ``counts``.
     """
     key = cache_key(spec)
@@ -113,3 +142,17 @@ def flops(spec: BaseSpec, cache_dir: str | Path | None = None) -> int:
     value = trace(spec)
     _write(path, key, value)
     return value
+
+
+def count(spec, cache_dir: str | Path | None = None):
+    """FLOPs, parameters and activations of the spec's network, as a
+    :class:`scaling.complexity.Complexity` (from the cache where counted before)."""
+    from ..complexity import Complexity
+
+    c = counted(spec, cache_dir)
+    return Complexity(flops=c["flops"], params=c["params"], activations=c["activations"])
+
+
+def flops(spec, cache_dir: str | Path | None = None) -> int:
+    """Multiply-adds of one forward pass at batch 1 and the spec's resolution (cached)."""
+    return counted(spec, cache_dir)["flops"]

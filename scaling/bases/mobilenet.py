@@ -21,6 +21,7 @@ from torch import nn
 
 from .rounding import check_multipliers, round_blocks, round_channels
 
+BASE = "mobilenetv2"
 KIND = "mobilenet_v2"
 STEM_CHANNELS = 32  # the 3x3 stride-2 stem convolution's output
 HEAD_CHANNELS = 1280  # the last 1x1 convolution's output, before pooling
@@ -54,23 +55,27 @@ class MobileNetV2Spec:
 
     Args:
         width: channel multiplier (> 0) of the stem, every stage and (above 1) the head.
-        depth: block-count multiplier (>= 1) of every stage.
+        depth: block-count multiplier (> 0) of every stage, rounded up (at least one block a stage).
         resolution: side of the square input, in pixels.
         num_classes: outputs of the classifier.
         dropout: dropout before the classifier (torchvision's 0.2); counts nothing.
+        name: a label (tables, run folders); not part of the network.
 
     Raises:
-        ValueError: a width that is not positive, a depth below 1, a resolution or class
+        ValueError: a width or depth that is not a positive finite number, a resolution or class
             count that is not a positive integer, a dropout outside [0, 1).
     """
 
     kind: ClassVar[str] = KIND
+    base: ClassVar[str] = BASE  # the name --base and the records give it
+    in_channels: ClassVar[int] = 3
 
     width: float = 1.0
     depth: float = 1.0
     resolution: int = 224
     num_classes: int = 1000
     dropout: float = 0.2
+    name: str = ""  # what tables and run folders call it; counts nothing
 
     def __post_init__(self) -> None:
         check_multipliers(KIND, self.width, self.depth, self.resolution, self.num_classes)
@@ -100,9 +105,13 @@ class MobileNetV2Spec:
         return dict(kind=KIND, stem=self.stem_channels(), settings=[list(r) for r in self.settings()],
                     head=self.head_channels(), resolution=self.resolution, num_classes=self.num_classes)
 
-    @property
-    def name(self) -> str:
-        return f"{KIND}-w{self.width:g}-d{self.depth:g}-r{self.resolution}"
+    def architecture_key(self) -> str:
+        """A short stable string of :meth:`architecture`, for tables and records."""
+        from ..digest import digest
+
+        blocks = "-".join(str(n) for n in self.stage_blocks())
+        chans = "-".join(str(c) for c in self.stage_channels())
+        return f"{BASE}_d{blocks}_w{self.stem_channels()}-{chans}_r{self.resolution}_{digest(self.architecture(), length=8)}"
 
     def replace(self, **changes) -> "MobileNetV2Spec":
         return dataclasses.replace(self, **changes)

@@ -4,8 +4,8 @@ Width multiplies a layer's channels, which are then rounded to a multiple of
 :data:`DIVISOR` (8), never below :data:`ROUND_LIMIT` (90%) of the scaled value and never
 below one :data:`DIVISOR` (the reference EfficientNet rule, torchvision's
 ``_make_divisible``). Depth multiplies a stage's block count, rounded up, so a stage never
-loses a block to rounding. A base is scaled up from itself: depth below 1 is refused, as is
-a width that is not a positive finite number.
+loses a block to rounding (a depth below 1 leaves every stage at least one block: the CPU's
+reduced base). A width or depth that is not a positive finite number is refused.
 """
 
 from __future__ import annotations
@@ -42,9 +42,8 @@ def check_multipliers(kind: str, width: float, depth: float, resolution: int, nu
     """
     if isinstance(width, bool) or not isinstance(width, (int, float)) or not (math.isfinite(width) and width > 0):
         raise ValueError(f"{kind}: width must be a positive finite number, got {width!r}")
-    if isinstance(depth, bool) or not isinstance(depth, (int, float)) or not (math.isfinite(depth) and depth >= 1):
-        raise ValueError(f"{kind}: depth must be a finite number of at least 1 (the base's own depth; "
-                         f"a stage keeps all its blocks), got {depth!r}")
+    if isinstance(depth, bool) or not isinstance(depth, (int, float)) or not (math.isfinite(depth) and depth > 0):
+        raise ValueError(f"{kind}: depth must be a positive finite number, got {depth!r}")
     if isinstance(resolution, bool) or not isinstance(resolution, int) or resolution < 1:
         raise ValueError(f"{kind}: resolution must be a positive integer, got {resolution!r}")
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
