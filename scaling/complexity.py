@@ -144,9 +144,18 @@ def count_layers(spec: NetworkSpec) -> Complexity:
     )
 
 
-def breakdown(spec: NetworkSpec, by: str = "stage"):
-    """A DataFrame of FLOPs, parameters and activations per ``stage`` or per ``layer``."""
+def breakdown(spec, by: str = "stage"):
+    """A DataFrame of FLOPs, parameters and activations per ``stage`` or per ``layer``: for
+    EfficientNet from :func:`layers`, for a traced base from an fvcore trace
+    (:func:`scaling.bases.counting.breakdown`)."""
     import pandas as pd
+
+    from .bases import base_of
+
+    if not base_of(spec).analytic:
+        from .bases.counting import breakdown as traced_breakdown
+
+        return traced_breakdown(spec, by)
 
     if by not in ("stage", "layer"):
         raise ValueError(f"by must be 'stage' or 'layer', got {by!r}")

@@ -156,3 +156,44 @@ def count(spec, cache_dir: str | Path | None = None):
 def flops(spec, cache_dir: str | Path | None = None) -> int:
     """Multiply-adds of one forward pass at batch 1 and the spec's resolution (cached)."""
     return counted(spec, cache_dir)["flops"]
+
+
+def breakdown(spec, by: str = "stage"):
+    """A DataFrame of FLOPs, parameters and activations per ``stage`` (the network's top-level
+    modules) or per ``layer`` (each convolution and linear layer), from an fvcore trace (not
+    cached: one network, as ``scaling flops`` asks). A layer's parameters are its own (batch
+    norm's are in its stage's)."""
+    import pandas as pd
+    import torch
+    from fvcore.nn import ActivationCountAnalysis
+    from torch import nn
+
+    from ..complexity import flop_analysis
+    from .base import build
+
+    if by not in ("stage", "layer"):
+        raise ValueError(f"by must be 'stage' or 'layer', got {by!r}")
+    model = build(spec).eval()
+    x = torch.zeros(1, spec.in_channels, spec.resolution, spec.resolution)
+    shapes: dict[str, tuple] = {}
+    hooks = [m.register_forward_hook(lambda m, i, o, n=n: shapes.setdefault(n, (tuple(i[0].shape), tuple(o.shape))))
+             for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    with torch.no_grad():
+        model(x)
+        for h in hooks:
+            h.remove()
+        flops = flop_analysis(model, x).by_module()
+        acts = ActivationCountAnalysis(model, x)
+        acts.unsupported_ops_warnings(False).uncalled_modules_warnings(False).tracer_warnings("none")
+        activations = acts.by_module()
+    text = lambda s: "x".join(str(v) for v in s[1:])  # noqa: E731
+    if by == "layer":
+        rows = [dict(stage=n.split(".")[0], layer=n, kind="conv" if isinstance(m, nn.Conv2d) else "linear",
+                     input=text(shapes[n][0]), output=text(shapes[n][1]), flops=int(flops.get(n, 0)),
+                     params=sum(p.numel() for p in m.parameters()), activations=int(activations.get(n, 0)))
+                for n, m in model.named_modules() if n in shapes]
+        return pd.DataFrame(rows)
+    rows = [dict(stage=n, layers=sum(1 for k in shapes if k == n or k.startswith(n + ".")), flops=int(flops.get(n, 0)),
+                 params=sum(p.numel() for p in m.parameters()), activations=int(activations.get(n, 0)))
+            for n, m in model.named_children()]
+    return pd.DataFrame(rows)
