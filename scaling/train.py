@@ -43,6 +43,7 @@ from .data import Batches, DataSet
 from .files import write_text_atomic
 from .data.batches import _seed as _derive_seed
 from .bases import build
+from .model import EfficientNet  # noqa: F401 - scaling.train.EfficientNet, as before (tests build B0 through it)
 from .recipe import Recipe
 from .spec import NetworkSpec, smallest_batch
 from .step import EagerStep, GraphLost, HalvingStep, OutOfMemory, Step, can_capture

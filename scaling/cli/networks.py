@@ -229,7 +229,13 @@ def family(
             plans = family_plans(phis, alpha, beta, gamma, official=bool(official))
         except ValueError as e:  # the official networks are B0..B7
             raise typer.BadParameter(str(e), param_hint="--phi")
-        code = T.train_plans(lambda config, base: plans, study_file=study_file, name=name, data=data, storage=storage, gpus=gpus,
+        def chosen(config, base):
+            if official and config.base != DEFAULT:
+                raise InputError(f"--official: the official networks are EfficientNet-B0..B7, not of study "
+                                 f"{config.name!r}'s base {config.base}")
+            return plans
+
+        code = T.train_plans(chosen, study_file=study_file, name=name, data=data, storage=storage, gpus=gpus,
                              workers=workers, seeds=seeds, epochs=epochs, batch_size=batch_size,
                              studies_dir=studies_dir, quiet=quiet, report=report, fmt=fmt, output=output,
                              per_gpu=per_gpu)
