@@ -108,6 +108,13 @@ def test_resnet50_and_mobilenetv2_through_flops_and_candidates(data_cache):
         assert r.exit_code == 0, r.output
         row = json.loads(r.output)[0]
         assert (row["flops"], row["params"]) == (flops, params)
+    # by stage (flops' default): the network's top-level modules, summing to the total
+    r = _run(["flops", "--base", "resnet50", "--format", "json"])
+    assert r.exit_code == 0, r.output
+    stages = json.loads(r.output)
+    assert [s["stage"] for s in stages] == ["conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3",
+                                            "layer4", "avgpool", "fc"]
+    assert sum(s["flops"] for s in stages) == RESNET50_FLOPS and sum(s["params"] for s in stages) == RESNET50_PARAMS
     # the grid at a small base: every candidate's count is the direct trace of its network
     r = _run(["candidates", "--base", "resnet50", "--base-resolution", "32", "--base-width", "0.25",
               "--alpha-range", "1,1.2", "--beta-range", "1,1.2", "--gamma-range", "1,1.2", "--step", "0.2",

@@ -176,7 +176,13 @@ def breakdown(spec, by: str = "stage"):
     model = build(spec).eval()
     x = torch.zeros(1, spec.in_channels, spec.resolution, spec.resolution)
     shapes: dict[str, tuple] = {}
-    hooks = [m.register_forward_hook(lambda m, i, o, n=n: shapes.setdefault(n, (tuple(i[0].shape), tuple(o.shape))))
+
+    def keep_shapes(name):
+        def hook(module, inputs, output) -> None:  # returns None: a hook's value would replace the output
+            shapes.setdefault(name, (tuple(inputs[0].shape), tuple(output.shape)))
+        return hook
+
+    hooks = [m.register_forward_hook(keep_shapes(n))
              for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
     with torch.no_grad():
         model(x)
