@@ -98,7 +98,7 @@ def candidates(
         cols += [("res", "right")]
         if wide:
             cols += [("repeats", "left"), ("stem/head", "left")]
-        cols += [("params M", "right"), (unit, "right"), ("× B0" if not _of_base(base) else "× base", "right"),
+        cols += [("params M", "right"), (unit, "right"), (_times_base(base), "right"),
                  (f"vs {target:g}^{phi:g}", "right")]
         if wide:
             cols += [("nominal ×", "right"), ("same network from (α/β/γ)", "left")]
@@ -121,7 +121,8 @@ def candidates(
             f"phi={phi:g}: {plural(len(df), 'network')} from {n_triples} of {plural(n_grid, 'triple')}, FLOPs within "
             f"{flops_tolerance:.0%} of {target:g}^{phi:g} x the base" + _of_base(base),
             cols, rows,
-            caption=("FLOPs: multiply-adds at batch 1 (fvcore). '× B0': realized FLOPs over B0's; the next column: "
+            caption=(f"FLOPs: multiply-adds at batch 1 (fvcore). {_times_base(base)!r}: realized FLOPs over the "
+                     "base's; the next column: "
                      f"its difference from {target:g}^phi. res (N): moved from N px (gamma^phi rounded) to hold the "
                      "budget. * marks the network the paper's (1.2, 1.1, 1.15) rounds to. --wide shows every column."),
         ))
@@ -161,6 +162,11 @@ def _base_spec(name, width: float, depth: float, resolution: int):
         return base.spec(width=width, depth=depth, resolution=resolution)
     except ValueError as e:
         raise InputError(f"--base {base.name}: {e}")
+
+
+def _times_base(spec) -> str:
+    """The heading of the column of FLOPs over the base's: "× B0", or "× base" for another base."""
+    return "× base" if _of_base(spec) else "× B0"
 
 
 def _of_base(spec) -> str:
@@ -262,14 +268,15 @@ def family(
 
     cols = [("network", "left"), ("d", "right"), ("w", "right"), ("r", "right"), ("res", "right")]
     cols += [("repeats", "left"), ("channels", "left")] if wide else []
-    cols += [("params M", "right"), (unit, "right"), ("× B0", "right"), ("nominal ×", "right")]
+    cols += [("params M", "right"), (unit, "right"), (_times_base(base), "right"), ("nominal ×", "right")]
 
     def show():
         console.print(_table(
             f"Compound family ({alpha:g}, {beta:g}, {gamma:g}); alpha*beta²*gamma² = {triple.product:.4f}"
             + _of_base(base),
             cols, rows(fam), caption=("d, w, r = alpha^phi, beta^phi, gamma^phi; FLOPs are multiply-adds at batch 1; "
-                                      "'× B0': realized FLOPs over B0's; nominal ×: (alpha*beta²*gamma²)^phi. "
+                                      f"{_times_base(base)!r}: realized FLOPs over the base's; nominal ×: "
+                                      "(alpha*beta²*gamma²)^phi. "
                                       "--wide adds repeats and channels.")))
         if official:
             console.print(_table("Official EfficientNet-B0..B7", cols, rows(off)))
