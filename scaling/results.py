@@ -18,8 +18,8 @@ COLUMNS = ["rank", "alpha", "beta", "gamma", "triples", "product", "d", "w", "r"
 
 # A family, official or sweep study: one row per member, in the plan's order.
 SERIES_COLUMNS = ["series", "kind", "label", "phi", "multiplier", "matched_phi", "alpha", "beta", "gamma", "d", "w",
-                  "r", "resolution", "repeats", "channels", "params", "flops", "flops_ratio", "top1", "top1_std",
-                  "seeds", "top5", "images_per_second", "latency_ms", "throughput", "inference_batch", "peak_memory_mb", "wall_s",
+                  "r", "resolution", "repeats", "channels", "params", "flops", "activations", "flops_ratio", "top1",
+                  "top1_std", "seeds", "top5", "images_per_second", "latency_ms", "throughput", "inference_batch", "peak_memory_mb", "wall_s",
                   "device", "network"]
 _AGGREGATED = ("rank", "top1", "top1_std", "seeds", "top1_residual", "rank_matched")
 _FIELD = {"triples": "triples_text"}  # a column that is not the record's field of the same name

@@ -73,3 +73,24 @@ def inference_speed(spec: NetworkSpec, device: str | torch.device = "cpu", *, ba
             torch.cuda.empty_cache()
     out["inference_batch"] = batch
     return out
+
+
+def default_batch(device: torch.device) -> int:
+    """The throughput batch when none is given: 256 on a GPU, 32 on the CPU (where 256 takes long)."""
+    return 256 if device.type == "cuda" else 32
+
+
+def measure(spec, device: str | torch.device | None = "auto", *, batch: int | None = None,
+            repeats: int | None = None) -> dict:
+    """:func:`inference_speed` on ``device`` (``auto``: the first GPU, else the CPU), with where
+    and how it ran: ``device`` (``cuda:0 (NVIDIA H200)``, ``cpu``) and ``precision`` (bf16 on a
+    GPU, fp32 on the CPU). ``batch``: the throughput batch (:func:`default_batch` by default).
+
+    Raises:
+        ValueError: an unknown device, or a GPU that is not there.
+    """
+    from .train import _device_name, resolve_device
+
+    dev = resolve_device(device)
+    out = inference_speed(spec, dev, batch=batch or default_batch(dev), repeats=repeats)
+    return {**out, "device": _device_name(dev), "precision": "bf16" if dev.type == "cuda" else "fp32"}

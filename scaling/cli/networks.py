@@ -289,34 +289,50 @@ def family(
 
 @app.command()
 def flops(
-    name: Annotated[Optional[str], typer.Argument(help="efficientnet-b0 .. b8, efficientnet-l2.")] = None,
+    names: Annotated[Optional[list[str]], typer.Argument(
+        metavar="[NAME]...",
+        help="efficientnet-b0 .. b8, efficientnet-l2; several give one row each (also resnet50, mobilenetv2: "
+             "the base at --width, --depth, default 1).")] = None,
     width: Annotated[Optional[float], typer.Option(min=0.01, help="Width multiplier of B0 (custom network).")] = None,
     depth: Annotated[Optional[float], typer.Option(min=0.01, help="Depth multiplier of B0 (custom network).")] = None,
     resolution: Annotated[Optional[int], typer.Option(min=8, max=8192, help="Image size.")] = None,
     num_classes: Annotated[int, typer.Option(min=1, help="Classifier outputs.")] = 1000,
-    by: Annotated[By, typer.Option(help="total, stage or layer.")] = By.stage,
+    by: Annotated[By, typer.Option(help="total, stage or layer (one network; several are shown in total).")] = By.stage,
     traced: Annotated[bool, typer.Option(help="Count by tracing the model with plain fvcore (slow) as a check.")] = False,
     base_name: BaseOpt = None,
+    measure: Annotated[bool, typer.Option(
+        "--measure", help="Also measure inference: latency at batch 1 and throughput at --batch (bf16 and "
+                          "channels_last on a GPU, fp32 on the CPU; warm-up, then the median of the repeats).")] = False,
+    device: Annotated[str, typer.Option(help="With --measure: auto (a GPU if there is one), cpu, cuda or cuda:N.")] = "auto",
+    batch: Annotated[Optional[int], typer.Option(
+        "--batch", min=1, max=65536, help="With --measure: the throughput batch (default 256 on a GPU, 32 on the CPU).")] = None,
+    repeats: Annotated[Optional[int], typer.Option(
+        min=1, max=1000, help="With --measure: timed repeats at batch 1 (default 30 on a GPU, 5 on the CPU; "
+                              "a third as many at --batch, at least 3).")] = None,
     fmt: Fmt = Format.table,
     output: Out = None,
 ):
-    """FLOPs (multiply-adds), parameters and activations of one network, in total or per stage or layer.
+    """FLOPs (multiply-adds), parameters and activations of one network, in total or per stage or layer;
+    with --measure, also its inference latency and throughput on --device.
 
     With --base other than efficientnet-b0, the base at --width and --depth (default 1) and
     --resolution (default 224), counted by an fvcore trace (cached); its stages are the
-    network's top-level modules.
+    network's top-level modules. Several names give one row each, and with --measure the fits of
+    log latency against log FLOPs and log activations across them (which predicts latency better).
 
     Example: scaling flops efficientnet-b3 --by stage   |   scaling flops --width 1.1 --depth 1.2 --resolution 256
-    |   scaling flops --base resnet50 --by total
+    |   scaling flops --base resnet50 --by total   |   scaling flops efficientnet-b0 efficientnet-b1 resnet50 --measure
     """
     from ..bases import DEFAULT, BaseError
     from ..complexity import breakdown, count, count_traced
-    from ..spec import custom_spec, spec_for
+    from ..spec import custom_spec
 
     custom = (width, depth, resolution)
     base = _base(base_name)
+    names = list(names or [])
+    speed = (lambda spec: _measure(spec, device, batch, repeats)) if measure else None
     if base.name != DEFAULT:
-        if name is not None:
+        if names:
             raise InputError(f"NAME names an EfficientNet; with --base {base.name} give --width, --depth and "
                              "--resolution (default 1, 1 and 224)")
         spec = _base_spec(base.name, width or 1.0, depth or 1.0, resolution or 224).replace(num_classes=num_classes)
@@ -329,20 +345,24 @@ def flops(
                   else breakdown(spec, by.value))
         except BaseError as e:
             raise InputError(f"--base: {e}")
-        _show_flops(spec, total, df, by, fmt, output, note="   (an fvcore trace)")
+        _show_flops(spec, total, df, by, fmt, output, note="   (an fvcore trace)", speed=speed)
         return
-    if name is None:
+    if len(names) > 1:
+        specs = [_named_spec(n, width, depth, resolution, num_classes) for n in names]
+        _check_output(output)
+        _show_many(specs, fmt, output, speed, traced)
+        return
+    if not names:
         if width is None or depth is None or resolution is None:
             raise InputError("give a network name (e.g. efficientnet-b0) or all of --width, --depth and --resolution")
         spec = custom_spec(width, depth, resolution, num_classes=num_classes)
     else:
-        try:
-            overrides = {k: v for k, v in zip(("width", "depth", "resolution"), custom) if v is not None}
-            spec = spec_for(name, num_classes=num_classes, **overrides)
-        except ValueError as e:
-            raise typer.BadParameter(str(e), param_hint="NAME")
+        spec = _named_spec(names[0], width, depth, resolution, num_classes)
     _check_output(output)
-    total = count(spec)
+    try:
+        total = count(spec)
+    except BaseError as e:
+        raise InputError(str(e))
     if traced:
         plain = count_traced(spec)
         if plain != total:
@@ -350,11 +370,103 @@ def flops(
     import pandas as pd
 
     df = pd.DataFrame([{"stage": "total", **total.to_dict()}]) if by == By.total else breakdown(spec, by.value)
-    _show_flops(spec, total, df, by, fmt, output, note="   (plain fvcore agrees)" if traced else "")
+    _show_flops(spec, total, df, by, fmt, output, note="   (plain fvcore agrees)" if traced else "", speed=speed)
 
 
-def _show_flops(spec, total, df, by, fmt, output, note: str = "") -> None:
-    """``scaling flops``'s output: the totals, and the rows per stage or layer."""
+def _named_spec(name: str, width, depth, resolution, num_classes: int):
+    """The spec a NAME of ``scaling flops`` names: an EfficientNet (--width, --depth, --resolution
+    overriding its own), or a built-in base (resnet50, mobilenetv2) at --width and --depth (default 1)."""
+    from ..bases import ALIASES, BASES, DEFAULT
+    from ..spec import spec_for
+
+    try:
+        overrides = {k: v for k, v in zip(("width", "depth", "resolution"), (width, depth, resolution))
+                     if v is not None}
+        return spec_for(name, num_classes=num_classes, **overrides)
+    except ValueError as e:
+        key = ALIASES.get(name.strip().lower(), name.strip().lower())
+        if key in BASES and key != DEFAULT:
+            return _base_spec(key, width or 1.0, depth or 1.0, resolution or 224).replace(num_classes=num_classes)
+        raise typer.BadParameter(str(e), param_hint="NAME")
+
+
+def _measure(spec, device: str, batch, repeats) -> dict:
+    """``--measure``: :func:`scaling.speed.measure` of ``spec``; a bad or missing device ends in one line."""
+    from ..speed import measure
+
+    try:
+        return measure(spec, device, batch=batch, repeats=repeats)
+    except ValueError as e:
+        raise InputError(f"--device: {e}")
+
+
+def _speed_text(s: dict) -> str:
+    return (f"latency {s['latency_ms']:.3f} ms at batch 1   throughput {s['throughput']:,.0f} img/s at batch "
+            f"{s['inference_batch']}   ({s['precision']}, {s['device']})")
+
+
+def _show_many(specs, fmt, output, speed, traced: bool) -> None:
+    """``scaling flops NAME NAME ...``: one row per network (totals), with --measure its speed and the fits."""
+    import pandas as pd
+
+    from ..bases import base_name, count
+    from ..complexity import count_traced
+    from ..latency import fit_frame
+
+    rows = []
+    for spec in specs:
+        total = count(spec)
+        if traced and base_name(spec) == "efficientnet-b0":
+            plain = count_traced(spec)
+            if plain != total:
+                raise RuntimeError(f"fast count {total} differs from plain fvcore {plain}")
+        row = {"network": spec.name or "custom", "base": base_name(spec), "width": spec.width, "depth": spec.depth,
+               "resolution": spec.resolution, **total.to_dict()}
+        if speed is not None:
+            row.update(speed(spec))
+        rows.append(row)
+    df = pd.DataFrame(rows)
+    fits = fit_frame(df) if speed is not None else None
+
+    def show():
+        cols = [("network", "left"), ("res", "right"), ("params M", "right"), ("GFLOPs", "right"),
+                ("activations M", "right")]
+        if speed is not None:
+            cols += [("latency ms", "right"), ("img/s", "right")]
+        out = []
+        for r in df.itertuples():
+            row = [r.network, str(r.resolution), _m(r.params), _g(r.flops), f"{r.activations / 1e6:.2f}"]
+            if speed is not None:
+                row += [f"{r.latency_ms:.3f}", f"{r.throughput:,.0f}"]
+            out.append(row)
+        caption = "FLOPs: multiply-adds at batch 1; activations: elements the layers write."
+        if speed is not None:
+            first = df.iloc[0]
+            caption += (f" Latency at batch 1, img/s at batch {first['inference_batch']}, {first['precision']} on "
+                        f"{first['device']}.")
+        console.print(_table(f"{plural(len(df), 'network')}", cols, out, caption=caption))
+        if fits is not None:
+            console.print(_fits_text(fits))
+
+    _emit(df, fmt, output, show)
+
+
+def _fits_text(fits) -> str:
+    """The two fits of log latency and the choice, for the terminal."""
+    if not fits.ok:
+        return fits.sentence().capitalize() + "."
+    lines = ["log latency fitted across the networks (least squares):"]
+    for f, label in ((fits.flops, "FLOPs"), (fits.activations, "activations")):
+        lines.append(f"  against log {label}: slope {f.slope:.3f}, RMSE {f.rmse:.3f} (log) = {f.pct:.1f}%")
+    return "\n".join(lines) + "\n" + fits.sentence()[0].upper() + fits.sentence()[1:] + "."
+
+
+def _show_flops(spec, total, df, by, fmt, output, note: str = "", speed=None) -> None:
+    """``scaling flops``'s output: the totals, and the rows per stage or layer; ``speed``: with
+    --measure, the function measuring it (its fields go into every row of the CSV/JSON)."""
+    measured = speed(spec) if speed is not None else None
+    if measured is not None:
+        df = df.assign(**measured)
 
     def show():
         label = spec.name or "custom"
@@ -363,6 +475,8 @@ def _show_flops(spec, total, df, by, fmt, output, note: str = "") -> None:
         console.print(head)
         console.print(f"FLOPs {total.flops:,} ({_g(total.flops)} G multiply-adds)   params {total.params:,} "
                       f"({_m(total.params)} M)   activations {total.activations:,}" + note)
+        if measured is not None:
+            console.print(_speed_text(measured))
         if by == By.total:
             return
         key = "stage" if by == By.stage else "layer"
