@@ -45,11 +45,19 @@ def inference_speed(spec: NetworkSpec, device: str | torch.device = "cpu", *, ba
                     repeats: int | None = None) -> dict:
     """``latency_ms``: median time of one image (batch 1); ``throughput``: images per second
     at ``batch`` (median of the repeats). Fewer repeats on the CPU, where each is slow."""
+    torch.manual_seed(0)
+    return model_speed(build(spec), spec.in_channels, spec.resolution, device, batch=batch, repeats=repeats)
+
+
+def model_speed(model: torch.nn.Module, in_channels: int, resolution: int, device: str | torch.device = "cpu", *,
+                batch: int = 256, repeats: int | None = None) -> dict:
+    """:func:`inference_speed` of a network already built (a peer's, in a benchmark): moved to
+    ``device``, put in eval mode, measured on ``in_channels`` x ``resolution`` x ``resolution``
+    random images, and let go."""
     device = torch.device(device)
     cuda = device.type == "cuda"
     n = repeats or (30 if cuda else 5)
-    torch.manual_seed(0)
-    model = build(spec).to(device).eval()
+    model = model.to(device).eval()
     fmt = torch.channels_last if cuda else torch.contiguous_format
     model = model.to(memory_format=fmt)
     cast = torch.autocast("cuda", dtype=torch.bfloat16) if cuda else nullcontext()
@@ -57,7 +65,7 @@ def inference_speed(spec: NetworkSpec, device: str | torch.device = "cpu", *, ba
     out = {}
     try:
         for size, key in ((1, "latency_ms"), (batch, "throughput")):
-            x = torch.randn(size, spec.in_channels, spec.resolution, spec.resolution, device=device)
+            x = torch.randn(size, in_channels, resolution, resolution, device=device)
             x = x.contiguous(memory_format=fmt)
 
             def step(net=model, x=x):  # bound now: the finally below deletes the name
