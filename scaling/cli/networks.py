@@ -661,7 +661,7 @@ def sweep(
 
     def show():
         cols = [(dimension, "right"), ("res", "right"), ("repeats", "left"), ("stem/head", "left"),
-                ("params M", "right"), ("GFLOPs", "right"), ("FLOPs x B0", "right")]
+                ("params M", "right"), ("GFLOPs", "right"), (_times_base(base).replace("×", "FLOPs x"), "right")]
         if match:
             cols += [("family phi", "right"), ("its GFLOPs", "right")]
         out = []
