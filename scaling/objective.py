@@ -234,11 +234,14 @@ class Objective:
             self._write(trial, reason=f"{result.status}: {result.reason}")
             raise TrialFailed(f"{result.status}: {result.reason}")
         objective = self.config.objective
-        if self.plan is not None or objective == "accuracy-latency":  # how fast they run, beside how well
-            from .speed import inference_speed
-            from .train import resolve_device
+        from .train import resolve_device
 
-            dev = resolve_device(self.device)
+        dev = resolve_device(self.device)
+        # How fast they run, beside how well: every member on a GPU (a second at most), and on the
+        # CPU, where it is slow, a plan's members and a search ranked by latency.
+        if self.plan is not None or objective == "accuracy-latency" or dev.type == "cuda":
+            from .speed import inference_speed
+
             speed = inference_speed(spec.replace(resolution=data.resolution), dev,
                                     batch=256 if dev.type == "cuda" else 32)
             with shielded():

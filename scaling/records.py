@@ -21,7 +21,8 @@ early lacks is a whole group):
 - a study whose objective is not accuracy alone: ``top1 objective objective_target`` (the
   trial's value is the objective, top-1 x (X / T)^w);
 - the training: ``curve loss_curve images_per_second peak_memory_mb wall_s times device top5``;
-- a plan member's inference speed: ``latency_ms throughput inference_batch``;
+- the inference speed of a plan member, of a search ranked by latency, and of every trial on a GPU:
+  ``latency_ms throughput inference_batch``;
 - alone: ``reason`` (why it failed), ``skipped`` (no network to train), ``duplicate_of``.
 """
 

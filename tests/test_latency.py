@@ -14,7 +14,8 @@ from typer.testing import CliRunner
 
 from scaling.cli import app
 from scaling.latency import MIN_POINTS, fit_frame, fit_latency, fit_log
-from scaling.report.sections import latency as latency_section
+from scaling.records import TrialRecord
+from scaling.report.sections import latency as latency_section, latency_frame
 from scaling.spec import custom_spec
 from scaling.speed import default_batch, measure
 
@@ -119,6 +120,23 @@ def test_report_section_too_few_members_other_devices_and_none():
     assert mixed.paragraphs[-1].startswith("Too few members: 3") is False  # 3 distinct points fit
     assert latency_section(_series().assign(latency_ms=None)) is None
     assert latency_section(pd.DataFrame(columns=["flops", "activations", "latency_ms"])) is None
+
+
+def test_the_report_reads_every_completed_trial_with_a_latency():
+    recs = [TrialRecord(status="COMPLETE", network=f"n{i}", flops=int(f), activations=int(a), latency_ms=t,
+                        device="cuda:0 (NVIDIA H200)", kind=kind)
+            for i, (f, a, t, kind) in enumerate(zip(FLOPS * 1e8, ACTS * 1e6, LATENCY, ["grid", "grid", "family",
+                                                                                     "sweep"]))]
+    recs += [TrialRecord(status="COMPLETE", network="x", flops=10, activations=10),  # no latency (the CPU's grid)
+             TrialRecord(status="FAIL", network="y", flops=10, activations=10, latency_ms=1.0)]
+
+    class Study:
+        records = tuple(recs)
+
+    df = latency_frame(Study())
+    assert list(df["network"]) == ["n0", "n1", "n2", "n3"]
+    sec = latency_section(df)
+    assert sec.tables[0].rows[1][-1] == "better" and "Activations predict" in sec.paragraphs[-1]
 
 
 def test_measure_says_where_and_how():
