@@ -60,7 +60,7 @@ def budget_note(config: StudyConfig) -> str:
             else f"{plural(n, 'trial')} ({config.sampler})")
     images = f"{config.train_size:,} images" if config.train_size else "all images"
     return (f"no GPU: a reduced budget - {what}, each {plural(r.epochs, 'epoch')} on {images} of the embedded data, "
-            f"from a base of B0 at width {config.base_width:g}, depth {config.base_depth:g}, "
+            f"from a base of {'B0' if config.base == 'efficientnet-b0' else config.base} at width {config.base_width:g}, depth {config.base_depth:g}, "
             f"{config.base_resolution} px. {FULL}")
 
 

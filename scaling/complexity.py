@@ -125,8 +125,17 @@ def layers(spec: NetworkSpec, height: int | None = None, width: int | None = Non
     return out
 
 
-def count(spec: NetworkSpec) -> Complexity:
-    """FLOPs, parameters and activations by fvcore's formulas over :func:`layers`."""
+def count(spec) -> Complexity:
+    """FLOPs, parameters and activations of any base's spec (:mod:`scaling.bases`): for
+    EfficientNet by fvcore's formulas over :func:`layers` (:func:`count_layers`), for the
+    other bases by an fvcore trace cached on disk (:mod:`scaling.bases.counting`)."""
+    from .bases import count as count_base
+
+    return count_base(spec)
+
+
+def count_layers(spec: NetworkSpec) -> Complexity:
+    """FLOPs, parameters and activations of an EfficientNet by fvcore's formulas over :func:`layers`."""
     ls = layers(spec)
     return Complexity(
         flops=sum(l.flops for l in ls),
@@ -135,9 +144,18 @@ def count(spec: NetworkSpec) -> Complexity:
     )
 
 
-def breakdown(spec: NetworkSpec, by: str = "stage"):
-    """A DataFrame of FLOPs, parameters and activations per ``stage`` or per ``layer``."""
+def breakdown(spec, by: str = "stage"):
+    """A DataFrame of FLOPs, parameters and activations per ``stage`` or per ``layer``: for
+    EfficientNet from :func:`layers`, for a traced base from an fvcore trace
+    (:func:`scaling.bases.counting.breakdown`)."""
     import pandas as pd
+
+    from .bases import base_of
+
+    if not base_of(spec).analytic:
+        from .bases.counting import breakdown as traced_breakdown
+
+        return traced_breakdown(spec, by)
 
     if by not in ("stage", "layer"):
         raise ValueError(f"by must be 'stage' or 'layer', got {by!r}")
@@ -253,9 +271,15 @@ class CountCache:
 
 def count_many(specs, cache: CountCache | None = None) -> list[Complexity]:
     """Count every spec, reading and filling the disk cache."""
+    from .bases import base_of
+
     cache = cache or CountCache()
     out = []
     for spec in specs:
+        base = base_of(spec)
+        if not base.analytic:  # a traced base: its own cache (keyed by its code too)
+            out.append(base.count(spec))
+            continue
         c = cache.get(spec)
         if c is None:
             c = count(spec)

@@ -192,6 +192,16 @@ def hold_to_budget(spec: NetworkSpec, target_flops: float, tolerance: float, res
 # ---------------------------------------------------------------------------- candidates
 
 
+def network_key(spec) -> tuple | str:
+    """What ``spec`` builds, as a dict key: its ``architecture()`` (B0's is a tuple; another
+    base's dict as canonical JSON). Two specs with equal keys are one network."""
+    from .digest import canonical
+
+    arch = spec.architecture()
+    return arch if isinstance(arch, tuple) else canonical(arch)
+
+
+
 @dataclass
 class Candidate:
     """One distinct network of a grid, with every triple that rounds to it.
@@ -241,7 +251,7 @@ def candidates(phi: float = 1.0, grid: Grid | None = None, base: NetworkSpec | N
     memo: dict[tuple, int] = {}
 
     def flops(spec: NetworkSpec) -> int:
-        key = spec.architecture()
+        key = network_key(spec)
         if key not in memo:
             memo[key] = count(spec).flops
         return memo[key]
@@ -257,7 +267,7 @@ def candidates(phi: float = 1.0, grid: Grid | None = None, base: NetworkSpec | N
             spec = hold_to_budget(spec, target_flops, flops_tolerance, resolutions, multiple, flops)
             if spec is None:
                 continue
-        key = spec.architecture()
+        key = network_key(spec)
         if key not in merged:
             merged[key] = Candidate(spec=spec, phi=phi)
         merged[key].triples.append(t)

@@ -19,19 +19,20 @@ def check_onnx() -> None:
                           f"(onnx and onnxscript; {e})") from e
 
 
-def export_onnx(model: EfficientNet, path: str | Path, resolution: int | None = None) -> Path:
+def export_onnx(model: torch.nn.Module, path: str | Path, resolution: int | None = None, spec=None) -> Path:
     """Write ``model`` (eval mode) to an ONNX file with a dynamic batch axis.
 
-    "same" padding is rebuilt as static padding for ``resolution`` (the spec's by
-    default): the exported graph then takes images of exactly that size.
+    ``spec``: the network's spec (any base's, :mod:`scaling.bases`; default ``model.spec``).
+    An EfficientNet's "same" padding is rebuilt as static padding for ``resolution`` (the
+    spec's by default): the exported graph then takes images of exactly that size.
 
     Raises:
         ImportError: where onnx or onnxscript is missing (``pip install 'scaling[export]'``).
     """
     check_onnx()
-    spec = model.spec
+    spec = spec if spec is not None else model.spec
     resolution = resolution or spec.resolution
-    if spec.padding == "same" and (not spec.static_padding or resolution != spec.resolution):
+    if getattr(spec, "padding", None) == "same" and (not spec.static_padding or resolution != spec.resolution):
         static = EfficientNet(spec.replace(static_padding=True, resolution=resolution))
         static.load_state_dict(model.state_dict())
         model = static

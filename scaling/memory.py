@@ -120,7 +120,9 @@ def step_memory(spec: NetworkSpec, recipe: Recipe, input_bytes: int = 0, process
 
 def eval_bytes_per_image(spec: NetworkSpec, input_bytes_per_image: int = 0) -> int:
     """The estimate of one image of a CPU evaluation batch (no gradients, float32)."""
-    largest = max(layer.activations for layer in layers(spec))
+    from .bases import base_of
+
+    largest = base_of(spec).largest_activation(spec)
     return int(EVAL_FACTOR * FLOAT * largest) + input_bytes_per_image
 
 

@@ -3,6 +3,11 @@ and seed, or the sampler's triple held to its FLOPs budget), loads the data, tra
 (where no earlier trial trained the same network and seed) and returns its held-out top-1,
 recording on the trial all the while what it trained, on what code and software, and why
 it failed.
+
+Where the study's objective is not accuracy alone (:func:`objective_value`), the trial's
+value is the paper's NAS objective ACC x (X / T)^w, X the network's FLOPs or its latency on
+this device (ms, batch 1), T the target, w the exponent (-0.07); top-1 is recorded as it is,
+beside the objective and the T used.
 """
 
 from __future__ import annotations
@@ -29,6 +34,11 @@ from .search import (MEMBER, base_spec, largest_resolution, legacy_param, plan_o
 from .signals import interruptible, shielded
 from .storage import fixed_params
 from .study import StudyConfig
+
+
+def objective_value(top1: float, x: float, target: float, exponent: float) -> float:
+    """The paper's objective, ACC x (X / T)^w (Tan & Le 2019, after MnasNet)."""
+    return top1 * (x / target) ** exponent
 
 
 class TrialFailed(Exception):
@@ -181,12 +191,15 @@ class Objective:
         key = spec.architecture_key()
         self._write(trial, network=key, params=n.params, flops=n.flops, activations=n.activations,
                     flops_ratio=round(n.flops / base_flops, 4), classes=tuple(data.classes),
-                    num_classes=data.num_classes)
+                    num_classes=data.num_classes, spec=spec.to_dict())
         done = [t for t in trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
                 if t.user_attrs.get("network") == key and t.user_attrs.get("seed") == seed]
         if done:  # the same network was trained already (TPE, random): reuse, never retrain
-            self._write(trial, duplicate_of=done[0].number)
+            was = {k: done[0].user_attrs[k] for k in ("top1", "objective", "objective_target")
+                   if k in done[0].user_attrs}
+            self._write(trial, duplicate_of=done[0].number, **was)
             return done[0].value
+        self.base_flops = base_flops
         with interruptible():
             return self._train(trial, spec, seed, data, data_s)
 
@@ -220,13 +233,25 @@ class Objective:
         if result.status != "ok":
             self._write(trial, reason=f"{result.status}: {result.reason}")
             raise TrialFailed(f"{result.status}: {result.reason}")
-        if self.plan is not None:  # family and sweep members: how fast they run, beside how well
-            from .speed import inference_speed
-            from .train import resolve_device
+        objective = self.config.objective
+        from .train import resolve_device
 
-            dev = resolve_device(self.device)
+        dev = resolve_device(self.device)
+        # How fast they run, beside how well: every member on a GPU (a second at most), and on the
+        # CPU, where it is slow, a plan's members and a search ranked by latency.
+        if self.plan is not None or objective == "accuracy-latency" or dev.type == "cuda":
+            from .speed import inference_speed
+
             speed = inference_speed(spec.replace(resolution=data.resolution), dev,
                                     batch=256 if dev.type == "cuda" else 32)
             with shielded():
                 self._write(trial, **speed)
-        return result.top1
+        if objective == "accuracy":
+            return result.top1
+        c = self.config
+        x = self.record.flops if objective == "accuracy-flops" else self.record.latency_ms
+        target = c.objective_target if c.objective_target is not None else self.base_flops  # T: the base's FLOPs
+        value = objective_value(result.top1, x, target, c.objective_exponent)
+        with shielded():
+            self._write(trial, top1=result.top1, objective=value, objective_target=target)
+        return value

@@ -13,10 +13,16 @@ early lacks is a whole group):
   a plan member's ``phi multiplier dimension alpha beta gamma d w r [matched_phi] label series kind
   triples product``; then ``resolution repeats channels seed worker code_version`` and, from
   2026-12-01 on, ``code_modified`` (the checkout had uncommitted changes) and ``software``
-  (Python, torch, CUDA and cuDNN versions of the machine that trained);
-- the complexity, once the data are loaded: ``network params flops activations flops_ratio classes``;
+  (Python, torch, CUDA and cuDNN versions of the machine that trained); since bases are a
+  choice, ``base`` (efficientnet-b0, resnet50, mobilenetv2 or module:function; a trial without
+  it is efficientnet-b0's);
+- the complexity, once the data are loaded: ``network params flops activations flops_ratio classes``,
+  and since bases are a choice ``spec`` (the network as trained, its spec's dict);
+- a study whose objective is not accuracy alone: ``top1 objective objective_target`` (the
+  trial's value is the objective, top-1 x (X / T)^w);
 - the training: ``curve loss_curve images_per_second peak_memory_mb wall_s times device top5``;
-- a plan member's inference speed: ``latency_ms throughput inference_batch``;
+- the inference speed of a plan member, of a search ranked by latency, and of every trial on a GPU:
+  ``latency_ms throughput inference_batch``;
 - alone: ``reason`` (why it failed), ``skipped`` (no network to train), ``duplicate_of``.
 """
 
@@ -36,10 +42,12 @@ PLAN_KINDS = ("family", "official", "sweep")
 GRID_ATTRS = ("alpha", "beta", "gamma", "triples", "product", "d", "w", "r")
 PLAN_ATTRS = ("phi", "multiplier", "dimension", "alpha", "beta", "gamma", "d", "w", "r", "label", "series", "kind",
               "triples", "product")
-NETWORK_ATTRS = ("resolution", "repeats", "channels", "seed", "worker", "code_version", "code_modified", "software")
+NETWORK_ATTRS = ("resolution", "repeats", "channels", "seed", "worker", "code_version", "code_modified", "software",
+                 "base", "spec")
 COMPLEXITY_ATTRS = ("network", "params", "flops", "activations", "flops_ratio", "classes")
 TRAINING_ATTRS = ("curve", "loss_curve", "images_per_second", "peak_memory_mb", "wall_s", "times", "device", "top5")
 SPEED_ATTRS = ("latency_ms", "throughput", "inference_batch")
+OBJECTIVE_ATTRS = ("top1", "objective", "objective_target")
 ALONE_ATTRS = ("reason", "skipped", "duplicate_of")
 QUEUE_PARAMS = ("member", "candidate", "phi", "multiplier")  # the one form's name first, then the older ones'
 
@@ -52,7 +60,10 @@ class TrialRecord:
     ``triples`` attribute is their display string, ``label``); a family member's triple; none
     for the official networks and sweeps. ``num_classes`` is the classifier's classes as
     trained (the data's, from the recorded ``classes``; for a trial that recorded none, what
-    :meth:`from_trial` was given). ``top1`` is the trial's value.
+    :meth:`from_trial` was given). ``top1`` is the trial's value, or where the study's objective
+    is not accuracy alone, the recorded ``top1`` beside the ``objective`` that is the value.
+    ``base`` is None for a trial written before bases were a choice: :attr:`base_network`
+    then says efficientnet-b0.
     """
 
     # The trial, as Optuna holds it
@@ -79,7 +90,9 @@ class TrialRecord:
     resolution: int | None = None
     repeats: str | None = None  # per stage: "1-2-2-3-3-4-1"
     channels: str | None = None  # per stage: "16-24-40-80-112-192-320"
-    network: str | None = None  # NetworkSpec.architecture_key()
+    network: str | None = None  # the spec's architecture_key()
+    base: str | None = None  # efficientnet-b0, resnet50, mobilenetv2 or module:function (None: before bases)
+    spec: dict | None = None  # the network as trained: its spec's to_dict() (None: before bases)
     num_classes: int | None = None
     classes: tuple[str, ...] | None = None
     params: int | None = None
@@ -103,6 +116,9 @@ class TrialRecord:
     software: tuple[tuple[str, str], ...] | None = None  # python, torch, cuda, cudnn of the machine that trained it
     wall_s: float | None = None
     times: tuple[tuple[str, float], ...] | None = None  # seconds per phase: data, warmup, train, eval, total
+    # The objective, where the study's is not accuracy alone
+    objective: float | None = None  # top1 x (X / objective_target)^w: the trial's value
+    objective_target: float | None = None  # T, as used
     # How it ended
     reason: str | None = None
     skipped: bool | None = None
@@ -139,6 +155,19 @@ class TrialRecord:
         return (self.label or "") if self.kind == "grid" else ""
 
     @property
+    def base_network(self) -> str:
+        """The base it scaled; efficientnet-b0 for a trial that recorded none (written before bases were a choice)."""
+        from .bases import DEFAULT
+
+        return self.base or DEFAULT
+
+    def network_spec(self):
+        """The spec it trained (:func:`scaling.bases.spec_from_dict`); None where it recorded none."""
+        from .bases import spec_from_dict
+
+        return spec_from_dict(self.spec) if self.spec is not None else None
+
+    @property
     def trained(self) -> bool:
         """Whether it trained a network of its own (not skipped, not a duplicate, its network recorded)."""
         return not self.skipped and self.duplicate_of is None and self.network is not None
@@ -152,12 +181,14 @@ class TrialRecord:
     def for_member(cls, m: Member, spec: NetworkSpec, seed: int, worker: str, code_version: str,
                    code_modified: bool | None = None, software: dict | None = None) -> TrialRecord:
         """What a trial of member ``m`` (its network ``spec``) records before it trains."""
-        stages = spec.stages()
+        from .bases import base_name, structure
+
+        shape = structure(spec)
         return cls(kind=m.kind, series=m.series, label=m.label, triples=m.triples if m.kind in ("grid", "family")
                    else (), d=m.d, w=m.w, r=m.r, phi=_number(m.phi), multiplier=_number(m.multiplier),
                    dimension=m.dimension or None, matched_phi=m.matched_phi, seed=seed, resolution=spec.resolution,
-                   repeats="-".join(str(s.repeats) for s in stages), channels="-".join(str(s.w_out) for s in stages),
-                   worker=worker, code_version=code_version, code_modified=code_modified,
+                   repeats=shape.repeats_text if shape else None, channels=shape.channels_text if shape else None,
+                   base=base_name(spec), worker=worker, code_version=code_version, code_modified=code_modified,
                    software=tuple(software.items()) if software else None, key=_number(m.key))
 
     def to_attrs(self) -> dict:
@@ -165,7 +196,7 @@ class TrialRecord:
         (see the module's docstring) that the record holds, a quantity that does not apply as None."""
         groups = [(self.kind == "grid", GRID_ATTRS), (self.kind in PLAN_KINDS, PLAN_ATTRS),
                   (self.network is not None, COMPLEXITY_ATTRS), (self.curve is not None, TRAINING_ATTRS),
-                  (self.inference_batch is not None, SPEED_ATTRS)]
+                  (self.inference_batch is not None, SPEED_ATTRS), (self.objective is not None, OBJECTIVE_ATTRS)]
         out = {k: self._attr(k) for held, names in groups if held for k in names}
         if self.kind in PLAN_KINDS and self.matched_phi is not None:
             out["matched_phi"] = self.matched_phi
@@ -204,16 +235,19 @@ class TrialRecord:
         classes = tuple(a["classes"]) if a.get("classes") is not None else None
         state = getattr(trial, "state", None)
         status = state.name if state is not None else None
+        top1 = getattr(trial, "value", None) if status == "COMPLETE" else None
+        if a.get("objective") is not None:  # the value is the objective: top-1 is recorded beside it
+            top1 = a.get("top1") if status == "COMPLETE" else None
         return cls(
             number=getattr(trial, "number", None), status=status,
-            top1=getattr(trial, "value", None) if status == "COMPLETE" else None, key=key,
+            top1=top1, key=key,
             started=getattr(trial, "datetime_start", None), finished=getattr(trial, "datetime_complete", None),
             kind=kind, series=a.get("series") or ("grid" if kind == "grid" else None),
             label=a.get("label") if kind != "grid" else a.get("triples"), triples=triples,
             d=a.get("d"), w=a.get("w"), r=a.get("r"), phi=a.get("phi"), multiplier=a.get("multiplier"),
             dimension=a.get("dimension"), matched_phi=a.get("matched_phi"), seed=a.get("seed"),
             resolution=a.get("resolution"), repeats=a.get("repeats"), channels=a.get("channels"),
-            network=a.get("network"), num_classes=len(classes) if classes is not None else num_classes,
+            network=a.get("network"), base=a.get("base"), spec=a.get("spec"), num_classes=len(classes) if classes is not None else num_classes,
             classes=classes, params=a.get("params"), flops=a.get("flops"), activations=a.get("activations"),
             flops_ratio=a.get("flops_ratio"), top5=a.get("top5"), curve=_tuple(a.get("curve")),
             loss_curve=_tuple(a.get("loss_curve")), images_per_second=a.get("images_per_second"),
@@ -223,6 +257,7 @@ class TrialRecord:
             software=tuple(a["software"].items()) if isinstance(a.get("software"), dict) else None,
             wall_s=a.get("wall_s"),
             times=tuple(a["times"].items()) if isinstance(a.get("times"), dict) else None,
+            objective=a.get("objective"), objective_target=a.get("objective_target"),
             reason=a.get("reason"), skipped=a.get("skipped"), duplicate_of=a.get("duplicate_of"))
 
 

@@ -18,8 +18,8 @@ COLUMNS = ["rank", "alpha", "beta", "gamma", "triples", "product", "d", "w", "r"
 
 # A family, official or sweep study: one row per member, in the plan's order.
 SERIES_COLUMNS = ["series", "kind", "label", "phi", "multiplier", "matched_phi", "alpha", "beta", "gamma", "d", "w",
-                  "r", "resolution", "repeats", "channels", "params", "flops", "flops_ratio", "top1", "top1_std",
-                  "seeds", "top5", "images_per_second", "latency_ms", "throughput", "inference_batch", "peak_memory_mb", "wall_s",
+                  "r", "resolution", "repeats", "channels", "params", "flops", "activations", "flops_ratio", "top1",
+                  "top1_std", "seeds", "top5", "images_per_second", "latency_ms", "throughput", "inference_batch", "peak_memory_mb", "wall_s",
                   "device", "network"]
 _AGGREGATED = ("rank", "top1", "top1_std", "seeds", "top1_residual", "rank_matched")
 _FIELD = {"triples": "triples_text"}  # a column that is not the record's field of the same name
@@ -41,7 +41,8 @@ def trials_frame(study: optuna.Study, columns: list[str] = COLUMNS,
             continue
         value = rec.top1 if rec.status == "COMPLETE" else None
         rows.append({"trial": rec.number, "state": rec.status, "value": value, "reason": rec.reason or "",
-                     **{k: _cell(rec, k) for k in columns if k not in _AGGREGATED}})
+                     **{k: _cell(rec, k) for k in columns if k not in _AGGREGATED},
+                     "base": rec.base_network, "objective": rec.objective if rec.status == "COMPLETE" else None})
     return pd.DataFrame(rows)
 
 
@@ -50,20 +51,27 @@ def _per_network(df: pd.DataFrame) -> pd.DataFrame:
     done = df[df["state"] == "COMPLETE"]
     first = done.groupby("network", sort=False).first()
     agg = done.groupby("network", sort=False)["value"].agg(["mean", "std", "count"])
-    out = first.drop(columns=["trial", "state", "value", "reason"]).join(agg)
+    out = first.drop(columns=["trial", "state", "value", "reason", "objective"], errors="ignore").join(agg)
+    if "objective" in done and done["objective"].notna().any():  # the study's objective, averaged as top-1 is
+        out = out.join(done.groupby("network", sort=False)["objective"].mean())
     return out.rename(columns={"mean": "top1", "std": "top1_std", "count": "seeds"}).reset_index()
 
 
 def results_frame(study: optuna.Study, records: list[TrialRecord] | None = None) -> pd.DataFrame:
     """Completed networks, best first: top-1 averaged over seeds, with its spread; ``records``:
-    the study's (study_records), where they have been read already."""
+    the study's (study_records), where they have been read already. A study whose objective is
+    not accuracy alone ranks by its ``objective`` (averaged over seeds, a column after the
+    others); one of another base than efficientnet-b0 has a ``base`` column last."""
     df = trials_frame(study, records=records)
     if df.empty or not (df["state"] == "COMPLETE").any():
         return pd.DataFrame(columns=COLUMNS)
     out = _per_network(df)
-    out = out.sort_values("top1", ascending=False, kind="stable").reset_index(drop=True)
+    by = "objective" if "objective" in out else "top1"
+    out = out.sort_values(by, ascending=False, kind="stable").reset_index(drop=True)
     out["rank"] = range(1, len(out) + 1)
-    return matched_flops(out)[COLUMNS]
+    extra = ["objective"] if by == "objective" else []
+    extra += ["base"] if (out["base"] != "efficientnet-b0").any() else []
+    return matched_flops(out)[COLUMNS + extra]
 
 
 MIN_MATCHED = 3  # networks of distinct FLOPs for a line through top-1 against log FLOPs

@@ -21,7 +21,6 @@ from .faults import told
 from .members import Member, candidate_member
 from .plans import Plan, member
 from .selection import Selection
-from .spec import spec_for
 from .storage import creation_lock, open_storage, trial_key
 from .study import StudyConfig, StudyError
 
@@ -37,8 +36,19 @@ def largest_resolution(config: StudyConfig) -> int:
 
 
 def base_spec(config: StudyConfig):
-    return spec_for("efficientnet-b0", resolution=config.base_resolution, width=config.base_width,
-                    depth=config.base_depth)
+    """The study's base network: its base (:mod:`scaling.bases`) at the study's width, depth
+    and resolution, with ImageNet's classes (callers replace them by the data's).
+
+    Raises:
+        StudyError: a user's base that does not import or has the wrong signature.
+    """
+    from .bases import BaseError, get_base
+
+    try:
+        base = get_base(config.base)
+        return base.spec(width=config.base_width, depth=config.base_depth, resolution=config.base_resolution)
+    except (BaseError, ValueError) as e:
+        raise StudyError(f"study {config.name!r}: {e}") from None
 
 
 def study_classes(config: StudyConfig, num_classes: int | None = None) -> int:
@@ -237,7 +247,7 @@ def _create_study(config: StudyConfig, url: str, num_classes: int | None = None,
     study = optuna.create_study(study_name=config.name, storage=storage, direction="maximize",
                                 sampler=sampler, pruner=pruner, load_if_exists=True)
     if not study.metric_names:  # optuna-dashboard names the objective
-        study.set_metric_names(["top1"])
+        study.set_metric_names(["top1" if config.objective == "accuracy" else config.objective])
     plan = plan_of(config)
     param = queue_param(study, config)
     if plan is not None:

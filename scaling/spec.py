@@ -289,17 +289,18 @@ class NetworkSpec:
         return cls(**d)
 
 
-def smallest_feature_size(spec: NetworkSpec) -> int:
-    """The side of the smallest feature map a batch-norm layer normalises: the resolution
+def smallest_feature_size(spec) -> int:
+    """The side of the smallest feature map a batch-norm layer normalises: for B0 the resolution
     after the stem's stride 2 and each stage's stride, each rounding up (as "same" and
-    symmetric padding of odd kernels both do); the head's batch norm sees it."""
-    side = -(-spec.resolution // 2)
-    for stage in spec.stages():
-        side = -(-side // stage.stride)
-    return side
+    symmetric padding of odd kernels both do); the head's batch norm sees it. Any base's spec
+    (:meth:`scaling.bases.Base.smallest_side`); 1 where the base does not know it (a user's network)."""
+    from .bases import base_of
+
+    side = base_of(spec).smallest_side(spec)
+    return 1 if side is None else side
 
 
-def smallest_batch(spec: NetworkSpec) -> int:
+def smallest_batch(spec) -> int:
     """The fewest images per forward pass that batch norm can train ``spec`` with: it needs
     more than one value per channel (batch x side x side > 1)."""
     side = smallest_feature_size(spec)

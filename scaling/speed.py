@@ -14,7 +14,7 @@ from contextlib import nullcontext
 
 import torch
 
-from .model import EfficientNet
+from .bases import build
 from .spec import NetworkSpec
 
 
@@ -45,11 +45,19 @@ def inference_speed(spec: NetworkSpec, device: str | torch.device = "cpu", *, ba
                     repeats: int | None = None) -> dict:
     """``latency_ms``: median time of one image (batch 1); ``throughput``: images per second
     at ``batch`` (median of the repeats). Fewer repeats on the CPU, where each is slow."""
+    torch.manual_seed(0)
+    return model_speed(build(spec), spec.in_channels, spec.resolution, device, batch=batch, repeats=repeats)
+
+
+def model_speed(model: torch.nn.Module, in_channels: int, resolution: int, device: str | torch.device = "cpu", *,
+                batch: int = 256, repeats: int | None = None) -> dict:
+    """:func:`inference_speed` of a network already built (a peer's, in a benchmark): moved to
+    ``device``, put in eval mode, measured on ``in_channels`` x ``resolution`` x ``resolution``
+    random images, and let go."""
     device = torch.device(device)
     cuda = device.type == "cuda"
     n = repeats or (30 if cuda else 5)
-    torch.manual_seed(0)
-    model = EfficientNet(spec).to(device).eval()
+    model = model.to(device).eval()
     fmt = torch.channels_last if cuda else torch.contiguous_format
     model = model.to(memory_format=fmt)
     cast = torch.autocast("cuda", dtype=torch.bfloat16) if cuda else nullcontext()
@@ -57,7 +65,7 @@ def inference_speed(spec: NetworkSpec, device: str | torch.device = "cpu", *, ba
     out = {}
     try:
         for size, key in ((1, "latency_ms"), (batch, "throughput")):
-            x = torch.randn(size, spec.in_channels, spec.resolution, spec.resolution, device=device)
+            x = torch.randn(size, in_channels, resolution, resolution, device=device)
             x = x.contiguous(memory_format=fmt)
 
             def step(net=model, x=x):  # bound now: the finally below deletes the name
@@ -73,3 +81,24 @@ def inference_speed(spec: NetworkSpec, device: str | torch.device = "cpu", *, ba
             torch.cuda.empty_cache()
     out["inference_batch"] = batch
     return out
+
+
+def default_batch(device: torch.device) -> int:
+    """The throughput batch when none is given: 256 on a GPU, 32 on the CPU (where 256 takes long)."""
+    return 256 if device.type == "cuda" else 32
+
+
+def measure(spec, device: str | torch.device | None = "auto", *, batch: int | None = None,
+            repeats: int | None = None) -> dict:
+    """:func:`inference_speed` on ``device`` (``auto``: the first GPU, else the CPU), with where
+    and how it ran: ``device`` (``cuda:0 (NVIDIA H200)``, ``cpu``) and ``precision`` (bf16 on a
+    GPU, fp32 on the CPU). ``batch``: the throughput batch (:func:`default_batch` by default).
+
+    Raises:
+        ValueError: an unknown device, or a GPU that is not there.
+    """
+    from .train import _device_name, resolve_device
+
+    dev = resolve_device(device)
+    out = inference_speed(spec, dev, batch=batch or default_batch(dev), repeats=repeats)
+    return {**out, "device": _device_name(dev), "precision": "bf16" if dev.type == "cuda" else "fp32"}

@@ -3,9 +3,12 @@
     name = "default"
     [data]      source, base_resolution, train_size, val_size
     [grid]      phi, alpha, beta, gamma (each [low, high]), step, tolerance, target, multiple,
-                base_width, base_depth (B0's multipliers for the base network; default 1),
+                base (efficientnet-b0, resnet50, mobilenetv2 or module:function; default efficientnet-b0),
+                base_width, base_depth (the base's multipliers for the base network; default 1),
                 flops_tolerance (realized FLOPs within it of target^phi x the base's; default 0.1)
-    [search]    sampler (grid, tpe, random), trials, seeds, prune, per_gpu (workers on each GPU, or "auto")
+    [search]    sampler (grid, tpe, random), trials, seeds, prune, per_gpu (workers on each GPU, or "auto"),
+                objective (accuracy, accuracy-flops, accuracy-latency), objective_target (T: FLOPs, or
+                latency in ms), objective_exponent (w; default -0.07): a trial's value is ACC x (X/T)^w
     [recipe]    name (proxy, paper) and any Recipe field
 
 The resolved definition is saved as studies/NAME/study.json; running the same name with
@@ -33,10 +36,16 @@ from .recipe import RECIPES, Recipe, get_recipe
 SAMPLERS = ("grid", "tpe", "random")
 SECTIONS = {
     "data": ("source", "base_resolution", "train_size", "val_size"),
-    "grid": ("phi", "alpha", "beta", "gamma", "step", "tolerance", "target", "multiple", "base_width",
+    "grid": ("phi", "alpha", "beta", "gamma", "step", "tolerance", "target", "multiple", "base", "base_width",
              "base_depth", "flops_tolerance"),
-    "search": ("sampler", "trials", "seeds", "prune", "per_gpu"),
+    "search": ("sampler", "trials", "seeds", "prune", "per_gpu", "objective", "objective_target",
+               "objective_exponent"),
 }
+OBJECTIVES = ("accuracy", "accuracy-flops", "accuracy-latency")
+PAPER_EXPONENT = -0.07  # Tan & Le 2019 (and MnasNet): ACC(m) x [FLOPS(m) / T]^w with w = -0.07
+# Fields added after studies were first saved: a saved definition without one has its value here.
+ADDED = {"base": "efficientnet-b0", "objective": "accuracy", "objective_target": None,
+         "objective_exponent": PAPER_EXPONENT}
 # How a study is run, not what it is: may change between runs of one study (not compared on resume).
 EXECUTION = ("per_gpu",)
 # Where its data lie on this machine: another path resumes the study (a storage brought from
@@ -59,7 +68,8 @@ class StudyConfig:
     train_size: int | None = None
     val_size: int | None = None
     # grid
-    base_width: float = 1.0  # the base network: B0 with these multipliers (1, 1: B0 itself)
+    base: str = "efficientnet-b0"  # the network scaled: efficientnet-b0, resnet50, mobilenetv2 or module:function
+    base_width: float = 1.0  # the base network: the base with these multipliers (1, 1: itself)
     base_depth: float = 1.0
     phi: float = 1.0
     alpha: tuple[float, float] = (1.0, 2.0)
@@ -76,6 +86,9 @@ class StudyConfig:
     seeds: int = 1
     prune: bool = False
     per_gpu: int | str = 1  # workers on each GPU (under MPS where there is one), or "auto"
+    objective: str = "accuracy"  # a trial's value: top-1, or top-1 x (FLOPs / T)^w or x (latency / T)^w
+    objective_target: float | None = None  # T: FLOPs (default: the base network's), or latency in ms (required)
+    objective_exponent: float = PAPER_EXPONENT  # w
     # training
     recipe: dict = field(default_factory=lambda: {"name": "proxy"})
     # what to train instead of the grid: a plans.Plan as a dict (family, official, sweep)
@@ -100,6 +113,21 @@ class StudyConfig:
             raise StudyError(f"flops_tolerance must lie in (0, 10), got {self.flops_tolerance}")
         for key in ("alpha", "beta", "gamma"):
             object.__setattr__(self, key, tuple(float(v) for v in getattr(self, key)))
+        from .bases import BaseError, canonical
+
+        try:
+            object.__setattr__(self, "base", canonical(self.base))
+        except BaseError as e:
+            raise StudyError(str(e)) from None
+        if self.objective not in OBJECTIVES:
+            raise StudyError(f"objective must be one of {', '.join(OBJECTIVES)}, got {self.objective!r}")
+        if self.objective_target is not None:
+            object.__setattr__(self, "objective_target", float(self.objective_target))
+        if self.objective_target is not None and not self.objective_target > 0:
+            raise StudyError(f"objective_target must be positive, got {self.objective_target}")
+        if self.objective == "accuracy-latency" and self.objective_target is None:
+            raise StudyError("objective accuracy-latency needs its target T, a latency in ms (--target, "
+                             "[search] objective_target)")
         try:
             self.grid()
             self.training_recipe()
@@ -134,7 +162,7 @@ class StudyConfig:
         try:
             fields = json.loads(text)
             if isinstance(fields, dict):  # saved before candidates were held to their FLOPs
-                fields.setdefault("flops_tolerance", None)
+                fields.setdefault("flops_tolerance", None)  # (the fields added since have their defaults)
             return cls(**fields)
         except (ValueError, TypeError) as e:  # StudyError is a ValueError too
             raise StudyError(f"unreadable study definition: {e}") from None
@@ -178,6 +206,8 @@ class _Values(BaseModel):
     tolerance: _num("a number in (0, 1)", gt=0, lt=1) = None
     target: _num("a number > 1", gt=1) = None
     multiple: _int("a whole number in 1..256", ge=1, le=256) = None
+    base: Annotated[StrictStr | None, Field(description="efficientnet-b0, resnet50, mobilenetv2 or module:function",
+                                            min_length=1)] = None
     base_width: _num("a number in (0, 64]", gt=0, le=64) = None
     base_depth: _num("a number in (0, 64]", gt=0, le=64) = None
     flops_tolerance: _num("a number in (0, 10)", gt=0, lt=10) = None
@@ -188,6 +218,9 @@ class _Values(BaseModel):
     prune: Annotated[StrictBool | None, Field(description="true or false")] = None
     per_gpu: Annotated[Annotated[StrictInt, Field(ge=1, le=PER_GPU_MAX)] | Literal["auto"] | None,
                        Field(description=f'a whole number in 1..{PER_GPU_MAX} or "auto"')] = None
+    objective: Annotated[Literal[OBJECTIVES] | None, Field(description=" or ".join(OBJECTIVES))] = None
+    objective_target: Annotated[StrictFloat | StrictInt | None, Field(description="a number > 0", gt=0)] = None
+    objective_exponent: _num("a number in [-1, 1]", ge=-1, le=1) = None
 
     @field_validator("alpha", "beta", "gamma")
     @classmethod
@@ -325,7 +358,7 @@ def check_or_save(config: StudyConfig, folder: Path) -> None:
     mine = config.to_dict()
     if path.exists():
         saved = json.loads(path.read_text())
-        diff = sorted(k for k in set(saved) | set(mine) if saved.get(k) != mine.get(k)
+        diff = sorted(k for k in set(saved) | set(mine) if saved.get(k, ADDED.get(k)) != mine.get(k)
                       and k not in EXECUTION + LOCATION)
         if "default" in (saved.get("source"), mine.get("source")) and saved.get("source") != mine.get("source"):
             diff.append("source")

@@ -9,12 +9,16 @@ from .compound import Candidate, Member, multipliers
 from .spec import NetworkSpec, spec_for
 
 
-def _structure(spec: NetworkSpec) -> dict:
-    stages = spec.stages()
+def _structure(spec) -> dict:
+    """Resolution, blocks per stage and channels (stem, stages, head) of any base's spec; a
+    user's network, whose structure is its function's, has none ("")."""
+    from .bases import structure
+
+    shape = structure(spec)
     return {
         "resolution": spec.resolution,
-        "repeats": "-".join(str(s.repeats) for s in stages),
-        "channels": "-".join([str(spec.stem_width)] + [str(s.w_out) for s in stages] + [str(spec.head_width)]),
+        "repeats": shape.repeats_text if shape else "",
+        "channels": shape.widths_text if shape else "",
     }
 
 

@@ -42,7 +42,8 @@ from .checkpoint import save_weights as write_weights
 from .data import Batches, DataSet
 from .files import write_text_atomic
 from .data.batches import _seed as _derive_seed
-from .model import EfficientNet
+from .bases import build
+from .model import EfficientNet  # noqa: F401 - scaling.train.EfficientNet, as before (tests build B0 through it)
 from .recipe import Recipe
 from .spec import NetworkSpec, smallest_batch
 from .step import EagerStep, GraphLost, HalvingStep, OutOfMemory, Step, can_capture
@@ -307,7 +308,7 @@ def train(
     try:
         # 2. the network, its optimizer and weight average, the batches, the step
         torch.manual_seed(seed)
-        net = EfficientNet(spec).to(dev)
+        net = build(spec).to(dev)  # any base's network (scaling.bases)
         if cuda:
             net = net.to(memory_format=torch.channels_last)
         if world > 1 and sync_bn:
@@ -472,11 +473,18 @@ def _check_finite(loss: torch.Tensor, i: int, epoch: int) -> None:
 
 
 def run_spec(spec: NetworkSpec, data: DataSet, recipe: Recipe) -> NetworkSpec:
-    """The network as :func:`train` trains it: the data's classes and resolution, the recipe's batch-norm momentum."""
-    spec = spec.replace(num_classes=data.num_classes, resolution=data.resolution, in_channels=3)
-    if recipe.bn_momentum is not None:
-        spec = spec.replace(bn_momentum=recipe.bn_momentum)
-    return spec
+    """The network as :func:`train` trains it: the data's classes and resolution, and where the
+    spec has them (EfficientNet's), three input channels and the recipe's batch-norm momentum
+    (the other bases keep PyTorch's 0.1, the proxy recipe's)."""
+    import dataclasses
+
+    fields = {f.name for f in dataclasses.fields(spec)}
+    changes = dict(num_classes=data.num_classes, resolution=data.resolution)
+    if "in_channels" in fields:
+        changes["in_channels"] = 3
+    if recipe.bn_momentum is not None and "bn_momentum" in fields:
+        changes["bn_momentum"] = recipe.bn_momentum
+    return spec.replace(**changes)
 
 
 def batch_too_small(batch: int, spec: NetworkSpec) -> str:

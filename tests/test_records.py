@@ -76,7 +76,8 @@ STUDIES = ["cifar10", "cifar10.family-1-1.3-1.1", "cifar10.family-1.2-1.1-1.15",
 # Today's attribute names of a finished trial (optuna-dashboard and existing studies read them).
 GRID_NAMES = {"alpha", "beta", "gamma", "triples", "product", "d", "w", "r", "resolution", "repeats", "channels",
               "seed", "worker", "code_version", "code_modified", "software", "network", "params", "flops", "activations", "flops_ratio", "classes",
-              "curve", "loss_curve", "images_per_second", "peak_memory_mb", "wall_s", "times", "device", "top5"}
+              "curve", "loss_curve", "images_per_second", "peak_memory_mb", "wall_s", "times", "device", "top5",
+              "base", "spec"}  # base and spec: since bases are a choice (issue 15)
 FAMILY_NAMES = (GRID_NAMES | {"phi", "multiplier", "dimension", "label", "series", "kind", "latency_ms", "throughput",
                               "inference_batch"})
 

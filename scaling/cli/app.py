@@ -162,8 +162,26 @@ def _emit(df, fmt: Format, output: Optional[Path], show) -> None:
 
 
 def _ends(channels: str) -> str:
+    if not channels:  # a user's network: its structure is its function's
+        return "-"
     parts = channels.split("-")
     return f"{parts[0]}/{parts[-1]}"
+
+
+BaseOpt = Annotated[Optional[str], typer.Option(
+    "--base", metavar="NAME|module:function",
+    help="The base network: efficientnet-b0 (default), resnet50, mobilenetv2, or module:function (your "
+         "function, called with width= and depth= and num_classes= where it takes it, returning an nn.Module).")]
+
+
+def _base(name: Optional[str]):
+    """The base ``--base`` names (:func:`scaling.bases.get_base`); a bad one ends in one line, exit code 2."""
+    from ..bases import DEFAULT, BaseError, get_base
+
+    try:
+        return get_base(name or DEFAULT)
+    except BaseError as e:
+        raise InputError(f"--base: {e}")
 
 
 def _g(flops: int) -> str:

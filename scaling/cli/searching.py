@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from .app import (Format, InputError, _check_output, _emit, _f, _m, _table, app, console, err, plural)
+from .app import (BaseOpt, Format, InputError, _check_output, _emit, _f, _m, _table, app, console, err, plural)
 from ..units import flops_unit
 from .training import Device, _device, _load_data
 from ..pool import INTERRUPTED
@@ -116,8 +116,17 @@ def search(
     data: Annotated[Optional[str], typer.Option(help="'default' or an ImageFolder folder / archive.")] = None,
     phi: Annotated[Optional[float], typer.Option("--phi", min=0, max=10, help="Compound coefficient, 0..10.")] = None,
     base_resolution: Annotated[Optional[int], typer.Option(min=8, max=4096, help="B0's image size.")] = None,
-    base_width: Annotated[Optional[float], typer.Option(min=0.01, max=64, help="Base network: B0's width times this.")] = None,
-    base_depth: Annotated[Optional[float], typer.Option(min=0.01, max=64, help="Base network: B0's depth times this.")] = None,
+    base_width: Annotated[Optional[float], typer.Option(min=0.01, max=64, help="Base network: --base's width times this.")] = None,
+    base_depth: Annotated[Optional[float], typer.Option(min=0.01, max=64, help="Base network: --base's depth times this.")] = None,
+    base_name: BaseOpt = None,
+    objective: Annotated[Optional[str], typer.Option(
+        help="A trial's value: accuracy (top-1, the default), accuracy-flops or accuracy-latency: "
+             "top-1 x (X / T)^w, X the network's FLOPs or its latency on this device (ms, batch 1).")] = None,
+    objective_target: Annotated[Optional[float], typer.Option(
+        "--target", "--objective-target", min=1e-12,
+        help="T of --objective: FLOPs (default: the base network's), or a latency in ms (needed).")] = None,
+    objective_exponent: Annotated[Optional[float], typer.Option(
+        "--exponent", min=-1, max=1, help="w of --objective (default -0.07, the paper's).")] = None,
     sampler: Annotated[Optional[str], typer.Option(help="grid (each network once), tpe or random.")] = None,
     trials: Annotated[Optional[int], typer.Option(min=1, help="Networks (grid) or trials (tpe, random).")] = None,
     seeds: Annotated[Optional[int], typer.Option(min=1, help="Train each network with this many seeds.")] = None,
@@ -138,7 +147,9 @@ def search(
     ranked_by: Annotated[Optional[str], typer.Option(
         help="The study whose ranking --only's topN and bottomN read (default: this study).")] = None,
 ):
-    """Train each candidate network briefly (an Optuna study) and rank them by held-out top-1.
+    """Train each candidate network briefly (an Optuna study) and rank them by held-out top-1
+    (or by --objective: top-1 x (FLOPs / T)^w or x (latency / T)^w, so that a search prefers
+    networks that are cheap or fast on this device).
 
     Example: scaling search --phi 1   |   scaling search --study studies/proxy.toml --data cifar10-jpeg.tar.gz --gpus all
     |   scaling search --name cifar10 --only top8,paper --seeds 2
@@ -158,7 +169,8 @@ def search(
         raise typer.BadParameter("ranks the networks that --only chooses: give --only too", param_hint="--ranked-by")
     config, gpu_ids, folder, url = prepare_study(
         study_file, studies_dir, storage, gpus, epochs=epochs, batch_size=batch_size, name=name, source=data,
-        phi=phi, base_resolution=base_resolution, base_width=base_width, base_depth=base_depth, sampler=sampler,
+        phi=phi, base_resolution=base_resolution, base_width=base_width, base_depth=base_depth, base=base_name,
+        objective=objective, objective_target=objective_target, objective_exponent=objective_exponent, sampler=sampler,
         trials=trials, seeds=None if selection else seeds, prune=prune, per_gpu=parse_per_gpu(per_gpu))
     data, _ = _load_data(config.source, config.base_resolution, quiet, train_size=config.train_size,
                          val_size=config.val_size, max_resolution=largest_resolution(config))

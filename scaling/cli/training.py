@@ -8,15 +8,27 @@ from typing import Annotated, Optional
 
 import typer
 
-from .app import (InputError, app, console, err, plural)
+from .app import (BaseOpt, InputError, _base, app, console, err, plural)
 
 
 # ---------------------------------------------------------------------------- train, evaluate
 
 
-def _network(name: Optional[str], width, depth, resolution) -> "NetworkSpec":  # noqa: F821
+def _network(name: Optional[str], width, depth, resolution, base_name: Optional[str] = None):
+    """The spec to train: a named EfficientNet, B0 at --width and --depth, or --base's network
+    at --width and --depth (default 1) and --resolution (default 224)."""
+    from ..bases import DEFAULT
     from ..spec import custom_spec, spec_for
 
+    base = _base(base_name)
+    if base.name != DEFAULT:
+        if name is not None:
+            raise InputError(f"NAME names an EfficientNet; with --base {base.name} give --width, --depth and "
+                             "--resolution (default 1, 1 and 224)")
+        try:
+            return base.spec(width=width or 1.0, depth=depth or 1.0, resolution=resolution or 224)
+        except ValueError as e:
+            raise InputError(f"--base {base.name}: {e}")
     if name is None:
         if width is None or depth is None:
             raise InputError("give a network name (e.g. efficientnet-b0) or --width and --depth (and --resolution)")
@@ -68,8 +80,9 @@ Device = Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")]
 def train(
     ctx: typer.Context,
     name: Annotated[Optional[str], typer.Argument(help="efficientnet-b0 .. b8, or none with --width/--depth.")] = None,
-    width: Annotated[Optional[float], typer.Option(min=0.01, help="Width multiplier of B0.")] = None,
-    depth: Annotated[Optional[float], typer.Option(min=0.01, help="Depth multiplier of B0.")] = None,
+    width: Annotated[Optional[float], typer.Option(min=0.01, help="Width multiplier of B0 (or of --base).")] = None,
+    depth: Annotated[Optional[float], typer.Option(min=0.01, help="Depth multiplier of B0 (or of --base).")] = None,
+    base_name: BaseOpt = None,
     resolution: Annotated[Optional[int], typer.Option(min=32, max=2048, help="Training image size.")] = None,
     data: Data = "default",
     train_size: Annotated[Optional[int], typer.Option(min=1, help="Training images (a class-balanced subset).")] = None,
@@ -108,7 +121,7 @@ def train(
     from ..recipe import get_recipe
     from ..train import train as run_training
 
-    spec = _network(name, width, depth, resolution)
+    spec = _network(name, width, depth, resolution, base_name)
     _check_data(data)  # before the run folder's checkpoint is looked at
     try:
         rec = get_recipe(recipe, epochs=epochs, batch_size=batch_size, lr=lr)
@@ -135,6 +148,8 @@ def train(
     if cuda_graphs and (nproc > 1 or dev.type != "cuda"):
         raise InputError("--cuda-graphs: only on one GPU (not with --ddp)")
     label = spec.name if spec.name.startswith("custom") else f"{spec.name}-r{spec.resolution}"
+    if base_name is not None and _base(base_name).name != "efficientnet-b0":  # a base's network at its multipliers
+        label = f"{spec.name}-w{spec.width:g}-d{spec.depth:g}-r{spec.resolution}"
     run_dir = run_dir or Path("runs") / f"{label}-seed{seed}"
     ckpt = run_dir / "checkpoint.pt"
     if ckpt.exists() and not (resume or fresh):

@@ -40,8 +40,8 @@ class _Draft:
 
 def build_sections(s: StudyData, fitted: Mapping[str, SeriesFit]) -> list[Section]:
     """The report's sections in order; ``fitted``: each series' fit (laws.check_series of ``s.series``)."""
-    out = [summary(s), candidates(s), search(s), family(s.series, fitted), sweeps(s), dimensions(s),
-           fits(s.series, fitted), failures(s)]
+    out = [summary(s), candidates(s), search(s), family(s.series, fitted), sweeps(s), latency(latency_frame(s)),
+           dimensions(s), fits(s.series, fitted), failures(s)]
     return [sec for sec in out if sec is not None]
 
 
@@ -307,6 +307,57 @@ def sweeps(s: StudyData) -> Section:
         sec.paragraphs.append("The base scaled along one dimension only (width, depth or resolution), to compare "
                               "with compound scaling at similar FLOPs.")
         sec.tables.append(_series_table(part, "Single-dimension sweeps", first=("series", "network", "multiplier")))
+    return sec.done()
+
+
+def latency_frame(s: StudyData) -> pd.DataFrame:
+    """Every completed trial of the study and its series that measured its latency (a series
+    member's always, a grid network's on a GPU): network, FLOPs, activations, latency, device."""
+    rows = [{"network": r.network, "flops": r.flops, "activations": r.activations, "latency_ms": r.latency_ms,
+             "device": r.device} for r in s.records
+            if r.status == "COMPLETE" and r.trained and r.latency_ms is not None]
+    return pd.DataFrame(rows, columns=["network", "flops", "activations", "latency_ms", "device"])
+
+
+def latency(series: pd.DataFrame) -> Section | None:
+    """How FLOPs, activations and measured latency relate across the trained networks
+    (``series``: :func:`latency_frame`'s columns; :func:`scaling.latency.fit_frame`): the two fits
+    of log latency and which predicts it better; None where none has a latency. Networks measured
+    on several devices: those of the device most of them ran on."""
+    from ..latency import MIN_POINTS, fit_frame
+
+    if series.empty or "latency_ms" not in series:
+        return None
+    df = series[pd.to_numeric(series["latency_ms"], errors="coerce") > 0]
+    if df.empty:
+        return None
+    sec = _Draft("Latency against FLOPs and activations")
+    devices = df["device"].fillna("").astype(str) if "device" in df else pd.Series([""] * len(df), index=df.index)
+    on = devices.value_counts().index[0]
+    note = ""
+    if devices.nunique() > 1:
+        note = (f" The members ran on {devices.nunique()} devices; only the {int((devices == on).sum())} measured "
+                f"on {on or 'an unnamed device'} are compared.")
+        df = df[devices == on]
+    fits = fit_frame(df)
+    where = f" on {on}" if on else ""
+    sec.paragraphs.append(
+        "FLOPs are not time: depthwise convolutions do few multiply-adds per byte they move, so a network of "
+        "them can be bound by memory traffic. Across the trained networks (the series' members, and on a GPU "
+        "the grid's too), log latency (batch 1, measured"
+        f"{where} right after each one's training) is fitted by least squares against log FLOPs and "
+        "against log activations (the elements the layers write); each fit's error is its RMSE in log space "
+        "and as a typical relative error of the predicted latency, 100·(exp(RMSE) − 1). Networks of the same "
+        f"FLOPs and activations (seeds, one network in two series) are one point; a fit needs {MIN_POINTS} distinct points." + note)
+    sentence = fits.sentence()
+    sec.paragraphs.append(sentence[0].upper() + sentence[1:] + ".")
+    if fits.ok:
+        rows = [[label, str(f.n), f"{f.slope:.3f}", f"{f.rmse:.3f}", f"{f.pct:.1f}%",
+                 "better" if fits.better == f.predictor else ("tie" if fits.better == "tie" else DASH)]
+                for f, label in ((fits.flops, "log FLOPs"), (fits.activations, "log activations"))]
+        sec.tables.append(Table("log latency fitted against log FLOPs and against log activations",
+                                ["predictor", "points", "slope", "RMSE (log)", "error", "verdict"], rows,
+                                align=["l", "r", "r", "r", "r", "l"]))
     return sec.done()
 
 
