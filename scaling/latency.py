@@ -9,7 +9,11 @@ activations (the elements its layers write) can say more about its latency than 
     log(latency) = intercept + slope * log(activations)
 
 and reports each fit's RMSE in log space (``rmse``) and as a typical relative error
-(``pct`` = 100 * (exp(rmse) - 1)), and which of the two predicts latency better. Networks
+(``pct`` = 100 * (exp(rmse) - 1)), and which of the two predicts latency better. A fit
+predicts latency only where latency grows with its predictor (slope > 0) and the fit
+explains at least half the variance of log latency (R² >= :data:`MIN_R2`); where neither
+does (latencies measured while other work shared the device, say) the verdict is
+"neither", never the smaller of two errors that both say nothing. Networks
 with the same FLOPs and activations (seeds, a base shared by several series) are one point,
 their latencies' geometric mean. Fewer than :data:`MIN_POINTS` distinct points fit nothing:
 two points always lie on a line.
@@ -25,6 +29,7 @@ import numpy as np
 MIN_POINTS = 3
 PREDICTORS = ("flops", "activations")
 TIE_REL = 1e-9  # RMSEs this close (relatively) are a tie
+MIN_R2 = 0.5  # a fit that explains less of log latency's variance predicts nothing
 
 
 @dataclass(frozen=True)
@@ -36,6 +41,12 @@ class LogFit:
     intercept: float
     rmse: float  # root mean squared residual of log(latency) (natural log)
     n: int
+    r2: float = math.nan  # the share of log latency's variance the fit explains
+
+    @property
+    def predicts(self) -> bool:
+        """Latency grows with the predictor and the fit explains at least MIN_R2 of its variance."""
+        return self.slope > 0 and self.r2 >= MIN_R2
 
     @property
     def pct(self) -> float:
@@ -48,7 +59,7 @@ class LogFit:
 
     def to_dict(self) -> dict:
         return {"predictor": self.predictor, "slope": self.slope, "intercept": self.intercept, "rmse": self.rmse,
-                "pct": self.pct, "n": self.n}
+                "pct": self.pct, "n": self.n, "r2": self.r2}
 
 
 @dataclass(frozen=True)
@@ -58,7 +69,7 @@ class LatencyFits:
     n: int  # distinct points
     flops: LogFit | None
     activations: LogFit | None
-    better: str | None  # "flops", "activations", "tie", or None with too few points
+    better: str | None  # "flops", "activations", "tie", "neither", or None with too few points
 
     @property
     def ok(self) -> bool:
@@ -70,6 +81,10 @@ class LatencyFits:
             return (f"too few members: {self.n} distinct network{'s' if self.n != 1 else ''} with a measured "
                     f"latency, and a fit needs {MIN_POINTS}")
         f, a = self.flops.pct, self.activations.pct
+        if self.better == "neither":
+            return (f"neither FLOPs nor activations predicts latency here (R² {self.flops.r2:.2f} and "
+                    f"{self.activations.r2:.2f}, slopes {self.flops.slope:+.2f} and {self.activations.slope:+.2f}; "
+                    f"errors {f:.1f}% and {a:.1f}%)")
         if self.better == "tie":
             return f"FLOPs and activations predict latency equally well here ({f:.1f}% each)"
         if self.better == "activations":
@@ -113,21 +128,28 @@ def fit_log(x, log_latency, predictor: str) -> LogFit:
     slope = float(((lx - xm) * (y - ym)).sum() / ((lx - xm) ** 2).sum())
     intercept = float(ym - slope * xm)
     rmse = float(np.sqrt(np.mean((y - intercept - slope * lx) ** 2)))
-    return LogFit(predictor, slope, intercept, rmse, len(lx))
+    spread = float(np.mean((y - ym) ** 2))
+    r2 = 1.0 - rmse ** 2 / spread if spread > 0 else 1.0
+    return LogFit(predictor, slope, intercept, rmse, len(lx), r2)
 
 
 def fit_latency(flops, activations, latency) -> LatencyFits:
     """Fit log(latency) against log(FLOPs) and against log(activations) across networks.
 
     ``flops``, ``activations``, ``latency``: one value per network (any positive unit of time);
-    non-finite or non-positive values are left out. The fit with the smaller RMSE is the better.
+    non-finite or non-positive values are left out. Of the fits that predict latency
+    (:attr:`LogFit.predicts`), the one with the smaller RMSE is the better; "neither" where none does.
     """
     f, a, y = _points(flops, activations, latency)
     n = len(y)
     if n < MIN_POINTS or len(np.unique(f)) < MIN_POINTS or len(np.unique(a)) < MIN_POINTS:
         return LatencyFits(n, None, None, None)
     by_flops, by_acts = fit_log(f, y, "flops"), fit_log(a, y, "activations")
-    if abs(by_flops.rmse - by_acts.rmse) <= TIE_REL * max(by_flops.rmse, by_acts.rmse, 1e-300):
+    if not (by_flops.predicts or by_acts.predicts):
+        better = "neither"
+    elif by_flops.predicts != by_acts.predicts:
+        better = "flops" if by_flops.predicts else "activations"
+    elif abs(by_flops.rmse - by_acts.rmse) <= TIE_REL * max(by_flops.rmse, by_acts.rmse, 1e-300):
         better = "tie"
     else:
         better = "flops" if by_flops.rmse < by_acts.rmse else "activations"

@@ -107,9 +107,27 @@ def test_report_section_tables_both_fits_and_says_which():
     assert "Activations predict latency better than FLOPs here (0.0% vs 10.5%)." in sec.paragraphs
     assert "on cuda:0 (NVIDIA H200)" in sec.paragraphs[0]
     (table,) = sec.tables
-    assert table.columns == ("predictor", "points", "slope", "RMSE (log)", "error", "verdict")
-    assert table.rows == (("log FLOPs", "4", "0.500", "0.100", "10.5%", "—"),
-                          ("log activations", "4", "0.800", "0.000", "0.0%", "better"))
+    assert table.columns == ("predictor", "points", "slope", "R²", "RMSE (log)", "error", "verdict")
+    # R² of the FLOPs fit: 1 - 0.1² / var(1.1, 1.4, 1.9, 2.6) = 1 - 0.01 / 0.3225
+    assert table.rows == (("log FLOPs", "4", "0.500", "0.97", "0.100", "10.5%", "—"),
+                          ("log activations", "4", "0.800", "1.00", "0.000", "0.0%", "better"))
+
+
+def test_a_fit_predicts_only_a_latency_that_grows_with_it_and_that_it_explains():
+    fits = fit_latency(FLOPS, ACTS, LATENCY)
+    assert fits.flops.r2 == pytest.approx(1 - D ** 2 / 0.3225, abs=1e-12) and fits.activations.r2 == pytest.approx(1)
+    # activations exact but latency falling as they grow: not a predictor, so FLOPs are the better
+    falling = fit_latency(FLOPS, 1 / ACTS, LATENCY)
+    assert falling.activations.slope == pytest.approx(-0.8) and falling.activations.rmse == pytest.approx(0, abs=1e-12)
+    assert not falling.activations.predicts and falling.flops.predicts and falling.better == "flops"
+    # latencies that neither explains (measured while other work shared the device): "neither"
+    noise = fit_latency([1, 2, 4, 8], [1, 3, 2, 5], [4, 3, 5, 2])
+    assert noise.better == "neither" and not noise.flops.predicts and not noise.activations.predicts
+    assert noise.sentence().startswith("neither FLOPs nor activations predicts latency here (R² ")
+    sec = latency_section(_series().assign(flops=[1, 2, 4, 8], activations=[1, 3, 2, 5], latency_ms=[4, 3, 5, 2]))
+    (table,) = sec.tables
+    assert [r[-1] for r in table.rows] == ["predicts nothing", "predicts nothing"]
+    assert sec.paragraphs[-1].startswith("Neither FLOPs nor activations predicts latency here")
 
 
 def test_report_section_too_few_members_other_devices_and_none():

@@ -324,7 +324,7 @@ def latency(series: pd.DataFrame) -> Section | None:
     (``series``: :func:`latency_frame`'s columns; :func:`scaling.latency.fit_frame`): the two fits
     of log latency and which predicts it better; None where none has a latency. Networks measured
     on several devices: those of the device most of them ran on."""
-    from ..latency import MIN_POINTS, fit_frame
+    from ..latency import MIN_POINTS, MIN_R2, fit_frame
 
     if series.empty or "latency_ms" not in series:
         return None
@@ -347,17 +347,23 @@ def latency(series: pd.DataFrame) -> Section | None:
         "the grid's too), log latency (batch 1, measured"
         f"{where} right after each one's training) is fitted by least squares against log FLOPs and "
         "against log activations (the elements the layers write); each fit's error is its RMSE in log space "
-        "and as a typical relative error of the predicted latency, 100·(exp(RMSE) − 1). Networks of the same "
+        "and as a typical relative error of the predicted latency, 100·(exp(RMSE) − 1); a fit predicts latency "
+        f"only where latency grows with it and it explains at least {MIN_R2:g} of log latency's variance (R²). "
+        "Networks of the same "
         f"FLOPs and activations (seeds, one network in two series) are one point; a fit needs {MIN_POINTS} distinct points." + note)
     sentence = fits.sentence()
     sec.paragraphs.append(sentence[0].upper() + sentence[1:] + ".")
     if fits.ok:
-        rows = [[label, str(f.n), f"{f.slope:.3f}", f"{f.rmse:.3f}", f"{f.pct:.1f}%",
-                 "better" if fits.better == f.predictor else ("tie" if fits.better == "tie" else DASH)]
+        def verdict(f) -> str:
+            if not f.predicts:
+                return "predicts nothing"
+            return "better" if fits.better == f.predictor else ("tie" if fits.better == "tie" else DASH)
+
+        rows = [[label, str(f.n), f"{f.slope:.3f}", f"{f.r2:.2f}", f"{f.rmse:.3f}", f"{f.pct:.1f}%", verdict(f)]
                 for f, label in ((fits.flops, "log FLOPs"), (fits.activations, "log activations"))]
         sec.tables.append(Table("log latency fitted against log FLOPs and against log activations",
-                                ["predictor", "points", "slope", "RMSE (log)", "error", "verdict"], rows,
-                                align=["l", "r", "r", "r", "r", "l"]))
+                                ["predictor", "points", "slope", "R²", "RMSE (log)", "error", "verdict"], rows,
+                                align=["l", "r", "r", "r", "r", "r", "l"]))
     return sec.done()
 
 
