@@ -100,12 +100,13 @@ def test_spread_order_starts_at_the_paper():
     assert PAPER in cands[order[0]].triples
 
 
-def test_small_grid_end_to_end_with_four_workers_and_resume(study_file, tmp_path, monkeypatch):
-    # Four worker processes share the study (with the short heartbeat); this command waits for them, then
-    # ranks the networks and writes the report.
+def test_small_grid_end_to_end_with_two_workers_and_resume(study_file, tmp_path, monkeypatch):
+    # Two worker processes share the study (with the short heartbeat); this command waits for them, then
+    # ranks the networks and writes the report. (Two prove the sharing as four did: each of the 8
+    # networks trained exactly once; each more worker only costs its start-up on 2 cores.)
     for k, v in ENV.items():
         monkeypatch.setenv(k, v)
-    r = CliRunner().invoke(app, ["search", "--study", str(study_file), "--workers", "4", "-q"])
+    r = CliRunner().invoke(app, ["search", "--study", str(study_file), "--workers", "2", "-q"])
     assert r.exit_code == 0, r.output
     folder = tmp_path / "studies" / "tiny"
     n = len(study_candidates(resolve(study_file)))
