@@ -26,6 +26,17 @@ def pytest_collection_finish(session):
     gc.freeze()
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _gc_frozen_at_each_module():
+    """The same at the start of each test module, for what earlier modules imported on the way
+    (onnx, timm, the report's PDF fonts, ...) and the session's fixtures: first collected, so that
+    nothing an earlier module left unreachable stays, then frozen, so that each trial's full
+    collection scans only what this module makes. Objects made from here on are collected as before."""
+    gc.collect()
+    gc.freeze()
+    yield
+
+
 @pytest.fixture
 def data_cache(tmp_path, monkeypatch) -> Path:
     """A fresh cache folder, also set as ``$SCALING_CACHE`` so nothing lands in the home folder."""
