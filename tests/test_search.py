@@ -106,10 +106,18 @@ def test_small_grid_end_to_end_with_two_workers_and_resume(study_file, tmp_path,
     # networks trained exactly once; each more worker only costs its start-up on 2 cores.)
     for k, v in ENV.items():
         monkeypatch.setenv(k, v)
-    r = CliRunner().invoke(app, ["search", "--study", str(study_file), "--workers", "2", "-q"])
+    r = CliRunner().invoke(app, ["search", "--study", str(study_file), "--workers", "2"])
     assert r.exit_code == 0, r.output
     folder = tmp_path / "studies" / "tiny"
     n = len(study_candidates(resolve(study_file)))
+    # Not quiet: the workers' progress ends with a summary line, and the log's plain progress lines
+    # with one saying all are done (what test_progress checked on a run of its own, two networks).
+    lines = r.output.splitlines()
+    done = [x for x in lines if x.startswith("study tiny: ")]
+    assert len(done) == 1 and done[0].startswith(f"study tiny: {n}/{n} networks done, 0 failed, "), r.output
+    assert done[0].endswith(" trials/h"), r.output
+    progress = [x for x in lines if " networks · " in x]
+    assert progress and progress[-1] == f"{n}/{n} networks · 0 running · nothing left to start", r.output
     study, nets = trials_by_network(folder)
     assert sorted(nets) == sorted(set(nets)) and len(nets) == n  # every network once
     df = pd.read_csv(folder / "results.csv")
