@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import gc
+import os
 from pathlib import Path
 
-import pytest
+# One thread of torch for this process and the commands the tests start (which inherit it), set before
+# torch is imported: the suite runs on 2 shared cores, where the test process, the workers it starts
+# and other jobs train at once, and a second thread that waits for a core at every operation makes
+# a tiny network's step several times slower, not faster. OMP_NUM_THREADS set outside is kept.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-from scaling.data import DataSet, load_data
+import pytest  # noqa: E402
+
+from scaling.data import DataSet, load_data  # noqa: E402
 
 
 def pytest_collection_finish(session):
@@ -17,6 +24,17 @@ def pytest_collection_finish(session):
     Nothing tested changes: objects made from here on are collected as before."""
     gc.collect()
     gc.freeze()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _gc_frozen_at_each_module():
+    """The same at the start of each test module, for what earlier modules imported on the way
+    (onnx, timm, the report's PDF fonts, ...) and the session's fixtures: first collected, so that
+    nothing an earlier module left unreachable stays, then frozen, so that each trial's full
+    collection scans only what this module makes. Objects made from here on are collected as before."""
+    gc.collect()
+    gc.freeze()
+    yield
 
 
 @pytest.fixture

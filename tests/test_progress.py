@@ -1,5 +1,5 @@
 """Progress while a search runs: the snapshot read from a study's storage, its text, the
-plain lines a log gets, and the summary line of a run of two workers."""
+plain lines a log gets (the summary line of a run of two workers: test_search's end-to-end search)."""
 
 import datetime as dt
 import io
@@ -10,9 +10,7 @@ import sqlalchemy.exc
 from optuna.distributions import IntDistribution
 from optuna.trial import TrialState, create_trial
 from rich.console import Console
-from typer.testing import CliRunner
 
-from scaling.cli import app
 from scaling.progress import (ELSEWHERE, STARTING, Display, RunningTrial, Watcher, render, snapshot, summary,
                               worker_place)
 from scaling.study import StudyConfig
@@ -163,23 +161,8 @@ def test_a_log_gets_a_line_per_network_and_otherwise_at_most_one_each_30_s():
     assert quiet.getvalue() == ""
 
 
-def test_two_cpu_workers_end_with_a_summary_line(tmp_path, monkeypatch):
-    """End to end: the tiny grid of test_search, two of its networks, two workers on the CPU."""
-    from test_search import TOML
-
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("SCALING_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setenv("SCALING_HEARTBEAT", "1")  # a worker with nothing left waits 1 s for the other, not 5
-    (tmp_path / "tiny.toml").write_text(TOML.replace('sampler = "grid"', 'sampler = "grid"\ntrials = 2'))
-    r = CliRunner().invoke(app, ["search", "--study", "tiny.toml", "--workers", "2", "--no-report"])
-    assert r.exit_code == 0, r.output
-    lines = r.output.splitlines()
-    done = [x for x in lines if x.startswith("study tiny: ")]
-    assert len(done) == 1 and done[0].startswith("study tiny: 2/2 networks done, 0 failed, "), r.output
-    assert done[0].endswith(" trials/h"), r.output
-    # The log's plain progress lines: the last says both are done.
-    progress = [x for x in lines if " networks · " in x]
-    assert progress and progress[-1] == "2/2 networks · 0 running · nothing left to start", r.output
+# End to end (two CPU workers, their summary line and the last progress line): the end-to-end search of
+# test_search, test_small_grid_end_to_end_with_two_workers_and_resume, runs without -q and checks them.
 
 
 def test_worker_gpus_go_through_the_users_mask():
