@@ -12,7 +12,6 @@ it is scaled by ``max(1, width)``); depth scales every n, rounded up.
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from typing import ClassVar, NamedTuple
 
@@ -20,6 +19,7 @@ import torch
 from torch import nn
 
 from .rounding import check_multipliers, round_blocks, round_channels
+from .staged import StagedSpec
 
 BASE = "mobilenetv2"
 KIND = "mobilenet_v2"
@@ -50,7 +50,7 @@ SETTINGS = (
 
 
 @dataclass(frozen=True)
-class MobileNetV2Spec:
+class MobileNetV2Spec(StagedSpec):
     """MobileNetV2 scaled by width and depth, at a resolution, for a number of classes.
 
     Args:
@@ -105,19 +105,6 @@ class MobileNetV2Spec:
         return dict(kind=KIND, stem=self.stem_channels(), settings=[list(r) for r in self.settings()],
                     head=self.head_channels(), resolution=self.resolution, num_classes=self.num_classes)
 
-    def architecture_key(self) -> str:
-        """A short stable string of :meth:`architecture`, for tables and records."""
-        from ..digest import digest
-
-        blocks = "-".join(str(n) for n in self.stage_blocks())
-        chans = "-".join(str(c) for c in self.stage_channels())
-        return f"{BASE}_d{blocks}_w{self.stem_channels()}-{chans}_r{self.resolution}_{digest(self.architecture(), length=8)}"
-
-    def replace(self, **changes) -> "MobileNetV2Spec":
-        return dataclasses.replace(self, **changes)
-
-    def to_dict(self) -> dict:
-        return dict(kind=KIND, **dataclasses.asdict(self))
 
 
 class ConvBNReLU6(nn.Sequential):

@@ -11,7 +11,6 @@ scales every stage's block count, rounded up (:func:`~scaling.bases.rounding.rou
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -19,6 +18,7 @@ import torch
 from torch import nn
 
 from .rounding import check_multipliers, round_blocks, round_channels
+from .staged import StagedSpec
 
 BASE = "resnet50"
 KIND = "resnet50"
@@ -30,7 +30,7 @@ EXPANSION = 4  # a bottleneck's output channels are EXPANSION times its inner ch
 
 
 @dataclass(frozen=True)
-class ResNetSpec:
+class ResNetSpec(StagedSpec):
     """ResNet-50 scaled by width and depth, at a resolution, for a number of classes.
 
     Args:
@@ -80,19 +80,6 @@ class ResNetSpec:
                     blocks=self.stage_blocks(), strides=list(STAGE_STRIDES), expansion=EXPANSION,
                     resolution=self.resolution, num_classes=self.num_classes)
 
-    def architecture_key(self) -> str:
-        """A short stable string of :meth:`architecture`, for tables and records."""
-        from ..digest import digest
-
-        blocks = "-".join(str(n) for n in self.stage_blocks())
-        chans = "-".join(str(c) for c in self.stage_channels())
-        return f"{BASE}_d{blocks}_w{self.stem_channels()}-{chans}_r{self.resolution}_{digest(self.architecture(), length=8)}"
-
-    def replace(self, **changes) -> "ResNetSpec":
-        return dataclasses.replace(self, **changes)
-
-    def to_dict(self) -> dict:
-        return dict(kind=KIND, **dataclasses.asdict(self))
 
 
 class Bottleneck(nn.Module):
