@@ -26,14 +26,6 @@ RESNET50_PARAMS, RESNET50_FLOPS = 25_557_032, 4_089_184_256  # torchvision's res
 MOBILENET_V2_PARAMS, MOBILENET_V2_FLOPS = 3_504_872, 300_774_272
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _fvcore(model: torch.nn.Module, resolution: int) -> tuple[int, int, int]:
     """Plain fvcore, directly: conv and linear multiply-adds, parameters, activations."""
     from fvcore.nn import ActivationCountAnalysis, FlopCountAnalysis, parameter_count

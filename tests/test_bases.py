@@ -25,15 +25,6 @@ MOBILENET_V2_FLOPS = 300_774_272
 COUNTED = ("conv", "linear")  # fvcore's by_operator names of what scaling.complexity counts
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One intra-op thread: the machine is small and shared, two threads only contend."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def torchvision_models():
     with warnings.catch_warnings():

@@ -25,16 +25,6 @@ def _cache(tmp_path, monkeypatch):
     monkeypatch.setenv("SCALING_CACHE", str(tmp_path / "cache"))
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One intra-op thread: on a loaded 2-core machine two threads spin against each other (a
-    tiny network's forward pass went from 10 ms to 750 ms)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def run(*args):
     return CliRunner().invoke(app, [str(a) for a in args])
 
