@@ -237,9 +237,11 @@ class Objective:
         from .train import resolve_device
 
         dev = resolve_device(self.device)
-        # How fast they run, beside how well: every member on a GPU (a second at most), and on the
-        # CPU, where it is slow, a plan's members and a search ranked by latency.
-        if self.plan is not None or objective == "accuracy-latency" or dev.type == "cuda":
+        # How fast they run, beside how well. Here only where the value needs it or on the CPU for a
+        # plan's members; on a GPU every other network is measured after the workers end, alone on
+        # the GPU (scaling.speed_pass): here it would cost the trial new cuDNN plans and measure a
+        # GPU that other workers share.
+        if objective == "accuracy-latency" or (self.plan is not None and dev.type != "cuda"):
             from .speed import inference_speed
 
             speed = inference_speed(spec.replace(resolution=data.resolution), dev,

@@ -57,16 +57,20 @@ def run_pool(config, url: str, study, gpu_ids: list[int], workers: int = 1, quie
         if gpu_ids:
             k = per_gpu_of(config)
             if k == 1:
-                return _run_workers(config, url, [({"CUDA_VISIBLE_DEVICES": visible(i)}, "cuda:0") for i in gpu_ids], quiet,
-                                    err)
-            from . import mps
+                code = _run_workers(config, url, [({"CUDA_VISIBLE_DEVICES": visible(i)}, "cuda:0") for i in gpu_ids],
+                                    quiet, err)
+            else:
+                from . import mps
 
-            db = sqlite_file(url)
-            log_dir = (db.parent if db is not None else Path(tempfile.gettempdir()) / f"scaling-{config.name}") / "mps"
-            err.print(f"{plural(k, 'worker')} on each of {plural(len(gpu_ids), 'GPU')}", soft_wrap=True)
-            with mps.shared_gpu(log_dir, say=lambda line: err.print(line, soft_wrap=True, markup=False)) as env:
-                return _run_workers(config, url, [(dict(env, CUDA_VISIBLE_DEVICES=visible(i)), "cuda:0")
-                                                  for i in gpu_ids for _ in range(k)], quiet, err)
+                db = sqlite_file(url)
+                log_dir = (db.parent if db is not None else Path(tempfile.gettempdir()) / f"scaling-{config.name}") / "mps"
+                err.print(f"{plural(k, 'worker')} on each of {plural(len(gpu_ids), 'GPU')}", soft_wrap=True)
+                with mps.shared_gpu(log_dir, say=lambda line: err.print(line, soft_wrap=True, markup=False)) as env:
+                    code = _run_workers(config, url, [(dict(env, CUDA_VISIBLE_DEVICES=visible(i)), "cuda:0")
+                                                      for i in gpu_ids for _ in range(k)], quiet, err)
+            if code != 2:  # 2: the storage cannot be used (a full disk, read-only), the workers said so
+                _speed_pass(config, url, gpu_ids[0], err)
+            return code
         if config.per_gpu not in (1, "auto"):
             err.print(f"no GPU: --per-gpu {config.per_gpu} does nothing here; --workers N runs N workers on the CPU",
                       soft_wrap=True)
@@ -84,6 +88,22 @@ def run_pool(config, url: str, study, gpu_ids: list[int], workers: int = 1, quie
         err.print(f"error: {e}", markup=False)
         return 2
     return 0
+
+
+def _speed_pass(config, url: str, gpu: int, err: Console) -> None:
+    """Measure the inference speed of the networks the workers trained, alone on GPU ``gpu``
+    of this process (:mod:`scaling.speed_pass`), now that no worker shares it. Nothing where
+    this process sees no GPU."""
+    import optuna
+    import torch
+
+    from . import speed_pass
+    from .storage import open_storage
+
+    if not torch.cuda.is_available():
+        return
+    study = optuna.load_study(study_name=config.name, storage=open_storage(url, create=False))
+    speed_pass.measure_study(study, f"cuda:{gpu}", say=lambda line: err.print(line, soft_wrap=True, markup=False))
 
 
 def _run_local(config, url, quiet: bool, err: Console) -> None:

@@ -21,8 +21,11 @@ early lacks is a whole group):
 - a study whose objective is not accuracy alone: ``top1 objective objective_target`` (the
   trial's value is the objective, top-1 x (X / T)^w);
 - the training: ``curve loss_curve images_per_second peak_memory_mb wall_s times device top5``;
-- the inference speed of a plan member, of a search ranked by latency, and of every trial on a GPU:
-  ``latency_ms throughput inference_batch``;
+- the inference speed of a search ranked by latency, and of a plan member on the CPU:
+  ``latency_ms throughput inference_batch`` (until 2026-12-02 also of every member and trial
+  on a GPU; since then a network trained on a GPU is measured after the workers end, alone on
+  the GPU, and its speed is the study's ``speed:NETWORK`` attribute, which :func:`study_records`
+  gives the trial: :mod:`scaling.speed_pass`);
 - alone: ``reason`` (why it failed), ``skipped`` (no network to train), ``duplicate_of``.
 """
 
@@ -266,7 +269,17 @@ def study_records(study, num_classes: int | None = None) -> list[TrialRecord]:
     that recorded no classes (default: the study's ``num_classes`` attribute, where it has one)."""
     if num_classes is None:
         num_classes = study.user_attrs.get("num_classes")
-    return [TrialRecord.from_trial(t, num_classes) for t in study.get_trials(deepcopy=False)]
+    from .speed_pass import study_speeds
+
+    speeds = study_speeds(study)
+    records = [TrialRecord.from_trial(t, num_classes) for t in study.get_trials(deepcopy=False)]
+    return [_with_speed(r, speeds.get(r.network)) if r.latency_ms is None and r.network in speeds else r
+            for r in records]
+
+
+def _with_speed(record: TrialRecord, speed: dict) -> TrialRecord:
+    """``record`` with its network's speed as the study's speed pass measured it."""
+    return record.replace(**{k: speed.get(k) for k in SPEED_ATTRS})
 
 
 def write(trial, record: TrialRecord, before: TrialRecord | None = None) -> None:

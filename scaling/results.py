@@ -13,7 +13,7 @@ from .records import TrialRecord, study_records
 
 COLUMNS = ["rank", "alpha", "beta", "gamma", "triples", "product", "d", "w", "r", "resolution", "repeats",
            "channels", "params", "flops", "flops_ratio", "top1", "top1_std", "seeds", "top1_residual", "rank_matched",
-           "top5", "images_per_second", "wall_s", "device", "network"]
+           "top5", "images_per_second", "latency_ms", "throughput", "wall_s", "device", "network"]
 
 
 # A family, official or sweep study: one row per member, in the plan's order.
