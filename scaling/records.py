@@ -267,13 +267,19 @@ class TrialRecord:
 def study_records(study, num_classes: int | None = None) -> list[TrialRecord]:
     """The records of every trial of ``study``, in trial order; ``num_classes`` for trials
     that recorded no classes (default: the study's ``num_classes`` attribute, where it has one)."""
-    if num_classes is None:
-        num_classes = study.user_attrs.get("num_classes")
-    from .speed_pass import study_speeds
+    return trial_records(study.get_trials(deepcopy=False), study.user_attrs, num_classes)
 
-    speeds = study_speeds(study)
-    records = [TrialRecord.from_trial(t, num_classes) for t in study.get_trials(deepcopy=False)]
-    return [_with_speed(r, speeds.get(r.network)) if r.latency_ms is None and r.network in speeds else r
+
+def trial_records(trials, attrs: dict, num_classes: int | None = None) -> list[TrialRecord]:
+    """:func:`study_records` of a study's trials and user attributes, read already: each trial's
+    record, with its network's speed from the study's speed pass where the trial measured none."""
+    from .speed_pass import speeds_of
+
+    if num_classes is None:
+        num_classes = attrs.get("num_classes")
+    speeds = speeds_of(attrs)
+    records = [TrialRecord.from_trial(t, num_classes) for t in trials]
+    return [_with_speed(r, speeds[r.network]) if r.latency_ms is None and r.network in speeds else r
             for r in records]
 
 

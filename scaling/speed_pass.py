@@ -25,7 +25,12 @@ PREFIX = "speed:"
 
 def study_speeds(study: optuna.Study) -> dict[str, dict]:
     """The speeds the pass wrote: network key -> ``latency_ms throughput inference_batch device``."""
-    return {k[len(PREFIX):]: v for k, v in study.user_attrs.items() if k.startswith(PREFIX) and isinstance(v, dict)}
+    return speeds_of(study.user_attrs)
+
+
+def speeds_of(attrs: dict) -> dict[str, dict]:
+    """:func:`study_speeds` from a study's user attributes, read already."""
+    return {k[len(PREFIX):]: v for k, v in attrs.items() if k.startswith(PREFIX) and isinstance(v, dict)}
 
 
 def device_model(device: str | None) -> str | None:

@@ -28,3 +28,34 @@ def test_sweep_heads_its_ratio_by_the_base():
                                  "--dimension", "width", "--values", "1.5"])
     assert r.exit_code == 0, r.output
     assert "mobilenetv2 scaled by width alone" in r.output and "FLOPs x base" in r.output and "x B0" not in r.output
+
+
+def test_the_committed_mobilenetv2_study_reads_its_speeds_and_names_its_base(tmp_path):
+    """studies/cifar10-mobilenetv2 (one H200, 2026-12-02): every network its GPU trials trained has the
+    speed the pass measured after the workers ended, in the report's records too; the family's text
+    names the base it scaled."""
+    import shutil
+
+    import optuna
+
+    from scaling.records import study_records
+    from scaling.report.load import read_study
+    from scaling.report.sections import family, latency_frame
+    from scaling.speed_pass import study_speeds
+
+    shutil.copytree(STUDIES / "cifar10-mobilenetv2", tmp_path / "cifar10-mobilenetv2")
+    url = f"sqlite:///{tmp_path / 'cifar10-mobilenetv2' / 'optuna.db'}"
+    grid = optuna.load_study(study_name="cifar10-mobilenetv2", storage=url)
+    done = [r for r in study_records(grid) if r.status == "COMPLETE"]
+    speeds = study_speeds(grid)
+    assert len(done) == 23 and len(speeds) == 23 and {r.network for r in done} == set(speeds)
+    assert all(r.latency_ms == speeds[r.network]["latency_ms"] > 0 and r.inference_batch == 256 for r in done)
+    assert all(t.user_attrs.get("latency_ms") is None for t in grid.trials)  # measured after, not in the trial
+
+    s = read_study("cifar10-mobilenetv2", tmp_path)
+    trained = [r for r in s.records if r.status == "COMPLETE" and r.duplicate_of is None]
+    assert len(trained) == 23 + 6 + 4 + 4 + 4  # the grid, both families, the two sweeps, 2 seeds each of these
+    assert all(r.latency_ms is not None for r in trained)
+    assert len(latency_frame(s)) == len(trained)
+    text = family(s.series, {}, "mobilenetv2").paragraphs[0]
+    assert text.startswith("Each compound-scaled family member (mobilenetv2 scaled by d = α^φ")

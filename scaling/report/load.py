@@ -16,7 +16,7 @@ from pathlib import Path
 import optuna
 import pandas as pd
 
-from ..records import TrialRecord
+from ..records import TrialRecord, trial_records
 from ..results import failures_frame, plan_studies, results_frame, running, series_failures, series_frame
 from ..study import StudyConfig, StudyError
 
@@ -45,7 +45,7 @@ def _read(study: optuna.Study) -> tuple[dict, list, list[TrialRecord]]:
     read from the storage once."""
     attrs = study.user_attrs
     trials = study.get_trials(deepcopy=False)
-    return attrs, trials, [TrialRecord.from_trial(t, attrs.get("num_classes")) for t in trials]
+    return attrs, trials, trial_records(trials, attrs)
 
 
 def _config(attrs: dict, folder: Path) -> StudyConfig | None:

@@ -40,7 +40,7 @@ class _Draft:
 
 def build_sections(s: StudyData, fitted: Mapping[str, SeriesFit]) -> list[Section]:
     """The report's sections in order; ``fitted``: each series' fit (laws.check_series of ``s.series``)."""
-    out = [summary(s), candidates(s), search(s), family(s.series, fitted), sweeps(s), latency(latency_frame(s)),
+    out = [summary(s), candidates(s), search(s), family(s.series, fitted, _base_name(s)), sweeps(s), latency(latency_frame(s)),
            dimensions(s), fits(s.series, fitted), failures(s)]
     return [sec for sec in out if sec is not None]
 
@@ -206,7 +206,13 @@ def search(s: StudyData) -> Section:
     return sec.done()
 
 
-def family(df: pd.DataFrame, fitted: Mapping[str, SeriesFit]) -> Section:
+def _base_name(s: StudyData) -> str:
+    """The study's base network as the report names it: "B0" for EfficientNet-B0, else its name."""
+    base = s.config.base if s.config is not None else "efficientnet-b0"
+    return "B0" if base == "efficientnet-b0" else base
+
+
+def family(df: pd.DataFrame, fitted: Mapping[str, SeriesFit], base: str = "B0") -> Section:
     """The family and official networks (``df``: the series frame), and every series' top-1
     against FLOPs with the laws among ``fitted`` drawn."""
     kinds = set(df["kind"]) if not df.empty else set()
@@ -227,7 +233,7 @@ def family(df: pd.DataFrame, fitted: Mapping[str, SeriesFit]) -> Section:
                   ". No official network was trained: `scaling family --train --official` adds B0..B7's "
                   "coefficients.")
         sec.paragraphs.append(
-            "Each compound-scaled family member (B0 scaled by d = α^φ, w = β^φ, r = γ^φ), trained with the "
+            f"Each compound-scaled family member ({base} scaled by d = α^φ, w = β^φ, r = γ^φ), trained with the "
             "study's recipe" + beside + " × base is the member's realized FLOPs over the base's. Latency is "
             f"inference at batch 1, infer img/s inference at batch {_inference_batch(part)}, train img/s the "
             "training speed, memory the training peak.")
