@@ -112,6 +112,7 @@ class TrialRecord:
     latency_ms: float | None = None
     throughput: float | None = None
     inference_batch: int | None = None
+    speed_alone: bool | None = None  # True: measured by the study's speed pass, alone on the device; False: in the trial
     device: str | None = None
     worker: str | None = None
     code_version: str | None = None
@@ -255,7 +256,8 @@ class TrialRecord:
             flops_ratio=a.get("flops_ratio"), top5=a.get("top5"), curve=_tuple(a.get("curve")),
             loss_curve=_tuple(a.get("loss_curve")), images_per_second=a.get("images_per_second"),
             peak_memory_mb=a.get("peak_memory_mb"), latency_ms=a.get("latency_ms"), throughput=a.get("throughput"),
-            inference_batch=a.get("inference_batch"), device=a.get("device"), worker=a.get("worker"),
+            inference_batch=a.get("inference_batch"), speed_alone=False if a.get("latency_ms") is not None else None,
+            device=a.get("device"), worker=a.get("worker"),
             code_version=a.get("code_version"), code_modified=a.get("code_modified"),
             software=tuple(a["software"].items()) if isinstance(a.get("software"), dict) else None,
             wall_s=a.get("wall_s"),
@@ -285,7 +287,7 @@ def trial_records(trials, attrs: dict, num_classes: int | None = None) -> list[T
 
 def _with_speed(record: TrialRecord, speed: dict) -> TrialRecord:
     """``record`` with its network's speed as the study's speed pass measured it."""
-    return record.replace(**{k: speed.get(k) for k in SPEED_ATTRS})
+    return record.replace(speed_alone=True, **{k: speed.get(k) for k in SPEED_ATTRS})
 
 
 def write(trial, record: TrialRecord, before: TrialRecord | None = None) -> None:

@@ -40,7 +40,7 @@ def test_the_committed_mobilenetv2_study_reads_its_speeds_and_names_its_base(tmp
 
     from scaling.records import study_records
     from scaling.report.load import read_study
-    from scaling.report.sections import family, latency_frame
+    from scaling.report.sections import family, latency, latency_frame
     from scaling.speed_pass import study_speeds
 
     shutil.copytree(STUDIES / "cifar10-mobilenetv2", tmp_path / "cifar10-mobilenetv2")
@@ -59,3 +59,6 @@ def test_the_committed_mobilenetv2_study_reads_its_speeds_and_names_its_base(tmp
     assert len(latency_frame(s)) == len(trained)
     text = family(s.series, {}, "mobilenetv2").paragraphs[0]
     assert text.startswith("Each compound-scaled family member (mobilenetv2 scaled by d = α^φ")
+    assert "measured on cuda:0 (NVIDIA H200) after the workers ended, one network at a time alone on the device" in \
+        latency(latency_frame(s)).paragraphs[0]
+    assert all(r.speed_alone for r in trained)

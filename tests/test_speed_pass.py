@@ -121,3 +121,15 @@ def test_no_gpu_to_measure_on_means_no_pass(tmp_path, monkeypatch):
     monkeypatch.setattr(speed_pass, "measure_study", lambda *a, **k: calls.append(a))
     assert pool.run_pool(StudyConfig(name="k"), f"sqlite:///{tmp_path / 'optuna.db'}", None, [0], 1, True) == 0
     assert calls == []
+
+
+def test_the_report_says_how_the_latencies_were_measured():
+    import pandas as pd
+
+    from scaling.report.sections import how_measured
+
+    assert how_measured(pd.Series([True, True])) == "after the workers ended, one network at a time alone on the device"
+    trial = how_measured(pd.Series([False, False]))
+    assert trial.startswith("right after each one's training, while the study's other workers")
+    assert how_measured(pd.Series([True, False, False])) == (
+        f"for 1 of 3 after the workers ended, alone on the device, for the others {trial}")

@@ -40,7 +40,7 @@ class _Draft:
 
 def build_sections(s: StudyData, fitted: Mapping[str, SeriesFit]) -> list[Section]:
     """The report's sections in order; ``fitted``: each series' fit (laws.check_series of ``s.series``)."""
-    out = [summary(s), candidates(s), search(s), family(s.series, fitted, _base_name(s)), sweeps(s), latency(latency_frame(s)),
+    out = [summary(s), candidates(s), search(s), family(s.series, fitted, _base_name(s), _series_alone(s)), sweeps(s), latency(latency_frame(s)),
            dimensions(s), fits(s.series, fitted), failures(s)]
     return [sec for sec in out if sec is not None]
 
@@ -206,13 +206,21 @@ def search(s: StudyData) -> Section:
     return sec.done()
 
 
+def _series_alone(s: StudyData) -> pd.Series:
+    """Whether each series member's latency came from the speed pass (records.TrialRecord.speed_alone)."""
+    series = s.records[len(s.search_records):]  # the search's records first, then its series studies'
+    return pd.Series([r.speed_alone for r in series if r.status == "COMPLETE" and r.trained
+                      and r.latency_ms is not None], dtype=object)
+
+
 def _base_name(s: StudyData) -> str:
     """The study's base network as the report names it: "B0" for EfficientNet-B0, else its name."""
     base = s.config.base if s.config is not None else "efficientnet-b0"
     return "B0" if base == "efficientnet-b0" else base
 
 
-def family(df: pd.DataFrame, fitted: Mapping[str, SeriesFit], base: str = "B0") -> Section:
+def family(df: pd.DataFrame, fitted: Mapping[str, SeriesFit], base: str = "B0",
+           speed_alone: pd.Series | None = None) -> Section:
     """The family and official networks (``df``: the series frame), and every series' top-1
     against FLOPs with the laws among ``fitted`` drawn."""
     kinds = set(df["kind"]) if not df.empty else set()
@@ -248,11 +256,12 @@ def family(df: pd.DataFrame, fitted: Mapping[str, SeriesFit], base: str = "B0") 
                             + (f"; no law is drawn for {', '.join(refused)} (see Scaling-law fits)" if refused else "")
                             + "."))
     if pd.to_numeric(df.get("latency_ms", pd.Series(dtype=float)), errors="coerce").notna().any():
+        alone = speed_alone if speed_alone is not None else pd.Series([None] * len(df))
+        caveat = ("" if (alone == True).all() else  # noqa: E712
+                  ": with several workers per GPU those measured during the search are not a benchmark of the networks")
         sec.figures.append(Plot(plots.accuracy_vs_latency(df),
                                 "Top-1 against inference latency at batch 1, with the Pareto front. Each member's "
-                                "latency is measured on the device it trained on, right after its training, while "
-                                "the study's other workers on that device may still be training: with several "
-                                "workers per GPU the latencies are not a benchmark of the networks."))
+                                f"latency is measured on the device it trained on, {how_measured(alone)}{caveat}."))
     return sec.done()
 
 
@@ -320,9 +329,23 @@ def latency_frame(s: StudyData) -> pd.DataFrame:
     """Every completed trial of the study and its series that measured its latency (a series
     member's always, a grid network's on a GPU): network, FLOPs, activations, latency, device."""
     rows = [{"network": r.network, "flops": r.flops, "activations": r.activations, "latency_ms": r.latency_ms,
-             "device": r.device} for r in s.records
+             "device": r.device, "alone": r.speed_alone} for r in s.records
             if r.status == "COMPLETE" and r.trained and r.latency_ms is not None]
-    return pd.DataFrame(rows, columns=["network", "flops", "activations", "latency_ms", "device"])
+    return pd.DataFrame(rows, columns=["network", "flops", "activations", "latency_ms", "device", "alone"])
+
+
+def how_measured(alone: pd.Series) -> str:
+    """How the latencies of ``alone`` (:func:`latency_frame`'s column) were measured, as a phrase
+    that follows "measured": by the study's speed pass, in the trials, or some of each."""
+    passed = int((alone == True).sum())  # noqa: E712 - a column of True, False and None
+    if passed == len(alone):
+        return "after the workers ended, one network at a time alone on the device"
+    pass_text = "after the workers ended, alone on the device"
+    trial = ("right after each one's training, while the study's other workers on that device may still have "
+             "been training")
+    if passed == 0:
+        return trial
+    return f"for {passed} of {len(alone)} {pass_text}, for the others {trial}"
 
 
 def latency(series: pd.DataFrame) -> Section | None:
@@ -351,7 +374,8 @@ def latency(series: pd.DataFrame) -> Section | None:
         "FLOPs are not time: depthwise convolutions do few multiply-adds per byte they move, so a network of "
         "them can be bound by memory traffic. Across the trained networks (the series' members, and on a GPU "
         "the grid's too), log latency (batch 1, measured"
-        f"{where} right after each one's training) is fitted by least squares against log FLOPs and "
+        f"{where} {how_measured(df['alone'] if 'alone' in df else pd.Series([None] * len(df)))}) is fitted by "
+        "least squares against log FLOPs and "
         "against log activations (the elements the layers write); each fit's error is its RMSE in log space "
         "and as a typical relative error of the predicted latency, 100·(exp(RMSE) − 1); a fit predicts latency "
         f"only where latency grows with it and it explains at least {MIN_R2:g} of log latency's variance (R²). "
