@@ -36,6 +36,19 @@ from .storage import fixed_params
 from .study import StudyConfig
 
 
+def shape_key(spec) -> str:
+    """What decides a network's layer shapes at one batch size: its spec at depth 1. Depth
+    repeats blocks of the shapes each stage already has, so networks that differ only in
+    depth build (almost) the same cuDNN plans."""
+    import dataclasses
+    import json
+
+    if dataclasses.is_dataclass(spec):
+        names = {f.name for f in dataclasses.fields(spec)}
+        spec = dataclasses.replace(spec, **{k: v for k, v in (("depth", 1.0), ("name", "")) if k in names})
+    return json.dumps(spec.to_dict(), sort_keys=True, default=str)
+
+
 def objective_value(top1: float, x: float, target: float, exponent: float) -> float:
     """The paper's objective, ACC x (X / T)^w (Tan & Le 2019, after MnasNet)."""
     return top1 * (x / target) ** exponent
@@ -101,6 +114,15 @@ class Objective:
         self.worker = f"{socket.gethostname()}:{os.getpid()}"
         self.current: optuna.Trial | None = None
         self.record = TrialRecord()  # what the current trial has recorded so far
+        self.built: set[str] = set()  # shape_key of every network this worker trained: its cuDNN plans exist
+
+    def queued_rank(self, fixed: dict) -> int:
+        """0 for a queued network whose layer shapes this worker has built already (its first
+        steps then take no new cuDNN plans), 1 for any other: the worker takes the first queued
+        network of the lowest rank (scaling.storage.prefer_queued)."""
+        name = MEMBER if MEMBER in fixed else legacy_param(self.config)
+        m = self.members.get(fixed.get(name)) if name in fixed else None
+        return 0 if m is not None and shape_key(m.spec) in self.built else 1
 
     def network(self, trial: optuna.Trial) -> tuple:
         """The trial's network (its spec as trained), its member and its seed."""
@@ -200,6 +222,7 @@ class Objective:
             self._write(trial, duplicate_of=done[0].number, **was)
             return done[0].value
         self.base_flops = base_flops
+        self.built.add(shape_key(spec.replace(num_classes=self.num_classes)))
         with interruptible():
             return self._train(trial, spec, seed, data, data_s)
 

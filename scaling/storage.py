@@ -194,3 +194,25 @@ def requeue_interrupted(study: optuna.Study, trial: optuna.Trial | None) -> None
         frozen = study._storage.get_trial(trial._trial_id)
     if frozen.state == TrialState.FAIL and frozen.system_attrs.get("fixed_params"):
         study.enqueue_trial(dict(trial_key(frozen)), skip_if_exists=False)
+
+
+def prefer_queued(study: optuna.Study, rank) -> None:
+    """Make ``study`` take, of its queued (WAITING) trials, the first of the lowest
+    ``rank(fixed_params)`` (queue order among equals) instead of the first queued: what the
+    worker uses to take first a network whose shapes it has built already. Optuna pops the
+    queue in ``Study._pop_waiting_trial_id``; this replaces it on this one study object, with
+    the same claim (a trial another worker took in between is passed over)."""
+
+    def pop() -> int | None:
+        waiting = study._storage.get_all_trials(study._study_id, deepcopy=False, states=(TrialState.WAITING,))
+        ordered = sorted(enumerate(waiting), key=lambda it: (rank(it[1].system_attrs.get("fixed_params") or {}), it[0]))
+        for _, trial in ordered:
+            try:
+                if not study._storage.set_trial_state_values(trial._trial_id, state=TrialState.RUNNING):
+                    continue
+            except optuna.exceptions.UpdateFinishedTrialError:
+                continue
+            return trial._trial_id
+        return None
+
+    study._pop_waiting_trial_id = pop

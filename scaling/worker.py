@@ -1,8 +1,11 @@
 """A worker of a study: trains its queued networks (grid, family, official, sweep) or its
 sampler's proposals (tpe, random) one trial at a time, until none is left or the budget is
 spent. On the way it fails other workers' stale trials (Optuna queues each again, once).
-A signal stops it with its trial failed (and queued again, where it was queued); a fault
-of the storage, with its trial failed where the storage still takes the write.
+Of the queued networks it takes first one whose layer shapes it has built already (the
+same widths and resolution: its cuDNN plans exist, so its first steps are not a warm-up),
+else the first queued. A signal stops it with its trial failed (and queued again, where it
+was queued); a fault of the storage, with its trial failed where the storage still takes
+the write.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from .faults import sqlite_file, storage_fault, told
 from .objective import Objective, TrialFailed
 from .search import DEFAULT_TRIALS, queued
 from .signals import check_signals
-from .storage import HEARTBEAT_S, load_study, requeue_interrupted, settle, trial_key
+from .storage import HEARTBEAT_S, load_study, prefer_queued, requeue_interrupted, settle, trial_key
 from .study import StudyConfig, StudyError
 
 MAX_ATTEMPTS = 20  # proposals per wanted trial before giving up on an infeasible space
@@ -41,6 +44,8 @@ def run_worker(config: StudyConfig, url: str, device=None, quiet: bool = True, o
     db = sqlite_file(url)
     objective = Objective(config, device=device, quiet=quiet, num_classes=study.user_attrs.get("num_classes"),
                           folder=db.parent if db is not None else None)
+    if queued(config):  # a network whose shapes this worker has built first: its first steps build no new plans
+        prefer_queued(study, objective.queued_rank)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     with told(url, config.name):
         while True:
