@@ -35,12 +35,13 @@ def test_the_committed_mobilenetv2_study_reads_its_speeds_and_names_its_base(tmp
     speed the pass measured after the workers ended, in the report's records too; the family's text
     names the base it scaled."""
     import shutil
+    from types import SimpleNamespace
 
     import optuna
 
     from scaling.records import study_records
-    from scaling.report.load import read_study
     from scaling.report.sections import family, latency, latency_frame
+    from scaling.results import plan_studies, series_frame
     from scaling.speed_pass import study_speeds
 
     shutil.copytree(STUDIES / "cifar10-mobilenetv2", tmp_path / "cifar10-mobilenetv2")
@@ -52,13 +53,16 @@ def test_the_committed_mobilenetv2_study_reads_its_speeds_and_names_its_base(tmp
     assert all(r.latency_ms == speeds[r.network]["latency_ms"] > 0 and r.inference_batch == 256 for r in done)
     assert all(t.user_attrs.get("latency_ms") is None for t in grid.trials)  # measured after, not in the trial
 
-    s = read_study("cifar10-mobilenetv2", tmp_path)
-    trained = [r for r in s.records if r.status == "COMPLETE" and r.duplicate_of is None]
+    # The study's series (families, sweeps), read as the report reads them; not read_study, which
+    # would count the grid's candidates, an fvcore trace each for this base (a minute on 2 cores)
+    plans = plan_studies(url, "cifar10-mobilenetv2")
+    records = done + [r for p in plans for r in study_records(p)]
+    trained = [r for r in records if r.status == "COMPLETE" and r.trained]
     assert len(trained) == 23 + 6 + 4 + 4 + 4  # the grid, both families, the two sweeps, 2 seeds each of these
-    assert all(r.latency_ms is not None for r in trained)
-    assert len(latency_frame(s)) == len(trained)
-    text = family(s.series, {}, "mobilenetv2").paragraphs[0]
-    assert text.startswith("Each compound-scaled family member (mobilenetv2 scaled by d = α^φ")
+    assert all(r.latency_ms is not None and r.speed_alone for r in trained)
+    frame = latency_frame(SimpleNamespace(records=tuple(records)))
+    assert len(frame) == len(trained)
     assert "measured on cuda:0 (NVIDIA H200) after the workers ended, one network at a time alone on the device" in \
-        latency(latency_frame(s)).paragraphs[0]
-    assert all(r.speed_alone for r in trained)
+        latency(frame).paragraphs[0]
+    text = family(series_frame(plans), {}, "mobilenetv2").paragraphs[0]
+    assert text.startswith("Each compound-scaled family member (mobilenetv2 scaled by d = α^φ")

@@ -79,6 +79,9 @@ def test_the_pass_writes_each_networks_speed_and_the_records_read_it(study):
                                                                        ("latency_ms", "throughput", "inference_batch"))
     # the trials themselves are as they were: the speed is the study's, given to the record when read
     assert all(TrialRecord.from_trial(t).latency_ms is None for t in study.get_trials())
+    from scaling.report.load import _read  # the report reads its records the same way
+
+    assert _read(study)[2] == records
     assert measure_study(study, "cpu") == 0  # everything measured: the next run has nothing to do
 
 
