@@ -21,6 +21,7 @@ import optuna
 from optuna.trial import TrialState
 
 PREFIX = "speed:"
+PROGRESS_S = 10.0  # a line of progress at most this often while the pass measures
 
 
 def study_speeds(study: optuna.Study) -> dict[str, dict]:
@@ -82,10 +83,13 @@ def measure_study(study: optuna.Study, device, say: Callable[[str], None] | None
     where = f"{dev} ({model})" if dev.type == "cuda" else "cpu"
     if say is not None:
         say(f"measuring inference speed alone on {where}: {len(todo)} network{'s' * (len(todo) != 1)}")
-    t0 = time.perf_counter()
-    for key, spec in todo:
+    t0 = last = time.perf_counter()
+    for i, (key, spec) in enumerate(todo, 1):
         speed = inference_speed(spec_from_dict(spec), dev, batch=default_batch(dev))
         study.set_user_attr(PREFIX + key, {**speed, "device": where})
+        if say is not None and i < len(todo) and time.perf_counter() - last >= PROGRESS_S:
+            last = time.perf_counter()
+            say(f"  {i}/{len(todo)} measured, {last - t0:.0f} s")
     if say is not None:
         say(f"inference speed measured: {len(todo)} in {time.perf_counter() - t0:.1f} s")
     return len(todo)

@@ -85,6 +85,16 @@ def test_the_pass_writes_each_networks_speed_and_the_records_read_it(study):
     assert measure_study(study, "cpu") == 0  # everything measured: the next run has nothing to do
 
 
+def test_a_long_pass_says_how_far_it_is(study, monkeypatch):
+    for r in (32, 40, 48):
+        _trial(study, custom_spec(0.1, 0.1, r, num_classes=10), "cpu")
+    monkeypatch.setattr(speed_pass, "PROGRESS_S", 0.0)  # a line after every network but the last
+    lines = []
+    assert measure_study(study, "cpu", say=lines.append) == 3
+    assert [line.split(",")[0] for line in lines[1:3]] == ["  1/3 measured", "  2/3 measured"]
+    assert len(lines) == 4 and lines[3].startswith("inference speed measured: 3 in ")
+
+
 def test_a_trials_own_speed_is_kept(study):
     a = custom_spec(0.1, 0.1, 32, num_classes=10)
     _trial(study, a, "cpu", latency_ms=1.25, throughput=100.0, inference_batch=32)
