@@ -245,3 +245,21 @@ def test_counts_kept_in_memory_without_a_cache_folder(monkeypatch):
     spec = MobileNetV2Spec(resolution=48)
     assert counting.cache_path() is None
     assert flops(spec) == 42 and flops(spec) == 42 and len(calls) == 1
+
+
+@pytest.mark.parametrize("spec", [
+    ResNetSpec(width=1.3, depth=1.6, resolution=40, num_classes=10),
+    ResNetSpec(width=0.5, depth=2.0, resolution=33, num_classes=7),  # odd sides: every rounding of the strides
+    MobileNetV2Spec(width=1.15, depth=1.25, resolution=56, num_classes=10),
+    MobileNetV2Spec(width=0.35, depth=1.0, resolution=97, num_classes=1000),
+])
+def test_built_in_bases_are_counted_from_shapes_exactly_as_traced(monkeypatch, spec):
+    from scaling.bases import base_of
+
+    traced = counting.trace(spec)
+    monkeypatch.setattr(counting, "trace", lambda s: pytest.fail(f"traced {s}: a built-in base is counted from shapes"))
+    base = base_of(spec)
+    c = base.count(spec)
+    assert (c.flops, c.params, c.activations) == (traced["flops"], traced["params"], traced["activations"])
+    assert base.largest_activation(spec) == traced["largest"]
+    assert counting.shapes(spec) == traced

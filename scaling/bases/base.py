@@ -10,8 +10,9 @@ A :class:`Base` says what the rest of the tool needs of a network, whatever it i
   :mod:`scaling.compound` scales it by replacing width, depth and resolution;
 * :meth:`~Base.build`: the network, an ``nn.Module``;
 * :meth:`~Base.count`: FLOPs, parameters and activations (a :class:`scaling.complexity.Complexity`):
-  analytic for EfficientNet (``analytic``: from the layers' shapes, no network built), an fvcore
-  trace cached on disk for the others (:mod:`scaling.bases.counting`);
+  analytic for EfficientNet (``analytic``: from its own table of layer shapes, no network built),
+  from the layers' shapes of the network built on the meta device for ResNet-50 and MobileNetV2,
+  an fvcore trace cached on disk for a user's network (:mod:`scaling.bases.counting`);
 * :meth:`~Base.structure`: blocks and channels per stage, for tables and records (None where
   the base does not know them: a user's network);
 * :meth:`~Base.smallest_side`: the side of the smallest feature map batch norm normalises (None: unknown).
@@ -23,6 +24,7 @@ it imports, it exists, it takes ``width`` and ``depth``), :func:`base_of` that o
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -63,7 +65,7 @@ class Structure:
 
 class Base(Protocol):
     name: str
-    analytic: bool  # counted from shapes without building the network (else traced and cached on disk)
+    analytic: bool  # counted from its own table of layer shapes, without building the network
 
     def spec(self, width: float = 1.0, depth: float = 1.0, resolution: int = 224, num_classes: int = 1000): ...
 
@@ -131,7 +133,28 @@ class Traced:
         return counting.counted(spec)["largest"]
 
 
-class ResNet50(Traced):
+class FromShapes:
+    """A built-in base counted from its layers' shapes on the meta device (:func:`counting.shapes`):
+    every counted operation of its network is an ``nn.Conv2d`` or an ``nn.Linear``."""
+
+    analytic = False  # no layer table of its own: breakdowns are traced
+
+    def count(self, spec):
+        from ..complexity import Complexity
+
+        c = _shape_counts(spec)
+        return Complexity(flops=c["flops"], params=c["params"], activations=c["activations"])
+
+    def largest_activation(self, spec) -> int:
+        return _shape_counts(spec)["largest"]
+
+
+@functools.lru_cache(maxsize=4096)
+def _shape_counts(spec) -> dict:
+    return counting.shapes(spec)
+
+
+class ResNet50(FromShapes):
     name = resnet.BASE
 
     def spec(self, width: float = 1.0, depth: float = 1.0, resolution: int = 224, num_classes: int = 1000):
@@ -147,7 +170,7 @@ class ResNet50(Traced):
         return _halved(spec.resolution, (2, 2) + resnet.STAGE_STRIDES)  # stem, max pooling, the stages
 
 
-class MobileNetV2(Traced):
+class MobileNetV2(FromShapes):
     name = mobilenet.BASE
 
     def spec(self, width: float = 1.0, depth: float = 1.0, resolution: int = 224, num_classes: int = 1000):
