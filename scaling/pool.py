@@ -63,7 +63,8 @@ def run_pool(config, url: str, study, gpu_ids: list[int], workers: int = 1, quie
                 from . import mps
 
                 db = sqlite_file(url)
-                log_dir = (db.parent if db is not None else Path(tempfile.gettempdir()) / f"scaling-{config.name}") / "mps"
+                runs = db.parent if db is not None else Path(tempfile.gettempdir()) / f"scaling-{config.name}"
+                log_dir = runs / "mps"
                 err.print(f"{plural(k, 'worker')} on each of {plural(len(gpu_ids), 'GPU')}", soft_wrap=True)
                 with mps.shared_gpu(log_dir, say=lambda line: err.print(line, soft_wrap=True, markup=False)) as env:
                     code = _run_workers(config, url, [(dict(env, CUDA_VISIBLE_DEVICES=visible(i)), "cuda:0")

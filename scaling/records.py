@@ -112,7 +112,7 @@ class TrialRecord:
     latency_ms: float | None = None
     throughput: float | None = None
     inference_batch: int | None = None
-    speed_alone: bool | None = None  # True: measured by the study's speed pass, alone on the device; False: in the trial
+    speed_alone: bool | None = None  # True: by the study's speed pass, alone on the device; False: in the trial
     device: str | None = None
     worker: str | None = None
     code_version: str | None = None

@@ -54,9 +54,10 @@ def unmeasured(study: optuna.Study, model: str) -> list[tuple[str, dict]]:
     for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
         a = t.user_attrs
         key, spec = a.get("network"), a.get("spec")
-        if key is None or not isinstance(spec, dict) or a.get("latency_ms") is not None or a.get("duplicate_of") is not None:
+        measured = a.get("latency_ms") is not None or key in have or key in seen
+        if key is None or not isinstance(spec, dict) or measured or a.get("duplicate_of") is not None:
             continue
-        if key in have or key in seen or device_model(a.get("device")) != model:
+        if device_model(a.get("device")) != model:
             continue
         seen.add(key)
         out.append((key, spec))

@@ -40,8 +40,8 @@ class _Draft:
 
 def build_sections(s: StudyData, fitted: Mapping[str, SeriesFit]) -> list[Section]:
     """The report's sections in order; ``fitted``: each series' fit (laws.check_series of ``s.series``)."""
-    out = [summary(s), candidates(s), search(s), family(s.series, fitted, _base_name(s), _series_alone(s)), sweeps(s), latency(latency_frame(s)),
-           dimensions(s), fits(s.series, fitted), failures(s)]
+    out = [summary(s), candidates(s), search(s), family(s.series, fitted, _base_name(s), _series_alone(s)),
+           sweeps(s), latency(latency_frame(s)), dimensions(s), fits(s.series, fitted), failures(s)]
     return [sec for sec in out if sec is not None]
 
 
@@ -257,7 +257,7 @@ def family(df: pd.DataFrame, fitted: Mapping[str, SeriesFit], base: str = "B0",
                             + "."))
     if pd.to_numeric(df.get("latency_ms", pd.Series(dtype=float)), errors="coerce").notna().any():
         alone = speed_alone if speed_alone is not None else pd.Series([None] * len(df))
-        caveat = ("" if (alone == True).all() else  # noqa: E712
+        caveat = ("" if alone.eq(True).all() else
                   ": with several workers per GPU those measured during the search are not a benchmark of the networks")
         sec.figures.append(Plot(plots.accuracy_vs_latency(df),
                                 "Top-1 against inference latency at batch 1, with the Pareto front. Each member's "
@@ -337,7 +337,7 @@ def latency_frame(s: StudyData) -> pd.DataFrame:
 def how_measured(alone: pd.Series) -> str:
     """How the latencies of ``alone`` (:func:`latency_frame`'s column) were measured, as a phrase
     that follows "measured": by the study's speed pass, in the trials, or some of each."""
-    passed = int((alone == True).sum())  # noqa: E712 - a column of True, False and None
+    passed = int(alone.eq(True).sum())  # a column of True, False and None
     if passed == len(alone):
         return "after the workers ended, one network at a time alone on the device"
     pass_text = "after the workers ended, alone on the device"
