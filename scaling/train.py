@@ -36,7 +36,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from . import distributed, memory
+from . import depthwise, distributed, memory
 from .checkpoint import check_resume, data_fingerprint, load_checkpoint, read_saved_result, save_checkpoint
 from .checkpoint import save_weights as write_weights
 from .data import Batches, DataSet
@@ -74,6 +74,7 @@ class TrainResult:
     processes: int = 1  # data-parallel processes (DistributedDataParallel) that trained it
     classes: list[str] = field(default_factory=list)  # the data's class names, in label order
     data_fingerprint: str = ""  # the training and held-out splits' content (checkpoint.data_fingerprint)
+    depthwise: str = ""  # what ran the depthwise convolutions: "triton" (scaling.depthwise) or "torch"
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -225,6 +226,7 @@ def train(
     micro_batch: int | None = None,
     sync_bn: bool = False,
     cudnn_benchmark: bool = False,
+    triton_depthwise: bool | None = None,
 ) -> TrainResult:
     """Train ``spec`` on ``data`` with ``recipe`` and evaluate it on the held-out split.
 
@@ -254,6 +256,9 @@ def train(
             on an H200 (docs/BENCHMARKS.md): about 20 s more for a new network's first step
             and 4-10 s more for its first evaluation; in return B0's steps ran 1.25x faster at
             64 px and no faster at 128 or 144 px, so it pays only in runs of many epochs.
+        triton_depthwise: run the depthwise convolutions through :mod:`scaling.depthwise`
+            (no cuDNN plan to build for each new shape); default: on a GPU where Triton is
+            installed. ``False`` keeps torch's (cuDNN's) convolutions.
 
     Returns:
         A :class:`TrainResult`; a run that diverged or ran out of memory has status
@@ -311,6 +316,7 @@ def train(
         net = build(spec).to(dev)  # any base's network (scaling.bases)
         if cuda:
             net = net.to(memory_format=torch.channels_last)
+        result.depthwise = _depthwise_kernels(net, dev, triton_depthwise)
         if world > 1 and sync_bn:
             net = torch.nn.SyncBatchNorm.convert_sync_batchnorm(net)
         lr_tensor = torch.tensor(recipe.peak_lr(), device=dev) if cuda_graphs else None  # read by the graph
@@ -400,6 +406,16 @@ def train(
             torch.cuda.empty_cache()
     result.times["total"] = time.perf_counter() - t_start + data_seconds
     return result
+
+
+def _depthwise_kernels(net: torch.nn.Module, dev: torch.device, wanted: bool | None) -> str:
+    """Swap ``net``'s depthwise layers for the Triton ones where wanted (default: a GPU with
+    Triton); returns what runs them."""
+    if wanted is False or (wanted is None and not (dev.type == "cuda" and depthwise.available(dev))):
+        return "torch"
+    if not depthwise.available(dev):
+        raise ValueError("the Triton depthwise kernels need a CUDA device and Triton installed")
+    return "triton" if depthwise.use_triton_depthwise(net) else "torch"
 
 
 def _train_epoch(step: Step, batches: Batches, recipe: Recipe, epoch: int, first_step: int, *, ema, net,

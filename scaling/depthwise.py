@@ -1,0 +1,314 @@
+"""Depthwise convolutions in Triton, for training on GPUs.
+
+cuDNN builds an execution plan on the host for every new depthwise shape it meets: 0.7-1.0 s
+a layer on an H200 (forward, input gradient and weight gradient), which is most of a new
+network's first step and, over a grid of networks with different widths and resolutions,
+most of what a trial spends outside training (docs/BENCHMARKS.md). These kernels take any
+shape as plain arguments: one compiled kernel per (kernel size, stride, dtype, part) serves
+every width, resolution and batch, and Triton keeps the compiled kernels on disk, so a
+worker's later networks, and later processes, start at once.
+
+The layout is channels-last (N, H, W, C in memory), the one the trainer uses; the channel
+count must be a multiple of 8 (16-byte rows in bf16), which EfficientNet's rounded widths
+are. The weight gradient is summed per chunk of pixels and the chunks added in a fixed
+order, so a run gives the same numbers every time.
+
+:func:`use_triton_depthwise` swaps a network's depthwise layers for :class:`TritonDepthwise`
+in place (same parameters, same state-dict keys); :func:`available` says whether it can.
+Counting (fvcore) and inference timing run on the plain layers.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .model import SameConv2d, same_padding
+
+CHANNEL_MULTIPLE = 8  # the kernels read rows of 8 channels
+
+
+@dataclass(frozen=True)
+class Blocks:
+    """How a kernel's work is cut: ``pixels`` x ``channels`` a program, on ``warps`` warps."""
+
+    pixels: int
+    channels: int
+    warps: int
+
+
+FORWARD = Blocks(32, 64, 4)
+INPUT_GRAD = Blocks(32, 64, 4)
+WEIGHT_GRAD = Blocks(32, 64, 4)
+CHUNK_STEPS = 16  # the weight gradient's programs sum WEIGHT_GRAD.pixels x CHUNK_STEPS pixels each
+
+
+def available(device: torch.device | str | None = None) -> bool:
+    """Triton is importable and the device is a CUDA GPU (or the Triton interpreter is on)."""
+    if os.environ.get("TRITON_INTERPRET") == "1":
+        return _kernels() is not None
+    dev = torch.device(device) if device is not None else None
+    if dev is not None and dev.type != "cuda":
+        return False
+    return torch.cuda.is_available() and _kernels() is not None
+
+
+@functools.cache
+def _kernels():
+    """The three kernels, defined at first use (so that importing this module never needs
+    Triton, and ``TRITON_INTERPRET`` is read when they are made); None without Triton."""
+    try:
+        import triton
+        import triton.language as tl
+    except ImportError:
+        return None
+
+    # Every size is a plain argument, never specialised: one binary for all shapes. The
+    # channel count arrives in rows of 8 so that the compiler knows row starts are aligned.
+    sizes = list(range(3, 11))
+
+    @triton.jit(do_not_specialize=sizes)
+    def forward(x, w, y, N, H, W, C8, OH, OW, PT, PL,
+                K: tl.constexpr, S: tl.constexpr, BP: tl.constexpr, BC: tl.constexpr):
+        C = C8 * 8
+        p = tl.program_id(0).to(tl.int64) * BP + tl.arange(0, BP)
+        c = tl.program_id(1) * BC + tl.arange(0, BC)
+        pm = p < N * OH * OW
+        cm = c < C
+        ow = p % OW
+        oh = (p // OW) % OH
+        n = p // (OW * OH)
+        acc = tl.zeros((BP, BC), dtype=tl.float32)
+        for i in tl.static_range(K):
+            ih = oh * S - PT + i
+            for j in tl.static_range(K):
+                iw = ow * S - PL + j
+                m = pm & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
+                row = ((n * H + ih) * W + iw) * C
+                xv = tl.load(x + row[:, None] + c[None, :], mask=m[:, None] & cm[None, :], other=0.0)
+                wv = tl.load(w + c * (K * K) + (i * K + j), mask=cm, other=0.0)
+                acc += xv.to(tl.float32) * wv.to(tl.float32)[None, :]
+        tl.store(y + p[:, None] * C + c[None, :], acc.to(y.dtype.element_ty), mask=pm[:, None] & cm[None, :])
+
+    @triton.jit(do_not_specialize=sizes)
+    def input_grad(dy, w, dx, N, H, W, C8, OH, OW, PT, PL,
+                   K: tl.constexpr, S: tl.constexpr, BP: tl.constexpr, BC: tl.constexpr):
+        # dx[n, h, w, c] = sum over taps (i, j) with (h + PT - i) = oh * S and (w + PL - j) = ow * S
+        C = C8 * 8
+        p = tl.program_id(0).to(tl.int64) * BP + tl.arange(0, BP)
+        c = tl.program_id(1) * BC + tl.arange(0, BC)
+        pm = p < N * H * W
+        cm = c < C
+        iw = p % W
+        ih = (p // W) % H
+        n = p // (W * H)
+        acc = tl.zeros((BP, BC), dtype=tl.float32)
+        for i in tl.static_range(K):
+            th = ih + PT - i
+            thc = tl.maximum(th, 0)
+            oh = thc // S
+            mh = (th >= 0) & (thc - oh * S == 0) & (oh < OH)
+            for j in tl.static_range(K):
+                tw = iw + PL - j
+                twc = tl.maximum(tw, 0)
+                ow = twc // S
+                m = pm & mh & (tw >= 0) & (twc - ow * S == 0) & (ow < OW)
+                row = ((n * OH + oh) * OW + ow) * C
+                g = tl.load(dy + row[:, None] + c[None, :], mask=m[:, None] & cm[None, :], other=0.0)
+                wv = tl.load(w + c * (K * K) + (i * K + j), mask=cm, other=0.0)
+                acc += g.to(tl.float32) * wv.to(tl.float32)[None, :]
+        tl.store(dx + p[:, None] * C + c[None, :], acc.to(dx.dtype.element_ty), mask=pm[:, None] & cm[None, :])
+
+    @triton.jit(do_not_specialize=sizes)
+    def weight_grad(dy, x, part, N, H, W, C8, OH, OW, PT, PL,
+                    K: tl.constexpr, S: tl.constexpr, BP: tl.constexpr, BC: tl.constexpr, STEPS: tl.constexpr):
+        # part[g, i * K + j, c] = sum over the g-th chunk of output pixels of dy * x at tap (i, j)
+        C = C8 * 8
+        g = tl.program_id(0)
+        c = tl.program_id(1) * BC + tl.arange(0, BC)
+        cm = c < C
+        total = N * OH * OW
+        for i in tl.static_range(K):
+            for j in tl.static_range(K):
+                acc = tl.zeros((BP, BC), dtype=tl.float32)
+                for s in range(STEPS):
+                    p = (g.to(tl.int64) * STEPS + s) * BP + tl.arange(0, BP)
+                    pm = p < total
+                    ow = p % OW
+                    oh = (p // OW) % OH
+                    n = p // (OW * OH)
+                    ih = oh * S - PT + i
+                    iw = ow * S - PL + j
+                    m = pm & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
+                    gv = tl.load(dy + p[:, None] * C + c[None, :], mask=pm[:, None] & cm[None, :], other=0.0)
+                    row = ((n * H + ih) * W + iw) * C
+                    xv = tl.load(x + row[:, None] + c[None, :], mask=m[:, None] & cm[None, :], other=0.0)
+                    acc += gv.to(tl.float32) * xv.to(tl.float32)
+                tl.store(part + (g * (K * K) + i * K + j) * C + c, tl.sum(acc, axis=0), mask=cm)
+
+    return forward, input_grad, weight_grad
+
+
+def _cdiv(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+class _Geometry:
+    """Sizes of one depthwise layer's call: input (N, C, H, W), kernel K, stride S, padding
+    top/left (the bottom/right follow from the output size OH, OW)."""
+
+    __slots__ = ("n", "c", "h", "w", "k", "s", "pt", "pl", "oh", "ow")
+
+    def __init__(self, x: torch.Tensor, k: int, s: int, pads: tuple[int, int, int, int]):
+        left, right, top, bottom = pads
+        self.n, self.c, self.h, self.w = x.shape
+        self.k, self.s, self.pt, self.pl = k, s, top, left
+        self.oh = (self.h + top + bottom - k) // s + 1
+        self.ow = (self.w + left + right - k) // s + 1
+
+    def args(self) -> tuple[int, ...]:
+        return self.n, self.h, self.w, self.c // CHANNEL_MULTIPLE, self.oh, self.ow, self.pt, self.pl
+
+
+def _channels_last(t: torch.Tensor) -> torch.Tensor:
+    return t.contiguous(memory_format=torch.channels_last)
+
+
+def _forward(x: torch.Tensor, w: torch.Tensor, geo: _Geometry) -> torch.Tensor:
+    fwd, _, _ = _kernels()
+    y = torch.empty((geo.n, geo.c, geo.oh, geo.ow), dtype=x.dtype, device=x.device,
+                    memory_format=torch.channels_last)
+    b = FORWARD
+    grid = (_cdiv(geo.n * geo.oh * geo.ow, b.pixels), _cdiv(geo.c, b.channels))
+    fwd[grid](x, w, y, *geo.args(), K=geo.k, S=geo.s, BP=b.pixels, BC=b.channels, num_warps=b.warps)
+    return y
+
+
+def _input_grad(dy: torch.Tensor, w: torch.Tensor, geo: _Geometry) -> torch.Tensor:
+    _, dgrad, _ = _kernels()
+    dx = torch.empty((geo.n, geo.c, geo.h, geo.w), dtype=dy.dtype, device=dy.device,
+                     memory_format=torch.channels_last)
+    b = INPUT_GRAD
+    grid = (_cdiv(geo.n * geo.h * geo.w, b.pixels), _cdiv(geo.c, b.channels))
+    dgrad[grid](dy, w, dx, *geo.args(), K=geo.k, S=geo.s, BP=b.pixels, BC=b.channels, num_warps=b.warps)
+    return dx
+
+
+def _weight_grad(dy: torch.Tensor, x: torch.Tensor, geo: _Geometry) -> torch.Tensor:
+    _, _, wgrad = _kernels()
+    b = WEIGHT_GRAD
+    chunks = _cdiv(geo.n * geo.oh * geo.ow, b.pixels * CHUNK_STEPS)
+    part = torch.empty((chunks, geo.k * geo.k, geo.c), dtype=torch.float32, device=dy.device)
+    grid = (chunks, _cdiv(geo.c, b.channels))
+    wgrad[grid](dy, x, part, *geo.args(), K=geo.k, S=geo.s, BP=b.pixels, BC=b.channels, STEPS=CHUNK_STEPS,
+                num_warps=b.warps)
+    return part.sum(0).t().reshape(geo.c, 1, geo.k, geo.k)  # fixed order: the same sum every run
+
+
+class _DepthwiseFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, w, k, s, pads):
+        geo = _Geometry(x, k, s, pads)
+        x, w = _channels_last(x), w.contiguous()
+        ctx.save_for_backward(x, w)
+        ctx.geo = geo
+        return _forward(x, w, geo)
+
+    @staticmethod
+    def backward(ctx, dy):
+        x, w = ctx.saved_tensors
+        geo = ctx.geo
+        dy = _channels_last(dy)
+        dx = _input_grad(dy, w, geo) if ctx.needs_input_grad[0] else None
+        dw = _weight_grad(dy, x, geo).to(w.dtype) if ctx.needs_input_grad[1] else None
+        return dx, dw, None, None, None
+
+
+def depthwise_conv2d(x: torch.Tensor, weight: torch.Tensor, stride: int,
+                     pads: tuple[int, int, int, int]) -> torch.Tensor:
+    """A depthwise convolution of ``x`` (N, C, H, W) with ``weight`` (C, 1, K, K), zero
+    padding ``pads`` = (left, right, top, bottom), no bias, through the Triton kernels.
+    The same numbers as ``F.conv2d(F.pad(x, pads), weight, stride=stride, groups=C)``, up to
+    the order of the sums (fp32 accumulation)."""
+    c = x.shape[1]
+    k = weight.shape[-1]
+    if weight.shape != (c, 1, k, k):
+        raise ValueError(f"a depthwise weight for {c} channels is ({c}, 1, K, K), got {tuple(weight.shape)}")
+    if c % CHANNEL_MULTIPLE:
+        raise ValueError(f"the Triton depthwise kernels need channels in multiples of {CHANNEL_MULTIPLE}, got {c}")
+    return _DepthwiseFunction.apply(x, weight, k, stride, pads)
+
+
+class TritonDepthwise(nn.Conv2d):
+    """A depthwise ``nn.Conv2d`` (or :class:`scaling.model.SameConv2d`) that runs through
+    :func:`depthwise_conv2d`: the same parameters and padding as the layer it replaces.
+
+    Under autocast it computes in the autocast dtype, as the convolution would.
+    """
+
+    def __init__(self, conv: nn.Conv2d):
+        k = conv.kernel_size[0]
+        super().__init__(conv.in_channels, conv.out_channels, k, conv.stride, 0, groups=conv.groups,
+                         bias=conv.bias is not None, device="meta")
+        self.weight = conv.weight
+        self.bias = conv.bias
+        self.padding = conv.padding
+        self.same = isinstance(conv, SameConv2d)  # TensorFlow "same": from the input's size, unless fixed
+        self.static_pad = conv.static_pad if self.same else None
+
+    def pads(self, h: int, w: int) -> tuple[int, int, int, int]:
+        """(left, right, top, bottom) for an input of h x w."""
+        if self.static_pad is not None:
+            return self.static_pad
+        k, s = self.kernel_size[0], self.stride[0]
+        if self.same:
+            (top, bottom), (left, right) = same_padding(h, k, s), same_padding(w, k, s)
+            return left, right, top, bottom
+        ph, pw = self.padding
+        return pw, pw, ph, ph
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        w = self.weight
+        if torch.is_autocast_enabled(x.device.type):
+            dt = torch.get_autocast_dtype(x.device.type)
+            x, w = x.to(dt), w.to(dt)
+        else:
+            w = w.to(x.dtype)
+        y = depthwise_conv2d(x, w, self.stride[0], self.pads(*x.shape[-2:]))
+        if self.bias is not None:
+            y = y + self.bias.to(y.dtype)[None, :, None, None]
+        return y
+
+
+def replaceable(m: nn.Module) -> bool:
+    """A depthwise 2-d convolution the kernels cover: groups = channels in = channels out (a
+    multiple of 8), a square kernel, one stride for both sides, no dilation, zero padding given as
+    numbers (or TensorFlow "same", :class:`scaling.model.SameConv2d`)."""
+    if type(m) not in (nn.Conv2d, SameConv2d):
+        return False
+    return (m.groups == m.in_channels == m.out_channels and m.in_channels % CHANNEL_MULTIPLE == 0
+            and m.kernel_size[0] == m.kernel_size[1] and m.stride[0] == m.stride[1]
+            and m.dilation == (1, 1) and m.padding_mode == "zeros" and not isinstance(m.padding, str))
+
+
+def use_triton_depthwise(net: nn.Module) -> int:
+    """Swap every :func:`replaceable` layer of ``net`` for a :class:`TritonDepthwise` holding
+    the same parameters; returns how many were swapped. Do it before making the optimizer
+    (the parameters are the same objects, so it also works after)."""
+    swapped = 0
+    for name, m in list(net.named_modules()):
+        if replaceable(m):
+            parent, _, leaf = name.rpartition(".")
+            setattr(net.get_submodule(parent) if parent else net, leaf, TritonDepthwise(m))
+            swapped += 1
+    return swapped
+
+
+def reference(x: torch.Tensor, weight: torch.Tensor, stride: int, pads: tuple[int, int, int, int]) -> torch.Tensor:
+    """The same convolution through torch (for tests and benchmarks)."""
+    return F.conv2d(F.pad(x, pads), weight, stride=stride, groups=x.shape[1])
