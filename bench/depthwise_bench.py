@@ -167,8 +167,6 @@ def part_compile(cache: str, label: str) -> dict:
     """In this process: the first forward + backward of each (K, S) the kernels compile for."""
     import torch
 
-    from scaling import depthwise as D
-
     torch.zeros(1, device="cuda")
     out = {"cache": label}
     for k, s in ((3, 1), (3, 2), (5, 1), (5, 2)):
@@ -179,39 +177,53 @@ def part_compile(cache: str, label: str) -> dict:
     return out
 
 
-def part_sweep() -> list[dict]:
+SWEEP = {
+    "forward": [("tiles", 32, 32, 2), ("tiles", 64, 32, 4), ("tiles", 64, 16, 2),
+                ("rows", 16, 32, 1), ("rows", 64, 32, 1), ("rows", 64, 64, 2)],
+    "input_grad": [("tiles", 32, 32, 2), ("tiles", 64, 32, 4), ("tiles", 64, 16, 2),
+                   ("rows", 16, 32, 1), ("rows", 64, 32, 1), ("rows", 64, 64, 2)],
+    "weight_grad": [("rows", 32, 32, 1), ("rows", 128, 32, 1), ("rows", 128, 32, 2), ("rows", 128, 64, 2),
+                    ("rows", 512, 32, 2), ("rows", 128, 16, 1)],
+}
+
+
+def apply(config: dict) -> None:
+    """Set the kernels' blocks: {kernel: [style, pixels, channels, warps]}."""
+    from scaling import depthwise as D
+
+    for kernel, (style, p, c, warps) in config.items():
+        setattr(D, kernel.upper(), D.Blocks(p, c, warps))
+        if kernel in D.ROWS:
+            D.ROWS[kernel] = style == "rows"
+
+
+def part_sweep() -> tuple[list[dict], dict]:
+    """Every SWEEP choice of each kernel, timed over B0's layers at 56 px; returns the rows and
+    the fastest choice of each kernel."""
     import torch
 
     from scaling import depthwise as D
 
-    configs = [(16, 64, 4), (32, 64, 4), (64, 64, 4), (32, 128, 4), (64, 128, 8), (32, 32, 2), (128, 64, 8),
-               (16, 128, 4), (64, 32, 4)]
     layers = b0_layers(56, 512)
-    rows = []
-    saved = (D.FORWARD, D.INPUT_GRAD, D.WEIGHT_GRAD)
-    for kernel in ("forward", "input_grad", "weight_grad"):
-        for p, c, warps in configs:
-            b = D.Blocks(p, c, warps)
+    rows, best = [], {}
+    for kernel, choices in SWEEP.items():
+        for choice in choices:
+            apply({kernel: choice})
             total = 0.0
             for n, ch, h, k, s in layers:
                 x, w = _tensors(n, ch, h, k, torch.bfloat16)
-                pads = _pads(h, k, s)
-                geo = D._Geometry(x, k, s, pads)
-                y = D._forward(x.detach(), w.detach(), geo)
-                if kernel == "forward":
-                    D.FORWARD = b
-                    fn = lambda: D._forward(x.detach(), w.detach(), geo)  # noqa: E731
-                elif kernel == "input_grad":
-                    D.INPUT_GRAD = b
-                    fn = lambda: D._input_grad(y, w.detach(), geo)  # noqa: E731
-                else:
-                    D.WEIGHT_GRAD = b
-                    fn = lambda: D._weight_grad(y, x.detach(), geo)  # noqa: E731
+                geo = D._Geometry(x, k, s, _pads(h, k, s))
+                xd, wd = x.detach(), w.detach()
+                y = D.reference(xd, wd, s, _pads(h, k, s)).contiguous(memory_format=torch.channels_last)
+                fn = {"forward": lambda: D._forward(xd, wd, geo),
+                      "input_grad": lambda: D._input_grad(y, wd, geo),
+                      "weight_grad": lambda: D._weight_grad(y, xd, geo)}[kernel]
                 total += graph_time(fn)
-                D.FORWARD, D.INPUT_GRAD, D.WEIGHT_GRAD = saved
-            rows.append({"kernel": kernel, "pixels": p, "channels": c, "warps": warps, "ms_all_layers": total * 1e3})
-            print(f"{kernel:12s} {p:4d} x {c:4d}, {warps} warps: {total * 1e3:8.3f} ms over B0's {len(layers)} layers")
-    return rows
+            rows.append({"kernel": kernel, "choice": list(choice), "ms_all_layers": total * 1e3})
+            print(f"{kernel:12s} {choice}: {total * 1e3:8.3f} ms over B0's {len(layers)} layers", flush=True)
+            if kernel not in best or total < best[kernel][1]:
+                best[kernel] = (list(choice), total)
+    return rows, {k: v[0] for k, v in best.items()}
 
 
 def part_layers() -> list[dict]:
@@ -269,7 +281,10 @@ def main() -> None:
     ap.add_argument("--data", default=None, help="CIFAR-10 archive, for the train part")
     ap.add_argument("--parts", default=",".join(PARTS))
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--config", default=None, help="a JSON file of blocks per kernel (the sweep's best)")
     args = ap.parse_args()
+    if args.config:
+        apply(json.loads(Path(args.config).read_text()))
     if args.child:
         kind, _, arg = args.child.partition(":")
         res = part_compile(os.environ["TRITON_CACHE_DIR"], arg) if kind == "compile" else \
@@ -294,10 +309,17 @@ def main() -> None:
             for r in res:
                 print(r)
         elif part == "train":
-            res = [row for t in ("1", "0") for row in _child(["--out", args.out, "--data", args.data,
+            conf = ["--config", args.config] if args.config else []
+            res = [row for t in ("1", "0") for row in _child(["--out", args.out, "--data", args.data, *conf,
                                                               "--child", f"train:{t}"])]
+        elif part == "sweep":
+            res, best = part_sweep()
+            args.config = str(out / "depthwise-best.json")
+            Path(args.config).write_text(json.dumps(best))
+            apply(best)
+            print("best:", best)
         else:
-            res = {"check": part_check, "sweep": part_sweep, "layers": part_layers}[part]()
+            res = {"check": part_check, "layers": part_layers}[part]()
         (out / f"depthwise-{part}.json").write_text(json.dumps({"info": info, "rows": res}, indent=1))
         print(f"-- {part}: {time.perf_counter() - t0:.1f} s", flush=True)
 

@@ -42,10 +42,9 @@ class Blocks:
     warps: int
 
 
-FORWARD = Blocks(32, 64, 4)
-INPUT_GRAD = Blocks(32, 64, 4)
-WEIGHT_GRAD = Blocks(32, 64, 4)
-CHUNK_STEPS = 16  # the weight gradient's programs sum WEIGHT_GRAD.pixels x CHUNK_STEPS pixels each
+FORWARD = Blocks(32, 32, 2)
+INPUT_GRAD = Blocks(32, 32, 2)
+WEIGHT_GRAD = Blocks(128, 32, 2)  # pixels: the run of output pixels a program sums, one at a time
 
 
 def available(device: torch.device | str | None = None) -> bool:
@@ -126,32 +125,97 @@ def _kernels():
 
     @triton.jit(do_not_specialize=sizes)
     def weight_grad(dy, x, part, N, H, W, C8, OH, OW, PT, PL,
-                    K: tl.constexpr, S: tl.constexpr, BP: tl.constexpr, BC: tl.constexpr, STEPS: tl.constexpr):
-        # part[g, i * K + j, c] = sum over the g-th chunk of output pixels of dy * x at tap (i, j)
+                    K: tl.constexpr, S: tl.constexpr, PIX: tl.constexpr, BC: tl.constexpr, TAPS: tl.constexpr):
+        # part[g, i * K + j, c] = sum over the g-th run of PIX output pixels of dy * x at tap (i, j).
+        # One output pixel at a time: its gradient row is read once, and all K * K taps of the
+        # input are read as one (TAPS, BC) tile (rows of neighbouring pixels overlap, so they come
+        # from cache) and accumulated in registers, every tap at once.
         C = C8 * 8
         g = tl.program_id(0)
         c = tl.program_id(1) * BC + tl.arange(0, BC)
         cm = c < C
+        t = tl.arange(0, TAPS)
+        tm = t < K * K
+        ti = t // K
+        tj = t % K
         total = N * OH * OW
-        for i in tl.static_range(K):
-            for j in tl.static_range(K):
-                acc = tl.zeros((BP, BC), dtype=tl.float32)
-                for s in range(STEPS):
-                    p = (g.to(tl.int64) * STEPS + s) * BP + tl.arange(0, BP)
-                    pm = p < total
-                    ow = p % OW
-                    oh = (p // OW) % OH
-                    n = p // (OW * OH)
-                    ih = oh * S - PT + i
-                    iw = ow * S - PL + j
-                    m = pm & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
-                    gv = tl.load(dy + p[:, None] * C + c[None, :], mask=pm[:, None] & cm[None, :], other=0.0)
-                    row = ((n * H + ih) * W + iw) * C
-                    xv = tl.load(x + row[:, None] + c[None, :], mask=m[:, None] & cm[None, :], other=0.0)
-                    acc += gv.to(tl.float32) * xv.to(tl.float32)
-                tl.store(part + (g * (K * K) + i * K + j) * C + c, tl.sum(acc, axis=0), mask=cm)
+        acc = tl.zeros((TAPS, BC), dtype=tl.float32)
+        for q in range(PIX):
+            p = g.to(tl.int64) * PIX + q
+            live = p < total
+            ow = p % OW
+            oh = (p // OW) % OH
+            n = p // (OW * OH)
+            ih = oh * S - PT + ti
+            iw = ow * S - PL + tj
+            m = tm & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W) & live
+            gv = tl.load(dy + p * C + c, mask=cm & live, other=0.0)
+            row = ((n * H + ih) * W + iw) * C
+            xv = tl.load(x + row[:, None] + c[None, :], mask=m[:, None] & cm[None, :], other=0.0)
+            acc += xv.to(tl.float32) * gv.to(tl.float32)[None, :]
+        tl.store(part + (g * (K * K) + t[:, None]) * C + c[None, :], acc, mask=tm[:, None] & cm[None, :])
 
-    return forward, input_grad, weight_grad
+    @triton.jit(do_not_specialize=sizes)
+    def forward_rows(x, w, y, N, H, W, C8, OH, OW, PT, PL,
+                     K: tl.constexpr, S: tl.constexpr, PIX: tl.constexpr, BC: tl.constexpr, TAPS: tl.constexpr):
+        # One output pixel at a time: its K * K input rows as one (TAPS, BC) tile, the weights
+        # read once per program.
+        C = C8 * 8
+        g = tl.program_id(0)
+        c = tl.program_id(1) * BC + tl.arange(0, BC)
+        cm = c < C
+        t = tl.arange(0, TAPS)
+        tm = t < K * K
+        ti = t // K
+        tj = t % K
+        wv = tl.load(w + c[None, :] * (K * K) + t[:, None], mask=tm[:, None] & cm[None, :], other=0.0).to(tl.float32)
+        total = N * OH * OW
+        for q in range(PIX):
+            p = g.to(tl.int64) * PIX + q
+            live = p < total
+            ow = p % OW
+            oh = (p // OW) % OH
+            n = p // (OW * OH)
+            ih = oh * S - PT + ti
+            iw = ow * S - PL + tj
+            m = tm & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W) & live
+            row = ((n * H + ih) * W + iw) * C
+            xv = tl.load(x + row[:, None] + c[None, :], mask=m[:, None] & cm[None, :], other=0.0)
+            out = tl.sum(xv.to(tl.float32) * wv, axis=0)
+            tl.store(y + p * C + c, out.to(y.dtype.element_ty), mask=cm & live)
+
+    @triton.jit(do_not_specialize=sizes)
+    def input_grad_rows(dy, w, dx, N, H, W, C8, OH, OW, PT, PL,
+                        K: tl.constexpr, S: tl.constexpr, PIX: tl.constexpr, BC: tl.constexpr, TAPS: tl.constexpr):
+        C = C8 * 8
+        g = tl.program_id(0)
+        c = tl.program_id(1) * BC + tl.arange(0, BC)
+        cm = c < C
+        t = tl.arange(0, TAPS)
+        tm = t < K * K
+        ti = t // K
+        tj = t % K
+        wv = tl.load(w + c[None, :] * (K * K) + t[:, None], mask=tm[:, None] & cm[None, :], other=0.0).to(tl.float32)
+        total = N * H * W
+        for q in range(PIX):
+            p = g.to(tl.int64) * PIX + q
+            live = p < total
+            iw = p % W
+            ih = (p // W) % H
+            n = p // (W * H)
+            th = ih + PT - ti
+            tw = iw + PL - tj
+            thc = tl.maximum(th, 0)
+            twc = tl.maximum(tw, 0)
+            oh = thc // S
+            ow = twc // S
+            m = tm & live & (th >= 0) & (tw >= 0) & (thc - oh * S == 0) & (twc - ow * S == 0) & (oh < OH) & (ow < OW)
+            row = ((n * OH + oh) * OW + ow) * C
+            gv = tl.load(dy + row[:, None] + c[None, :], mask=m[:, None] & cm[None, :], other=0.0)
+            out = tl.sum(gv.to(tl.float32) * wv, axis=0)
+            tl.store(dx + p * C + c, out.to(dx.dtype.element_ty), mask=cm & live)
+
+    return forward, input_grad, weight_grad, forward_rows, input_grad_rows
 
 
 def _cdiv(a: int, b: int) -> int:
@@ -179,33 +243,50 @@ def _channels_last(t: torch.Tensor) -> torch.Tensor:
     return t.contiguous(memory_format=torch.channels_last)
 
 
+def _taps(k: int) -> int:
+    return 1 << (k * k - 1).bit_length()  # K * K rounded up to a power of two
+
+
+ROWS = {"forward": False, "input_grad": False}  # one pixel at a time (the *_rows kernels) or tiles
+
+
 def _forward(x: torch.Tensor, w: torch.Tensor, geo: _Geometry) -> torch.Tensor:
-    fwd, _, _ = _kernels()
+    fwd, _, _, fwd_rows, _ = _kernels()
     y = torch.empty((geo.n, geo.c, geo.oh, geo.ow), dtype=x.dtype, device=x.device,
                     memory_format=torch.channels_last)
     b = FORWARD
+    if ROWS["forward"]:
+        grid = (_cdiv(geo.n * geo.oh * geo.ow, b.pixels), _cdiv(geo.c, b.channels))
+        fwd_rows[grid](x, w, y, *geo.args(), K=geo.k, S=geo.s, PIX=b.pixels, BC=b.channels, TAPS=_taps(geo.k),
+                       num_warps=b.warps)
+        return y
     grid = (_cdiv(geo.n * geo.oh * geo.ow, b.pixels), _cdiv(geo.c, b.channels))
     fwd[grid](x, w, y, *geo.args(), K=geo.k, S=geo.s, BP=b.pixels, BC=b.channels, num_warps=b.warps)
     return y
 
 
 def _input_grad(dy: torch.Tensor, w: torch.Tensor, geo: _Geometry) -> torch.Tensor:
-    _, dgrad, _ = _kernels()
+    _, dgrad, _, _, dgrad_rows = _kernels()
     dx = torch.empty((geo.n, geo.c, geo.h, geo.w), dtype=dy.dtype, device=dy.device,
                      memory_format=torch.channels_last)
     b = INPUT_GRAD
+    if ROWS["input_grad"]:
+        grid = (_cdiv(geo.n * geo.h * geo.w, b.pixels), _cdiv(geo.c, b.channels))
+        dgrad_rows[grid](dy, w, dx, *geo.args(), K=geo.k, S=geo.s, PIX=b.pixels, BC=b.channels,
+                         TAPS=_taps(geo.k), num_warps=b.warps)
+        return dx
     grid = (_cdiv(geo.n * geo.h * geo.w, b.pixels), _cdiv(geo.c, b.channels))
     dgrad[grid](dy, w, dx, *geo.args(), K=geo.k, S=geo.s, BP=b.pixels, BC=b.channels, num_warps=b.warps)
     return dx
 
 
 def _weight_grad(dy: torch.Tensor, x: torch.Tensor, geo: _Geometry) -> torch.Tensor:
-    _, _, wgrad = _kernels()
+    _, _, wgrad, _, _ = _kernels()
     b = WEIGHT_GRAD
-    chunks = _cdiv(geo.n * geo.oh * geo.ow, b.pixels * CHUNK_STEPS)
+    chunks = _cdiv(geo.n * geo.oh * geo.ow, b.pixels)
     part = torch.empty((chunks, geo.k * geo.k, geo.c), dtype=torch.float32, device=dy.device)
     grid = (chunks, _cdiv(geo.c, b.channels))
-    wgrad[grid](dy, x, part, *geo.args(), K=geo.k, S=geo.s, BP=b.pixels, BC=b.channels, STEPS=CHUNK_STEPS,
+    wgrad[grid](dy, x, part, *geo.args(), K=geo.k, S=geo.s, PIX=b.pixels, BC=b.channels, TAPS=_taps(geo.k),
                 num_warps=b.warps)
     return part.sum(0).t().reshape(geo.c, 1, geo.k, geo.k)  # fixed order: the same sum every run
 
