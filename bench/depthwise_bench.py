@@ -5,7 +5,7 @@
 Parts (each writes DIR/depthwise-PART.json and prints a table):
   check    outputs and both gradients against cuDNN's in bf16, channels-last, odd shapes included
   compile  the kernels' first calls in a fresh Triton cache, then in a new process reading it
-  sweep    block sizes and warps of each kernel on B0's layers at 56 px, batch 512
+  sweep    block sizes and warps of each kernel on B0's layers at 56 px, batch 512 (then uses the best)
   layers   every depthwise layer of B0 at 56 px (batch 512) and of B0 at 128 px (batch 256):
            the first call at a new shape and the steady forward + backward, both paths,
            steady times from CUDA graphs (as the trainer runs them)
@@ -177,24 +177,23 @@ def part_compile(cache: str, label: str) -> dict:
     return out
 
 
+# (pixels, channels, warps) of each kernel. Measured 2026-12-02 on an H200 too, and slower at
+# every choice: the forward and input gradient one pixel at a time with all taps as one tile
+# (1.42-2.13 and 2.55-3.58 ms against 0.56 and 0.92 ms), and the weight gradient as tiles of
+# pixels read once per tap (2.43-3.27 ms against 1.58 ms): scaling.depthwise keeps the winners.
 SWEEP = {
-    "forward": [("tiles", 32, 32, 2), ("tiles", 64, 32, 4), ("tiles", 64, 16, 2),
-                ("rows", 16, 32, 1), ("rows", 64, 32, 1), ("rows", 64, 64, 2)],
-    "input_grad": [("tiles", 32, 32, 2), ("tiles", 64, 32, 4), ("tiles", 64, 16, 2),
-                   ("rows", 16, 32, 1), ("rows", 64, 32, 1), ("rows", 64, 64, 2)],
-    "weight_grad": [("rows", 32, 32, 1), ("rows", 128, 32, 1), ("rows", 128, 32, 2), ("rows", 128, 64, 2),
-                    ("rows", 512, 32, 2), ("rows", 128, 16, 1)],
+    "forward": [(32, 32, 2), (64, 32, 4), (64, 16, 2), (128, 16, 4), (32, 16, 1)],
+    "input_grad": [(32, 32, 2), (64, 32, 4), (64, 16, 2), (128, 16, 4), (32, 16, 1)],
+    "weight_grad": [(32, 32, 1), (16, 32, 1), (32, 16, 1), (64, 32, 1), (32, 64, 2), (128, 32, 1)],
 }
 
 
 def apply(config: dict) -> None:
-    """Set the kernels' blocks: {kernel: [style, pixels, channels, warps]}."""
+    """Set the kernels' blocks: {kernel: [pixels, channels, warps]}."""
     from scaling import depthwise as D
 
-    for kernel, (style, p, c, warps) in config.items():
+    for kernel, (p, c, warps) in config.items():
         setattr(D, kernel.upper(), D.Blocks(p, c, warps))
-        if kernel in D.ROWS:
-            D.ROWS[kernel] = style == "rows"
 
 
 def part_sweep() -> tuple[list[dict], dict]:

@@ -21,8 +21,14 @@ Counting (fvcore) and inference timing run on the plain layers.
 from __future__ import annotations
 
 import functools
+import hashlib
 import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -42,9 +48,27 @@ class Blocks:
     warps: int
 
 
+# The fastest of bench/depthwise_bench.py's sweep over B0's layers at 56 px, batch 512, on an
+# H200 (2026-12-02; docs/BENCHMARKS.md): forward and input gradient as tiles of pixels x
+# channels, the weight gradient one output pixel at a time (a tile per pixel would read the
+# gradient once per tap: 1.5-2x slower there).
 FORWARD = Blocks(32, 32, 2)
-INPUT_GRAD = Blocks(32, 32, 2)
-WEIGHT_GRAD = Blocks(128, 32, 2)  # pixels: the run of output pixels a program sums, one at a time
+INPUT_GRAD = Blocks(64, 16, 2)
+WEIGHT_GRAD = Blocks(32, 32, 1)  # pixels: the run of output pixels a program sums, one at a time
+
+
+ENV = "SCALING_DEPTHWISE"  # "torch": keep torch's (cuDNN's) convolutions; "triton": these kernels, or fail
+
+
+def chosen() -> bool | None:
+    """What ``SCALING_DEPTHWISE`` asks for: True (triton), False (torch) or None (unset: the
+    default, these kernels where they can run)."""
+    value = os.environ.get(ENV, "").strip().lower()
+    if value in ("", "auto"):
+        return None
+    if value in ("triton", "torch"):
+        return value == "triton"
+    raise ValueError(f"{ENV} is 'triton', 'torch' or unset, got {value!r}")
 
 
 def available(device: torch.device | str | None = None) -> bool:
@@ -155,67 +179,7 @@ def _kernels():
             acc += xv.to(tl.float32) * gv.to(tl.float32)[None, :]
         tl.store(part + (g * (K * K) + t[:, None]) * C + c[None, :], acc, mask=tm[:, None] & cm[None, :])
 
-    @triton.jit(do_not_specialize=sizes)
-    def forward_rows(x, w, y, N, H, W, C8, OH, OW, PT, PL,
-                     K: tl.constexpr, S: tl.constexpr, PIX: tl.constexpr, BC: tl.constexpr, TAPS: tl.constexpr):
-        # One output pixel at a time: its K * K input rows as one (TAPS, BC) tile, the weights
-        # read once per program.
-        C = C8 * 8
-        g = tl.program_id(0)
-        c = tl.program_id(1) * BC + tl.arange(0, BC)
-        cm = c < C
-        t = tl.arange(0, TAPS)
-        tm = t < K * K
-        ti = t // K
-        tj = t % K
-        wv = tl.load(w + c[None, :] * (K * K) + t[:, None], mask=tm[:, None] & cm[None, :], other=0.0).to(tl.float32)
-        total = N * OH * OW
-        for q in range(PIX):
-            p = g.to(tl.int64) * PIX + q
-            live = p < total
-            ow = p % OW
-            oh = (p // OW) % OH
-            n = p // (OW * OH)
-            ih = oh * S - PT + ti
-            iw = ow * S - PL + tj
-            m = tm & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W) & live
-            row = ((n * H + ih) * W + iw) * C
-            xv = tl.load(x + row[:, None] + c[None, :], mask=m[:, None] & cm[None, :], other=0.0)
-            out = tl.sum(xv.to(tl.float32) * wv, axis=0)
-            tl.store(y + p * C + c, out.to(y.dtype.element_ty), mask=cm & live)
-
-    @triton.jit(do_not_specialize=sizes)
-    def input_grad_rows(dy, w, dx, N, H, W, C8, OH, OW, PT, PL,
-                        K: tl.constexpr, S: tl.constexpr, PIX: tl.constexpr, BC: tl.constexpr, TAPS: tl.constexpr):
-        C = C8 * 8
-        g = tl.program_id(0)
-        c = tl.program_id(1) * BC + tl.arange(0, BC)
-        cm = c < C
-        t = tl.arange(0, TAPS)
-        tm = t < K * K
-        ti = t // K
-        tj = t % K
-        wv = tl.load(w + c[None, :] * (K * K) + t[:, None], mask=tm[:, None] & cm[None, :], other=0.0).to(tl.float32)
-        total = N * H * W
-        for q in range(PIX):
-            p = g.to(tl.int64) * PIX + q
-            live = p < total
-            iw = p % W
-            ih = (p // W) % H
-            n = p // (W * H)
-            th = ih + PT - ti
-            tw = iw + PL - tj
-            thc = tl.maximum(th, 0)
-            twc = tl.maximum(tw, 0)
-            oh = thc // S
-            ow = twc // S
-            m = tm & live & (th >= 0) & (tw >= 0) & (thc - oh * S == 0) & (twc - ow * S == 0) & (oh < OH) & (ow < OW)
-            row = ((n * OH + oh) * OW + ow) * C
-            gv = tl.load(dy + row[:, None] + c[None, :], mask=m[:, None] & cm[None, :], other=0.0)
-            out = tl.sum(gv.to(tl.float32) * wv, axis=0)
-            tl.store(dx + p * C + c, out.to(dx.dtype.element_ty), mask=cm & live)
-
-    return forward, input_grad, weight_grad, forward_rows, input_grad_rows
+    return forward, input_grad, weight_grad
 
 
 def _cdiv(a: int, b: int) -> int:
@@ -247,41 +211,29 @@ def _taps(k: int) -> int:
     return 1 << (k * k - 1).bit_length()  # K * K rounded up to a power of two
 
 
-ROWS = {"forward": False, "input_grad": False}  # one pixel at a time (the *_rows kernels) or tiles
-
 
 def _forward(x: torch.Tensor, w: torch.Tensor, geo: _Geometry) -> torch.Tensor:
-    fwd, _, _, fwd_rows, _ = _kernels()
+    fwd, _, _ = _kernels()
     y = torch.empty((geo.n, geo.c, geo.oh, geo.ow), dtype=x.dtype, device=x.device,
                     memory_format=torch.channels_last)
     b = FORWARD
-    if ROWS["forward"]:
-        grid = (_cdiv(geo.n * geo.oh * geo.ow, b.pixels), _cdiv(geo.c, b.channels))
-        fwd_rows[grid](x, w, y, *geo.args(), K=geo.k, S=geo.s, PIX=b.pixels, BC=b.channels, TAPS=_taps(geo.k),
-                       num_warps=b.warps)
-        return y
     grid = (_cdiv(geo.n * geo.oh * geo.ow, b.pixels), _cdiv(geo.c, b.channels))
     fwd[grid](x, w, y, *geo.args(), K=geo.k, S=geo.s, BP=b.pixels, BC=b.channels, num_warps=b.warps)
     return y
 
 
 def _input_grad(dy: torch.Tensor, w: torch.Tensor, geo: _Geometry) -> torch.Tensor:
-    _, dgrad, _, _, dgrad_rows = _kernels()
+    _, dgrad, _ = _kernels()
     dx = torch.empty((geo.n, geo.c, geo.h, geo.w), dtype=dy.dtype, device=dy.device,
                      memory_format=torch.channels_last)
     b = INPUT_GRAD
-    if ROWS["input_grad"]:
-        grid = (_cdiv(geo.n * geo.h * geo.w, b.pixels), _cdiv(geo.c, b.channels))
-        dgrad_rows[grid](dy, w, dx, *geo.args(), K=geo.k, S=geo.s, PIX=b.pixels, BC=b.channels,
-                         TAPS=_taps(geo.k), num_warps=b.warps)
-        return dx
     grid = (_cdiv(geo.n * geo.h * geo.w, b.pixels), _cdiv(geo.c, b.channels))
     dgrad[grid](dy, w, dx, *geo.args(), K=geo.k, S=geo.s, BP=b.pixels, BC=b.channels, num_warps=b.warps)
     return dx
 
 
 def _weight_grad(dy: torch.Tensor, x: torch.Tensor, geo: _Geometry) -> torch.Tensor:
-    _, _, wgrad, _, _ = _kernels()
+    _, _, wgrad = _kernels()
     b = WEIGHT_GRAD
     chunks = _cdiv(geo.n * geo.oh * geo.ow, b.pixels)
     part = torch.empty((chunks, geo.k * geo.k, geo.c), dtype=torch.float32, device=dy.device)
@@ -393,3 +345,70 @@ def use_triton_depthwise(net: nn.Module) -> int:
 def reference(x: torch.Tensor, weight: torch.Tensor, stride: int, pads: tuple[int, int, int, int]) -> torch.Tensor:
     """The same convolution through torch (for tests and benchmarks)."""
     return F.conv2d(F.pad(x, pads), weight, stride=stride, groups=x.shape[1])
+
+
+# ---------------------------------------------------------------------------- compiling ahead
+
+KERNEL_SHAPES = ((3, 1), (3, 2), (5, 1), (5, 2))  # (kernel size, stride) of EfficientNet's and MobileNetV2's
+
+
+def _cache_dir() -> Path:
+    try:
+        import triton.knobs
+
+        return Path(triton.knobs.cache.dir)
+    except (ImportError, AttributeError):
+        return Path(os.environ.get("TRITON_CACHE_DIR") or Path.home() / ".triton" / "cache")
+
+
+def _ready_mark() -> Path:
+    """A file in Triton's own cache that says these kernels, as this file defines them, are
+    compiled there for this Triton and GPU (cleared with the cache)."""
+    import triton
+
+    key = hashlib.sha256(Path(__file__).read_bytes())
+    key.update(f"{triton.__version__} {torch.version.cuda} {torch.cuda.get_device_capability()}".encode())
+    return _cache_dir() / f"scaling-depthwise-{key.hexdigest()[:16]}.ready"
+
+
+def compile_ahead(say: Callable[[str], None] | None = None) -> float:
+    """Compile the kernels for every (kernel size, stride) of :data:`KERNEL_SHAPES` into
+    Triton's disk cache, one process each, in parallel, so that the workers of a search
+    find them there (compiling costs 2-8 s a shape; loading from the cache ~10 ms). Nothing
+    where they are compiled already, or where the kernels cannot run. Returns the seconds
+    it took."""
+    t0 = time.perf_counter()
+    if chosen() is False or not available("cuda"):
+        return 0.0
+    mark = _ready_mark()
+    if mark.exists():
+        return 0.0
+    procs = [subprocess.Popen([sys.executable, "-m", "scaling.depthwise", str(k), str(s)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+             for k, s in KERNEL_SHAPES]
+    failed = [p.stderr.read().strip().splitlines()[-1:] for p in procs if p.wait() != 0]
+    seconds = time.perf_counter() - t0
+    if failed:  # the workers will compile what is missing themselves
+        if say:
+            say(f"compiling the Triton depthwise kernels failed: {failed[0]}")
+        return seconds
+    mark.parent.mkdir(parents=True, exist_ok=True)
+    mark.touch()
+    if say:
+        say(f"compiled the Triton depthwise kernels in {seconds:.1f} s (once per machine: they are cached)")
+    return seconds
+
+
+def _compile_one(k: int, s: int) -> None:
+    """One forward and backward of a small layer at kernel size k, stride s, in bf16 on the GPU."""
+    x = torch.randn(2, 16, 9, 9, device="cuda", dtype=torch.bfloat16).to(memory_format=torch.channels_last)
+    w = torch.randn(16, 1, k, k, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+    x.requires_grad_(True)
+    depthwise_conv2d(x, w, s, (k // 2,) * 4).sum().backward()
+    torch.cuda.synchronize()
+
+
+if __name__ == "__main__":  # through the package's module, so that the kernels are the same ones (cache keys)
+    from scaling.depthwise import _compile_one as compile_one
+
+    compile_one(int(sys.argv[1]), int(sys.argv[2]))

@@ -55,6 +55,14 @@ def run_pool(config, url: str, study, gpu_ids: list[int], workers: int = 1, quie
     install_signal_handlers()
     try:
         if gpu_ids:
+            from . import depthwise
+
+            # the workers' kernels into Triton's disk cache first: compiled once, not once per worker
+            try:
+                depthwise.compile_ahead(say=lambda line: err.print(line, soft_wrap=True, markup=False))
+            except ValueError as e:  # SCALING_DEPTHWISE set to something else
+                err.print(f"error: {e}", markup=False)
+                return 2
             k = per_gpu_of(config)
             if k == 1:
                 code = _run_workers(config, url, [({"CUDA_VISIBLE_DEVICES": visible(i)}, "cuda:0") for i in gpu_ids],

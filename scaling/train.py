@@ -257,8 +257,9 @@ def train(
             and 4-10 s more for its first evaluation; in return B0's steps ran 1.25x faster at
             64 px and no faster at 128 or 144 px, so it pays only in runs of many epochs.
         triton_depthwise: run the depthwise convolutions through :mod:`scaling.depthwise`
-            (no cuDNN plan to build for each new shape); default: on a GPU where Triton is
-            installed. ``False`` keeps torch's (cuDNN's) convolutions.
+            (no cuDNN plan to build for each new shape); default: ``SCALING_DEPTHWISE``
+            (``triton`` or ``torch``) where set, else on a GPU where Triton is installed.
+            ``False`` keeps torch's (cuDNN's) convolutions.
 
     Returns:
         A :class:`TrainResult`; a run that diverged or ran out of memory has status
@@ -409,8 +410,9 @@ def train(
 
 
 def _depthwise_kernels(net: torch.nn.Module, dev: torch.device, wanted: bool | None) -> str:
-    """Swap ``net``'s depthwise layers for the Triton ones where wanted (default: a GPU with
-    Triton); returns what runs them."""
+    """Swap ``net``'s depthwise layers for the Triton ones where wanted (default: what
+    ``SCALING_DEPTHWISE`` says, else a GPU with Triton); returns what runs them."""
+    wanted = depthwise.chosen() if wanted is None else wanted
     if wanted is False or (wanted is None and not (dev.type == "cuda" and depthwise.available(dev))):
         return "torch"
     if not depthwise.available(dev):
