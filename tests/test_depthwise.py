@@ -1,0 +1,197 @@
+"""The Triton depthwise kernels (scaling.depthwise): equal to torch's convolution in outputs
+and both gradients, odd sizes, strides and TensorFlow "same" padding included, run here by
+Triton's interpreter on the CPU (in a child process: the interpreter is chosen when the
+kernels are made); which layers are swapped; the switch; the GPU runs at the end."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+from torch import nn
+
+from scaling import depthwise as D
+from scaling.model import SameConv2d
+from scaling.spec import custom_spec
+
+triton = pytest.importorskip("triton", reason="Triton is not installed (it comes with torch on Linux)")
+
+CHILD = textwrap.dedent("""
+    import copy, json
+    import torch
+    import torch.nn.functional as F
+    from scaling import depthwise as D
+    from scaling.model import EfficientNet
+    from scaling.spec import custom_spec
+
+    torch.manual_seed(0)
+    out = {"available": D.available("cpu"), "layers": []}
+    # (N, C, H, W, K, S, pads): odd sizes, 40 channels (not a multiple of a 32-channel block),
+    # TensorFlow "same" padding at stride 2 (one more pixel at the bottom and right)
+    for n, c, h, w, k, s, pads in [(2, 16, 7, 7, 3, 1, (1, 1, 1, 1)), (2, 40, 8, 9, 5, 2, (1, 2, 1, 2)),
+                                   (1, 24, 9, 6, 3, 2, (0, 1, 0, 1))]:
+        x = torch.randn(n, c, h, w).to(memory_format=torch.channels_last).requires_grad_(True)
+        wt = torch.randn(c, 1, k, k, requires_grad=True)
+        y = D.depthwise_conv2d(x, wt, s, pads)
+        g = torch.randn_like(y)
+        dx, dw = torch.autograd.grad(y, (x, wt), g)
+        dw2 = D._weight_grad(g, x.detach(), D._Geometry(x, k, s, pads)).reshape(dw.shape)
+        ref = D.reference(x, wt, s, pads)
+        rdx, rdw = torch.autograd.grad(ref, (x, wt), g)
+        out["layers"].append({"shape": list(y.shape), "ref_shape": list(ref.shape),
+                              "y": (y - ref).abs().max().item(), "dx": (dx - rdx).abs().max().item(),
+                              "dw": (dw - rdw).abs().max().item(), "same_twice": bool(torch.equal(dw, dw2)),
+                              "channels_last": y.is_contiguous(memory_format=torch.channels_last)})
+    # a whole network: the swapped copy computes what the original does, gradients included
+    # (wider blocks: the interpreter's time goes by programs and loop steps, not by their size)
+    D.FORWARD = D.INPUT_GRAD = D.WEIGHT_GRAD = D.Blocks(64, 128, 1)
+    net = EfficientNet(custom_spec(0.1, 0.25, 16, num_classes=10)).eval()
+    fast = copy.deepcopy(net)
+    out["swapped"] = D.use_triton_depthwise(fast)
+    out["blocks"] = sum(type(m).__name__ == "MBConv" for m in net.modules())
+    x = torch.randn(1, 3, 16, 16).to(memory_format=torch.channels_last)
+    a, b = net(x), fast(x)
+    a.square().sum().backward()
+    b.square().sum().backward()
+    grads = [(p.grad - q.grad).abs().max().item() / (p.grad.abs().max().item() or 1.0)
+             for p, q in zip(net.parameters(), fast.parameters())]
+    out["logits"] = (a - b).abs().max().item()
+    out["grads"] = max(grads)
+    print("RESULT " + json.dumps(out))
+""")
+
+
+@pytest.fixture(scope="module")
+def interpreted():
+    env = dict(os.environ, TRITON_INTERPRET="1")
+    run = subprocess.run([sys.executable, "-c", CHILD], capture_output=True, text=True, env=env, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    (line,) = [x for x in run.stdout.splitlines() if x.startswith("RESULT ")]
+    return json.loads(line[7:])
+
+
+def test_each_layer_equals_torchs_convolution(interpreted):
+    assert interpreted["available"]
+    assert [r["shape"] for r in interpreted["layers"]] == [[2, 16, 7, 7], [2, 40, 4, 4], [1, 24, 4, 3]]
+    for r in interpreted["layers"]:
+        assert r["shape"] == r["ref_shape"] and r["channels_last"]
+        assert r["y"] < 1e-4 and r["dx"] < 1e-4 and r["dw"] < 1e-4, r
+
+
+def test_the_weight_gradient_is_the_same_every_run(interpreted):
+    assert all(r["same_twice"] for r in interpreted["layers"])  # summed in a fixed order, no atomics
+
+
+def test_a_swapped_network_computes_what_the_original_does(interpreted):
+    assert interpreted["swapped"] == interpreted["blocks"] == 7  # depth 0.25: one block a stage, one depthwise layer each
+    assert interpreted["logits"] < 1e-4
+    assert interpreted["grads"] < 1e-4
+
+
+def test_which_layers_are_replaceable():
+    assert D.replaceable(nn.Conv2d(16, 16, 3, groups=16, padding=1))
+    assert D.replaceable(SameConv2d(16, 16, 5, stride=2, groups=16))
+    assert not D.replaceable(nn.Conv2d(16, 32, 3, padding=1))  # not depthwise
+    assert not D.replaceable(nn.Conv2d(12, 12, 3, groups=12))  # 12 channels: not rows of 8
+    assert not D.replaceable(nn.Conv2d(16, 16, 3, groups=16, dilation=2))
+    assert not D.replaceable(nn.Conv2d(16, 16, 3, groups=16, padding="same"))
+    assert not D.replaceable(nn.Conv2d(16, 16, (3, 5), groups=16))
+
+
+def test_swapping_keeps_the_parameters_and_their_names():
+    from scaling.model import EfficientNet
+
+    net = EfficientNet(custom_spec(0.25, 1.0, 32, num_classes=10))  # B0's 16 blocks
+    before = net.state_dict()
+    params = {id(p) for p in net.parameters()}
+    assert D.use_triton_depthwise(net) == 16
+    after = net.state_dict()
+    assert list(after) == list(before) and all(torch.equal(after[k], before[k]) for k in before)
+    assert {id(p) for p in net.parameters()} == params
+    assert sum(isinstance(m, D.TritonDepthwise) for m in net.modules()) == 16
+
+
+def test_bad_layers_are_refused_before_any_kernel():
+    with pytest.raises(ValueError, match="multiples of 8"):
+        D.depthwise_conv2d(torch.zeros(1, 12, 4, 4), torch.zeros(12, 1, 3, 3), 1, (1, 1, 1, 1))
+    with pytest.raises(ValueError, match=r"\(16, 1, K, K\)"):
+        D.depthwise_conv2d(torch.zeros(1, 16, 4, 4), torch.zeros(16, 2, 3, 3), 1, (1, 1, 1, 1))
+
+
+@pytest.mark.parametrize("value, expected", [("", None), ("auto", None), ("triton", True), ("Torch", False)])
+def test_the_switch(monkeypatch, value, expected):
+    monkeypatch.setenv(D.ENV, value)
+    assert D.chosen() is expected
+
+
+def test_a_bad_switch_stops_a_gpu_search_with_code_2(monkeypatch, tmp_path, capsys):
+    from scaling import pool
+    from scaling.study import StudyConfig
+
+    monkeypatch.setenv(D.ENV, "cudnn")
+    started = []
+    monkeypatch.setattr(pool, "_run_workers", lambda *a, **k: started.append(a) or 0)
+    assert pool.run_pool(StudyConfig(name="k"), f"sqlite:///{tmp_path / 'optuna.db'}", None, [0], 1, True) == 2
+    assert started == []
+    assert "SCALING_DEPTHWISE is 'triton', 'torch' or unset, got 'cudnn'" in capsys.readouterr().err
+
+
+def test_the_cpu_keeps_torchs_convolutions(monkeypatch):
+    from scaling.train import _depthwise_kernels
+
+    monkeypatch.delenv(D.ENV, raising=False)
+    net = nn.Sequential(nn.Conv2d(16, 16, 3, groups=16, padding=1))
+    assert _depthwise_kernels(net, torch.device("cpu"), None) == "torch"
+    assert type(net[0]) is nn.Conv2d
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="need a CUDA device"):
+            _depthwise_kernels(net, torch.device("cpu"), True)
+        assert D.compile_ahead() == 0.0  # nothing to compile for, nothing started
+
+
+# ---------------------------------------------------------------------------- on a GPU
+
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU; run on the GPU machine")
+@pytest.mark.parametrize("n, c, h, k, s", [(8, 96, 28, 3, 2), (4, 240, 7, 5, 1), (3, 40, 17, 5, 2)])
+def test_gpu_bf16_as_close_to_fp32_as_cudnn(n, c, h, k, s):
+    from scaling.model import same_padding
+
+    top, bottom = same_padding(h, k, s)
+    pads = (top, bottom, top, bottom)
+    x = torch.randn(n, c, h, h, device="cuda", dtype=torch.bfloat16).to(memory_format=torch.channels_last)
+    w = (torch.randn(c, 1, k, k, device="cuda", dtype=torch.bfloat16) / k)
+    errors = {}
+    xr, wr = x.float().cpu().requires_grad_(True), w.float().cpu().requires_grad_(True)
+    ref = D.reference(xr, wr, s, pads)
+    g = torch.randn_like(ref)
+    truth = (ref.detach(), *torch.autograd.grad(ref, (xr, wr), g))
+    for name, fn in (("triton", D.depthwise_conv2d), ("cudnn", D.reference)):
+        xi, wi = x.clone().requires_grad_(True), w.clone().requires_grad_(True)
+        y = fn(xi, wi, s, pads)
+        got = (y.detach(), *torch.autograd.grad(y, (xi, wi), g.to("cuda", torch.bfloat16)))
+        errors[name] = [(a.float().cpu() - t).abs().max().item() / t.abs().max().item() for a, t in zip(got, truth)]
+    for ours, theirs in zip(errors["triton"], errors["cudnn"]):
+        assert ours <= 2 * theirs + 1e-3, errors
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU; run on the GPU machine")
+def test_gpu_training_uses_the_kernels_by_default_and_learns(tmp_path):
+    from scaling.data import load_data
+    from scaling.recipe import Recipe
+    from scaling.train import train
+
+    small = load_data(None, 48, train_size=5000, val_size=500, cache_dir=tmp_path, quiet=True)
+    r = train(custom_spec(0.25, 0.25, 48), small, Recipe(epochs=4, batch_size=64, lr=0.4), device="cuda", seed=0,
+              quiet=True)
+    assert r.status == "ok" and r.depthwise == "triton"
+    assert r.top1 > 0.3  # chance is 0.1; the same bar as torch's convolutions in test_train_gpu
+    off = train(custom_spec(0.25, 0.25, 48), small, Recipe(epochs=1, batch_size=64), device="cuda", seed=0,
+                quiet=True, triton_depthwise=False)
+    assert off.depthwise == "torch"
