@@ -252,7 +252,7 @@ class Objective:
                     loss_curve=tuple(h["loss"] for h in result.history),
                     images_per_second=result.images_per_second, peak_memory_mb=result.peak_memory_mb,
                     wall_s=result.times.get("total"), times=tuple((k, round(v, 3)) for k, v in result.times.items()),
-                    device=result.device, top5=result.top5)
+                    device=result.device, top5=result.top5, depthwise=result.depthwise or None)
         if result.status != "ok":
             self._write(trial, reason=f"{result.status}: {result.reason}")
             raise TrialFailed(f"{result.status}: {result.reason}")

@@ -21,6 +21,8 @@ early lacks is a whole group):
 - a study whose objective is not accuracy alone: ``top1 objective objective_target`` (the
   trial's value is the objective, top-1 x (X / T)^w);
 - the training: ``curve loss_curve images_per_second peak_memory_mb wall_s times device top5``;
+  from 2026-12-02 also ``depthwise``, what ran its depthwise convolutions (``triton``:
+  :mod:`scaling.depthwise`, or ``torch``; without it, torch's);
 - the inference speed of a search ranked by latency, and of a plan member on the CPU:
   ``latency_ms throughput inference_batch`` (until 2026-12-02 also of every member and trial
   on a GPU; since then a network trained on a GPU is measured after the workers end, alone on
@@ -51,7 +53,7 @@ COMPLEXITY_ATTRS = ("network", "params", "flops", "activations", "flops_ratio", 
 TRAINING_ATTRS = ("curve", "loss_curve", "images_per_second", "peak_memory_mb", "wall_s", "times", "device", "top5")
 SPEED_ATTRS = ("latency_ms", "throughput", "inference_batch")
 OBJECTIVE_ATTRS = ("top1", "objective", "objective_target")
-ALONE_ATTRS = ("reason", "skipped", "duplicate_of")
+ALONE_ATTRS = ("reason", "skipped", "duplicate_of", "depthwise")  # written only where known
 QUEUE_PARAMS = ("member", "candidate", "phi", "multiplier")  # the one form's name first, then the older ones'
 
 
@@ -120,6 +122,7 @@ class TrialRecord:
     software: tuple[tuple[str, str], ...] | None = None  # python, torch, cuda, cudnn of the machine that trained it
     wall_s: float | None = None
     times: tuple[tuple[str, float], ...] | None = None  # seconds per phase: data, warmup, train, eval, total
+    depthwise: str | None = None  # what ran the depthwise convolutions: "triton" or "torch" (None: torch's, before 2026-12-02)
     # The objective, where the study's is not accuracy alone
     objective: float | None = None  # top1 x (X / objective_target)^w: the trial's value
     objective_target: float | None = None  # T, as used
@@ -263,7 +266,8 @@ class TrialRecord:
             wall_s=a.get("wall_s"),
             times=tuple(a["times"].items()) if isinstance(a.get("times"), dict) else None,
             objective=a.get("objective"), objective_target=a.get("objective_target"),
-            reason=a.get("reason"), skipped=a.get("skipped"), duplicate_of=a.get("duplicate_of"))
+            reason=a.get("reason"), skipped=a.get("skipped"), duplicate_of=a.get("duplicate_of"),
+            depthwise=a.get("depthwise"))
 
 
 def study_records(study, num_classes: int | None = None) -> list[TrialRecord]:

@@ -77,7 +77,8 @@ STUDIES = ["cifar10", "cifar10.family-1-1.3-1.1", "cifar10.family-1.2-1.1-1.15",
 GRID_NAMES = {"alpha", "beta", "gamma", "triples", "product", "d", "w", "r", "resolution", "repeats", "channels",
               "seed", "worker", "code_version", "code_modified", "software", "network", "params", "flops", "activations", "flops_ratio", "classes",
               "curve", "loss_curve", "images_per_second", "peak_memory_mb", "wall_s", "times", "device", "top5",
-              "base", "spec"}  # base and spec: since bases are a choice (issue 15)
+              "base", "spec",  # base and spec: since bases are a choice (issue 15)
+              "depthwise"}  # what ran the depthwise convolutions: "torch" on the CPU (since 2026-12-02)
 FAMILY_NAMES = (GRID_NAMES | {"phi", "multiplier", "dimension", "label", "series", "kind", "latency_ms", "throughput",
                               "inference_batch"})
 
@@ -229,6 +230,7 @@ def test_fresh_trials_record_todays_names_through_the_record(tmp_path, monkeypat
         assert set(t.user_attrs) == GRID_NAMES - unknown
         assert isinstance(t.user_attrs["curve"], list) and isinstance(t.user_attrs["times"], dict)
         assert t.user_attrs["software"] == software() and set(software()) == {"python", "torch", "cuda", "cudnn"}
+        assert t.user_attrs["depthwise"] == "torch"
     for t in family:
         assert set(t.user_attrs) == FAMILY_NAMES - unknown
         assert t.user_attrs["multiplier"] is None and t.user_attrs["product"] is None and t.user_attrs["triples"] == ""
