@@ -57,6 +57,13 @@ INPUT_GRAD = Blocks(64, 16, 2)
 WEIGHT_GRAD = Blocks(32, 32, 1)  # pixels: the run of output pixels a program sums, one at a time
 
 
+# The trainer's default: these kernels for a run of at most this many optimizer steps, cuDNN's
+# for a longer one. Measured on an H200 (docs/BENCHMARKS.md, 2026-12-02): cuDNN builds plans
+# for about 10 s per new B0-sized network, once; at 128 px, batch 256, its steady depthwise
+# layers take 4.16 ms a step against these kernels' 6.96 ms, so it pays back after about
+# 3,600 steps. (At 56 px, batch 512, a whole 10-epoch run was faster with these kernels,
+# warm-up aside: 38,500 against 34,900 images/s.)
+AUTO_MAX_STEPS = 3600
 ENV = "SCALING_DEPTHWISE"  # "torch": keep torch's (cuDNN's) convolutions; "triton": these kernels, or fail
 
 

@@ -258,8 +258,10 @@ def train(
             64 px and no faster at 128 or 144 px, so it pays only in runs of many epochs.
         triton_depthwise: run the depthwise convolutions through :mod:`scaling.depthwise`
             (no cuDNN plan to build for each new shape); default: ``SCALING_DEPTHWISE``
-            (``triton`` or ``torch``) where set, else on a GPU where Triton is installed.
-            ``False`` keeps torch's (cuDNN's) convolutions.
+            (``triton`` or ``torch``) where set, else on a GPU where Triton is installed, for
+            a run of at most ``scaling.depthwise.AUTO_MAX_STEPS`` optimizer steps (a search's
+            trials; a longer run keeps cuDNN, whose steady kernels are faster at larger
+            sizes). ``False`` keeps torch's (cuDNN's) convolutions.
 
     Returns:
         A :class:`TrainResult`; a run that diverged or ran out of memory has status
@@ -317,7 +319,8 @@ def train(
         net = build(spec).to(dev)  # any base's network (scaling.bases)
         if cuda:
             net = net.to(memory_format=torch.channels_last)
-        result.depthwise = _depthwise_kernels(net, dev, triton_depthwise)
+        steps = -(-len(data.train) // recipe.batch_size) * recipe.epochs
+        result.depthwise = _depthwise_kernels(net, dev, triton_depthwise, steps)
         if world > 1 and sync_bn:
             net = torch.nn.SyncBatchNorm.convert_sync_batchnorm(net)
         lr_tensor = torch.tensor(recipe.peak_lr(), device=dev) if cuda_graphs else None  # read by the graph
@@ -409,11 +412,14 @@ def train(
     return result
 
 
-def _depthwise_kernels(net: torch.nn.Module, dev: torch.device, wanted: bool | None) -> str:
+def _depthwise_kernels(net: torch.nn.Module, dev: torch.device, wanted: bool | None, steps: int = 0) -> str:
     """Swap ``net``'s depthwise layers for the Triton ones where wanted (default: what
-    ``SCALING_DEPTHWISE`` says, else a GPU with Triton); returns what runs them."""
+    ``SCALING_DEPTHWISE`` says, else a GPU with Triton and a run of at most
+    :data:`scaling.depthwise.AUTO_MAX_STEPS` steps); returns what runs them."""
     wanted = depthwise.chosen() if wanted is None else wanted
-    if wanted is False or (wanted is None and not (dev.type == "cuda" and depthwise.available(dev))):
+    if wanted is None:
+        wanted = dev.type == "cuda" and steps <= depthwise.AUTO_MAX_STEPS and depthwise.available(dev)
+    if not wanted:
         return "torch"
     if not depthwise.available(dev):
         raise ValueError("the Triton depthwise kernels need a CUDA device and Triton installed")

@@ -195,3 +195,36 @@ def test_gpu_training_uses_the_kernels_by_default_and_learns(tmp_path):
     off = train(custom_spec(0.25, 0.25, 48), small, Recipe(epochs=1, batch_size=64), device="cuda", seed=0,
                 quiet=True, triton_depthwise=False)
     assert off.depthwise == "torch"
+
+
+# ---------------------------------------------------------------------------- the default
+
+
+@pytest.mark.parametrize("env, steps, expected", [("", 3600, "triton"), ("", 3601, "torch"),
+                                                  ("torch", 10, "torch"), ("triton", 10**6, "triton")])
+def test_on_a_gpu_short_runs_take_the_kernels_long_ones_keep_cudnn(monkeypatch, env, steps, expected):
+    from scaling.train import _depthwise_kernels
+
+    monkeypatch.setenv(D.ENV, env)
+    monkeypatch.setattr(D, "available", lambda device=None: True)  # as on a GPU with Triton
+    net = nn.Sequential(nn.Conv2d(16, 16, 3, groups=16, padding=1))
+    assert _depthwise_kernels(net, torch.device("cuda"), None, steps) == expected
+    assert isinstance(net[0], D.TritonDepthwise) == (expected == "triton")
+
+
+def test_scaling_train_refuses_bad_depthwise_choices(monkeypatch, tmp_path):
+    from typer.testing import CliRunner
+
+    from scaling.cli import app
+
+    monkeypatch.setenv("SCALING_CACHE", str(tmp_path))
+    args = ["train", "--width", "0.25", "--depth", "0.25", "--resolution", "32", "--epochs", "1", "--device", "cpu",
+            "--run-dir", str(tmp_path / "run")]
+    r = CliRunner().invoke(app, args + ["--depthwise", "cudnn"])
+    assert r.exit_code == 2 and "auto, triton or torch, got 'cudnn'" in r.output
+    r = CliRunner().invoke(app, args + ["--depthwise", "triton"])
+    assert r.exit_code == 2 and "--depthwise triton needs a CUDA GPU" in r.output
+    monkeypatch.setenv(D.ENV, "fast")
+    r = CliRunner().invoke(app, args)
+    assert r.exit_code == 2 and "SCALING_DEPTHWISE is 'triton', 'torch' or unset, got 'fast'" in r.output
+    assert not (tmp_path / "run").exists()  # refused before anything was written

@@ -109,6 +109,10 @@ def train(
     cuda_graphs: Annotated[Optional[bool], typer.Option(
         "--cuda-graphs/--no-cuda-graphs", help="Capture the step in a CUDA graph (default: on one GPU with SGD "
                                                "and no EMA; never with --ddp).")] = None,
+    depthwise: Annotated[str, typer.Option(
+        help="What runs the depthwise convolutions on a GPU: triton (scaling's kernels: no cuDNN plan to "
+             "build per new shape), torch (cuDNN), or auto: SCALING_DEPTHWISE where set, else triton for "
+             "runs of at most 3,600 steps.")] = "auto",
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
 ):
     """Train one network briefly on a proxy task and report held-out accuracy.
@@ -121,6 +125,14 @@ def train(
     from ..recipe import get_recipe
     from ..train import train as run_training
 
+    if depthwise not in ("auto", "triton", "torch"):
+        raise typer.BadParameter(f"auto, triton or torch, got {depthwise!r}", param_hint="--depthwise")
+    from .. import depthwise as dw_kernels
+
+    try:
+        dw_kernels.chosen()
+    except ValueError as e:
+        raise InputError(str(e))
     spec = _network(name, width, depth, resolution, base_name)
     _check_data(data)  # before the run folder's checkpoint is looked at
     try:
@@ -136,6 +148,8 @@ def train(
         nproc, dev = int(os.environ["WORLD_SIZE"]), _ddp_device(device, "torchrun")
     else:
         nproc, dev = 1, _device(device)
+    if depthwise == "triton" and not (dev.type == "cuda" and dw_kernels.available(dev)):
+        raise InputError("--depthwise triton needs a CUDA GPU and Triton (it comes with torch on Linux)")
     if rec.batch_size % nproc:
         raise typer.BadParameter(f"{rec.batch_size} does not divide among {nproc} processes",
                                  param_hint="--batch-size")
@@ -193,7 +207,8 @@ def train(
                       f"{plural(rec.epochs, 'epoch')}, batch {rec.batch_size}")
         result = run_training(spec, ds, rec, device=dev, seed=seed, checkpoint=ckpt, resume=resume, quiet=quiet,
                               deterministic=deterministic, data_seconds=data_s, save_weights=run_dir / "weights.pt",
-                              micro_batch=micro_batch, sync_bn=sync_bn, cuda_graphs=cuda_graphs)
+                              micro_batch=micro_batch, sync_bn=sync_bn, cuda_graphs=cuda_graphs,
+                              triton_depthwise={"auto": None, "triton": True, "torch": False}[depthwise])
         if rank == 0:
             result.save(run_dir / "result.json")
             _print_result(result, run_dir)
