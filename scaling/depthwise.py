@@ -1,6 +1,6 @@
 """Depthwise convolutions in Triton, for training on GPUs.
 
-cuDNN builds an execution plan on the host for every new depthwise shape it meets: 0.7-1.0 s
+cuDNN builds an execution plan on the host for every new depthwise shape it meets: 0.5-1.4 s
 a layer on an H200 (forward, input gradient and weight gradient), which is most of a new
 network's first step and, over a grid of networks with different widths and resolutions,
 most of what a trial spends outside training (docs/BENCHMARKS.md). These kernels take any
@@ -50,8 +50,8 @@ class Blocks:
 
 # The fastest of bench/depthwise_bench.py's sweep over B0's layers at 56 px, batch 512, on an
 # H200 (2026-12-02; docs/BENCHMARKS.md): forward and input gradient as tiles of pixels x
-# channels, the weight gradient one output pixel at a time (a tile per pixel would read the
-# gradient once per tap: 1.5-2x slower there).
+# channels, the weight gradient one output pixel at a time, all taps at once (as tiles of
+# pixels it read the gradient once per tap: 1.5-2x slower).
 FORWARD = Blocks(32, 32, 2)
 INPUT_GRAD = Blocks(64, 16, 2)
 WEIGHT_GRAD = Blocks(32, 32, 1)  # pixels: the run of output pixels a program sums, one at a time
@@ -61,8 +61,9 @@ WEIGHT_GRAD = Blocks(32, 32, 1)  # pixels: the run of output pixels a program su
 # for a longer one. Measured on an H200 (docs/BENCHMARKS.md, 2026-12-02): cuDNN builds plans
 # for about 10 s per new B0-sized network, once; at 128 px, batch 256, its steady depthwise
 # layers take 4.16 ms a step against these kernels' 6.96 ms, so it pays back after about
-# 3,600 steps. (At 56 px, batch 512, a whole 10-epoch run was faster with these kernels,
-# warm-up aside: 38,500 against 34,900 images/s.)
+# 3,600 steps. (At 56 px, batch 512, a whole 10-epoch run alone on the GPU was faster with
+# these kernels, warm-up aside: 38,500 against 34,900 images/s; with four such runs sharing the
+# GPU under MPS, the GPU study's grid trained 9.3% longer in sum.)
 AUTO_MAX_STEPS = 3600
 ENV = "SCALING_DEPTHWISE"  # "torch": keep torch's (cuDNN's) convolutions; "triton": these kernels, or fail
 
@@ -371,10 +372,10 @@ def _cache_dir() -> Path:
 def _ready_mark() -> Path:
     """A file in Triton's own cache that says these kernels, as this file defines them, are
     compiled there for this Triton and GPU (cleared with the cache)."""
-    import triton
+    from importlib.metadata import version
 
     key = hashlib.sha256(Path(__file__).read_bytes())
-    key.update(f"{triton.__version__} {torch.version.cuda} {torch.cuda.get_device_capability()}".encode())
+    key.update(f"{version('triton')} {torch.version.cuda} {torch.cuda.get_device_capability()}".encode())
     return _cache_dir() / f"scaling-depthwise-{key.hexdigest()[:16]}.ready"
 
 
@@ -389,7 +390,7 @@ def compile_ahead(say: Callable[[str], None] | None = None) -> float:
         return 0.0
     try:
         mark = _ready_mark()
-    except (RuntimeError, AssertionError):  # no GPU to ask after all (a driver missing)
+    except (RuntimeError, AssertionError, ImportError):  # no GPU to ask after all (a driver missing)
         return 0.0
     if mark.exists():
         return 0.0
