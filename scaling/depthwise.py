@@ -372,10 +372,12 @@ def _cache_dir() -> Path:
 def _ready_mark() -> Path:
     """A file in Triton's own cache that says these kernels, as this file defines them, are
     compiled there for this Triton and GPU (cleared with the cache)."""
-    from importlib.metadata import version
-
+    try:
+        import triton
+    except ImportError:
+        raise RuntimeError("no Triton") from None
     key = hashlib.sha256(Path(__file__).read_bytes())
-    key.update(f"{version('triton')} {torch.version.cuda} {torch.cuda.get_device_capability()}".encode())
+    key.update(f"{triton.__version__} {torch.version.cuda} {torch.cuda.get_device_capability()}".encode())
     return _cache_dir() / f"scaling-depthwise-{key.hexdigest()[:16]}.ready"
 
 
@@ -390,7 +392,7 @@ def compile_ahead(say: Callable[[str], None] | None = None) -> float:
         return 0.0
     try:
         mark = _ready_mark()
-    except (RuntimeError, AssertionError, ImportError):  # no GPU to ask after all (a driver missing)
+    except (RuntimeError, AssertionError):  # no GPU (or no Triton) to ask after all
         return 0.0
     if mark.exists():
         return 0.0
