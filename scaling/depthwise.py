@@ -399,11 +399,11 @@ def compile_ahead(say: Callable[[str], None] | None = None) -> float:
     procs = [subprocess.Popen([sys.executable, "-m", "scaling.depthwise", str(k), str(s)],
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
              for k, s in KERNEL_SHAPES]
-    failed = [p.stderr.read().strip().splitlines()[-1:] for p in procs if p.wait() != 0]
+    failed = [(p.stderr.read().strip().splitlines() or ["no message"])[-1] for p in procs if p.wait() != 0]
     seconds = time.perf_counter() - t0
     if failed:  # the workers will compile what is missing themselves
         if say:
-            say(f"compiling the Triton depthwise kernels failed: {failed[0]}")
+            say(f"compiling the Triton depthwise kernels failed ({failed[0]}); the workers compile them")
         return seconds
     mark.parent.mkdir(parents=True, exist_ok=True)
     mark.touch()

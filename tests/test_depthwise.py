@@ -230,3 +230,33 @@ def test_scaling_train_refuses_bad_depthwise_choices(monkeypatch, tmp_path):
     r = CliRunner().invoke(app, args)
     assert r.exit_code == 2 and "SCALING_DEPTHWISE is 'triton', 'torch' or unset, got 'fast'" in r.output
     assert not (tmp_path / "run").exists()  # refused before anything was written
+
+
+class _FakeProc:
+    def __init__(self, rc: int):
+        import io
+
+        self.rc, self.stderr = rc, io.StringIO("Traceback ...\nRuntimeError: ptxas failed\n" if rc else "")
+
+    def wait(self):
+        return self.rc
+
+
+@pytest.mark.parametrize("rc", [0, 1])
+def test_compiling_ahead_once_per_cache(monkeypatch, tmp_path, rc):
+    monkeypatch.delenv(D.ENV, raising=False)
+    monkeypatch.setattr(D, "available", lambda device=None: True)
+    mark = tmp_path / "cache" / "scaling-depthwise-x.ready"
+    monkeypatch.setattr(D, "_ready_mark", lambda: mark)
+    started, said = [], []
+    monkeypatch.setattr(D.subprocess, "Popen", lambda cmd, **kw: started.append(cmd[-2:]) or _FakeProc(rc))
+    D.compile_ahead(say=said.append)
+    assert started == [["3", "1"], ["3", "2"], ["5", "1"], ["5", "2"]]  # one process per (kernel size, stride)
+    if rc == 0:
+        assert mark.exists() and said[0].startswith("compiled the Triton depthwise kernels in ")
+        D.compile_ahead(say=said.append)
+        assert len(started) == 4 and len(said) == 1  # compiled already: nothing started, nothing said
+    else:  # the workers compile what is missing themselves; the next search tries again
+        assert not mark.exists()
+        assert said == ["compiling the Triton depthwise kernels failed (RuntimeError: ptxas failed); the workers "
+                        "compile them"]
