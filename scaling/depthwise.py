@@ -399,7 +399,8 @@ def compile_ahead(say: Callable[[str], None] | None = None) -> float:
     procs = [subprocess.Popen([sys.executable, "-m", "scaling.depthwise", str(k), str(s)],
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
              for k, s in KERNEL_SHAPES]
-    failed = [(p.stderr.read().strip().splitlines() or ["no message"])[-1] for p in procs if p.wait() != 0]
+    ends = [(p.returncode, err) for p in procs for _, err in [p.communicate()]]  # read while waiting: no full pipe
+    failed = [(err.strip().splitlines() or ["no message"])[-1] for rc, err in ends if rc != 0]
     seconds = time.perf_counter() - t0
     if failed:  # the workers will compile what is missing themselves
         if say:

@@ -234,12 +234,10 @@ def test_scaling_train_refuses_bad_depthwise_choices(monkeypatch, tmp_path):
 
 class _FakeProc:
     def __init__(self, rc: int):
-        import io
+        self.returncode, self.err = rc, "Traceback ...\nRuntimeError: ptxas failed\n" if rc else ""
 
-        self.rc, self.stderr = rc, io.StringIO("Traceback ...\nRuntimeError: ptxas failed\n" if rc else "")
-
-    def wait(self):
-        return self.rc
+    def communicate(self):
+        return "", self.err
 
 
 @pytest.mark.parametrize("rc", [0, 1])
