@@ -413,6 +413,14 @@ def compile_ahead(say: Callable[[str], None] | None = None) -> float:
     return seconds
 
 
+def load_kernels(device: torch.device | str = "cuda") -> None:
+    """Launch every kernel of :data:`KERNEL_SHAPES` once on ``device``: compiled, or loaded from
+    Triton's disk cache, before the first network needs them."""
+    with torch.cuda.device(device):
+        for k, s in KERNEL_SHAPES:
+            _compile_one(k, s)
+
+
 def _compile_one(k: int, s: int) -> None:
     """One forward and backward of a small layer at kernel size k, stride s, in bf16 on the GPU."""
     x = torch.randn(2, 16, 9, 9, device="cuda", dtype=torch.bfloat16).to(memory_format=torch.channels_last)

@@ -3,7 +3,8 @@ sampler's proposals (tpe, random) one trial at a time, until none is left or the
 spent. On the way it fails other workers' stale trials (Optuna queues each again, once).
 Of the queued networks it takes first one whose layer shapes it has built already (the
 same widths and resolution: its cuDNN plans exist, so its first steps are not a warm-up),
-else the first queued. A signal stops it with its trial failed (and queued again, where it
+else the first queued. On a GPU it starts CUDA and loads the Triton depthwise kernels once,
+before its first trial (a process's start, not that network's). A signal stops it with its trial failed (and queued again, where it
 was queued); a fault of the storage, with its trial failed where the storage still takes
 the write.
 """
@@ -34,6 +35,23 @@ def counts(study: optuna.Study) -> dict[str, int]:
     return out
 
 
+def start_device(device) -> None:
+    """A GPU worker's start, once: CUDA's context and, where the trainer will use them, the
+    Triton depthwise kernels loaded from Triton's disk cache (a fresh process's first launch
+    took 2.9 s on an H200, docs/BENCHMARKS.md). Nothing on the CPU."""
+    import torch
+
+    from . import depthwise
+    from .train import resolve_device
+
+    dev = resolve_device(device)
+    if dev.type != "cuda":
+        return
+    torch.zeros(1, device=dev)
+    if depthwise.chosen() is not False and depthwise.available(dev):
+        depthwise.load_kernels(dev)
+
+
 def run_worker(config: StudyConfig, url: str, device=None, quiet: bool = True, on_trial=None) -> None:
     """Train queued networks until none is left (grid) or ``trials`` are done (tpe, random).
 
@@ -47,6 +65,7 @@ def run_worker(config: StudyConfig, url: str, device=None, quiet: bool = True, o
     if queued(config):  # a network whose shapes this worker has built first: its first steps build no new plans
         prefer_queued(study, objective.queued_rank)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    start_device(device)
     with told(url, config.name):
         while True:
             check_signals()

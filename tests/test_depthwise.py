@@ -258,3 +258,21 @@ def test_compiling_ahead_once_per_cache(monkeypatch, tmp_path, rc):
         assert not mark.exists()
         assert said == ["compiling the Triton depthwise kernels failed (RuntimeError: ptxas failed); the workers "
                         "compile them"]
+
+
+def test_a_gpu_worker_loads_the_kernels_before_its_first_trial(monkeypatch):
+    from scaling import worker
+
+    monkeypatch.delenv(D.ENV, raising=False)
+    loaded, made = [], []
+    monkeypatch.setattr(D, "load_kernels", lambda dev: loaded.append(str(dev)))
+    monkeypatch.setattr(D, "available", lambda device=None: True)
+    monkeypatch.setattr(torch, "zeros", lambda *a, **k: made.append(str(k.get("device"))))
+    monkeypatch.setattr("scaling.train.resolve_device", torch.device)  # as where GPU 0 exists
+    worker.start_device("cpu")
+    assert loaded == [] and made == []  # nothing on the CPU
+    worker.start_device("cuda:0")
+    assert made == ["cuda:0"] and loaded == ["cuda:0"]  # CUDA's context, then the kernels
+    monkeypatch.setenv(D.ENV, "torch")
+    worker.start_device("cuda:0")
+    assert loaded == ["cuda:0"]  # cuDNN's convolutions asked for: no kernels to load
