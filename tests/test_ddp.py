@@ -322,7 +322,7 @@ def test_cli_ddp_relaunches_the_same_command(tmp_path, monkeypatch):
     assert calls == [(["train", "--width", "0.25", "--depth", "0.25", "--resolution", "32", "--data", "default",
                        "--train-size", "64", "--val-size", "20", "--batch-size", "32", "--lr", "0.1", "--recipe",
                        "proxy", "--seed", "3", "--device", "cpu", "--run-dir", str(run), "--deterministic",
-                       "--micro-batch", "8", "--quiet"], 2)]
+                       "--micro-batch", "8", "--depthwise", "auto", "--quiet"], 2)]
     assert r.output == ""  # -q: the processes report
 
 
