@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .model import SameConv2d, same_padding
+from .model import SameConv2d, same_pads
 
 CHANNEL_MULTIPLE = 8  # the kernels read rows of 8 channels
 
@@ -306,10 +306,8 @@ class TritonDepthwise(nn.Conv2d):
         """(left, right, top, bottom) for an input of h x w."""
         if self.static_pad is not None:
             return self.static_pad
-        k, s = self.kernel_size[0], self.stride[0]
         if self.same:
-            (top, bottom), (left, right) = same_padding(h, k, s), same_padding(w, k, s)
-            return left, right, top, bottom
+            return same_pads(h, w, self.kernel_size, self.stride)
         ph, pw = self.padding
         return pw, pw, ph, ph
 

@@ -25,6 +25,14 @@ def same_padding(size: int, kernel: int, stride: int, dilation: int = 1) -> tupl
     return total // 2, total - total // 2
 
 
+def same_pads(h: int, w: int, kernel: tuple[int, int], stride: tuple[int, int],
+              dilation: tuple[int, int] = (1, 1)) -> tuple[int, int, int, int]:
+    """TensorFlow "same" padding of an h x w input as (left, right, top, bottom)."""
+    top, bottom = same_padding(h, kernel[0], stride[0], dilation[0])
+    left, right = same_padding(w, kernel[1], stride[1], dilation[1])
+    return left, right, top, bottom
+
+
 class SameConv2d(nn.Conv2d):
     """Conv2d with TensorFlow "same" padding.
 
@@ -39,9 +47,7 @@ class SameConv2d(nn.Conv2d):
             self.static_pad = self._pad_for(*image_size)
 
     def _pad_for(self, h: int, w: int) -> tuple[int, int, int, int]:
-        top, bottom = same_padding(h, self.kernel_size[0], self.stride[0], self.dilation[0])
-        left, right = same_padding(w, self.kernel_size[1], self.stride[1], self.dilation[1])
-        return left, right, top, bottom
+        return same_pads(h, w, self.kernel_size, self.stride, self.dilation)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         left, right, top, bottom = self.static_pad if self.static_pad is not None else self._pad_for(*x.shape[-2:])
