@@ -75,8 +75,16 @@ def run_pool(config, url: str, study, gpu_ids: list[int], workers: int = 1, quie
                 log_dir = runs / "mps"
                 err.print(f"{plural(k, 'worker')} on each of {plural(len(gpu_ids), 'GPU')}", soft_wrap=True)
                 with mps.shared_gpu(log_dir, say=lambda line: err.print(line, soft_wrap=True, markup=False)) as env:
-                    code = _run_workers(config, url, [(dict(env, CUDA_VISIBLE_DEVICES=visible(i)), "cuda:0")
-                                                      for i in gpu_ids for _ in range(k)], quiet, err)
+                    # under MPS the speed pass prepares beside the workers and measures once they end
+                    beside = _start_speed_pass(config, url, env, gpu_ids[0], runs) if env else None
+                    try:
+                        code = _run_workers(config, url, [(dict(env, CUDA_VISIBLE_DEVICES=visible(i)), "cuda:0")
+                                                          for i in gpu_ids for _ in range(k)], quiet, err)
+                        measured = code != 2 and beside is not None and _finish_speed_pass(beside, err)
+                    finally:
+                        _end_speed_pass(beside)
+                if measured:
+                    return code
             if code != 2:  # 2: the storage cannot be used (a full disk, read-only), the workers said so
                 _speed_pass(config, url, gpu_ids[0], err)
             return code
@@ -113,6 +121,72 @@ def _speed_pass(config, url: str, gpu: int, err: Console) -> None:
         return
     study = optuna.load_study(study_name=config.name, storage=open_storage(url, create=False))
     speed_pass.measure_study(study, f"cuda:{gpu}", say=lambda line: err.print(line, soft_wrap=True, markup=False))
+
+
+def _start_speed_pass(config, url: str, env: dict, gpu: int, runs: Path, device: str = "cuda:0"):
+    """The speed pass as a process beside the workers (``python -m scaling.speed_pass``): it
+    joins their MPS daemon (``env``) on GPU ``gpu``, prepares the study's networks while they
+    train and waits for :func:`_finish_speed_pass`; its errors go to ``runs/speed-pass.log``.
+    None where it cannot be started (the pass then runs after the workers, here)."""
+    import subprocess
+
+    from .speed_pass import LOG
+
+    try:
+        runs.mkdir(parents=True, exist_ok=True)
+        log = open(runs / LOG, "w")
+    except OSError:
+        return None
+    try:
+        return subprocess.Popen([sys.executable, "-m", "scaling.speed_pass", config.name, url, device],
+                                env=dict(os.environ, **env, CUDA_VISIBLE_DEVICES=visible(gpu)), text=True,
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log)
+    except OSError:
+        return None
+    finally:
+        log.close()  # the child has its own copy
+
+
+def _finish_speed_pass(proc, err: Console) -> bool:
+    """Tell the pass beside the workers that they have ended, relay what it says while it
+    measures, and wait for it; whether it measured everything (False: it failed, and the
+    pass runs here for what it left)."""
+    from .speed_pass import GO, LOG
+
+    try:
+        proc.stdin.write(GO + "\n")
+        proc.stdin.close()
+    except (BrokenPipeError, OSError):  # it died while preparing
+        pass
+    for line in proc.stdout:
+        err.print(line.rstrip("\n"), soft_wrap=True, markup=False)
+    if proc.wait() == 0:
+        return True
+    err.print(f"the speed pass beside the workers ended with exit code {proc.returncode} (see {LOG} in the "
+              "study's folder); measuring here", soft_wrap=True, markup=False)
+    return False
+
+
+def _end_speed_pass(proc) -> None:
+    """Stop the pass beside the workers where it is still running (the workers were interrupted
+    or failed): standard input closed, then SIGTERM after a moment."""
+    import subprocess
+
+    if proc is None or proc.poll() is not None:
+        return
+    try:
+        proc.stdin.close()
+    except OSError:
+        pass
+    try:
+        proc.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 def _run_local(config, url, quiet: bool, err: Console) -> None:

@@ -9,6 +9,16 @@ a time, with nothing else on the GPU, and writes it to the study as ``speed:NETW
 (the network's key; one attribute each, so that two machines never overwrite each other).
 :func:`scaling.records.study_records` gives a trial its network's speed from there.
 
+Most of a measurement's time is not its timed runs but its first forward pass at each batch
+size, where cuDNN builds an execution plan on the host for every new layer shape (0.3-1 s a
+depthwise shape on an H200): 84.6 s for the 23 networks of the GPU study's grid, done after
+training, with the GPU idle. Where the workers share the GPU under MPS, the pool therefore
+starts the pass as one more process beside them (``python -m scaling.speed_pass``,
+:func:`main`): while they train it *prepares* the networks the study will train
+(:func:`expected`; :func:`scaling.speed.prepare`: the plans, on the host, with a few tiny
+forward passes on the GPU), and when the pool tells it that the workers have ended it
+measures, alone on the GPU (the daemon's only client), what is left unmeasured.
+
 A trial whose value needs its latency (``--objective accuracy-latency``) still measures
 inside the trial, as does every trial on the CPU where it measures at all.
 """
@@ -94,3 +104,105 @@ def measure_study(study: optuna.Study, device, say: Callable[[str], None] | None
     if say is not None:
         say(f"inference speed measured: {len(todo)} in {time.perf_counter() - t0:.1f} s")
     return len(todo)
+
+
+def expected(study: optuna.Study, config, model: str) -> list[tuple[str, object]]:
+    """(network key, spec) of each network the pass will measure, as far as it is known now,
+    each once: the trained ones without a speed (:func:`unmeasured`), then the queued and
+    running members of a queued study (grid, family, sweep; a sampler's networks are not
+    known ahead). A network some trial measured itself, or the pass already, is left out."""
+    from .bases import spec_from_dict
+    from .search import queue_param, queued, study_members
+
+    out = [(key, spec_from_dict(spec)) for key, spec in unmeasured(study, model)]
+    if not queued(config):
+        return out
+    members = study_members(config, study.user_attrs.get("num_classes"))
+    by_key = {m.key: m for m in members}
+    done = set(study_speeds(study)) | {k for k, _ in out}
+    done |= {t.user_attrs.get("network") for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))}
+    param = queue_param(study, config)
+    for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING, TrialState.RUNNING)):
+        m = by_key.get((t.system_attrs.get("fixed_params") or t.params).get(param))
+        if m is None:
+            continue
+        key = m.spec.architecture_key()
+        if key not in done:
+            done.add(key)
+            out.append((key, m.spec))
+    return out
+
+
+def prepare_study(study: optuna.Study, config, device, stop: Callable[[], bool]) -> int:
+    """:func:`scaling.speed.prepare` on ``device`` every network of :func:`expected`, in order,
+    until ``stop()`` says the workers have ended (asked between networks); how many it prepared.
+    A network that cannot be prepared (out of memory, say) is passed over: its measurement
+    builds what it needs."""
+    import torch
+
+    from .speed import default_batch, prepare
+
+    dev = torch.device(device)
+    model = torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu"
+    done = 0
+    for _, spec in expected(study, config, model):
+        if stop():
+            break
+        try:
+            prepare(spec, dev, batch=default_batch(dev))
+        except (RuntimeError, ValueError):  # torch.OutOfMemoryError is a RuntimeError
+            continue
+        done += 1
+    return done
+
+
+LOG = "speed-pass.log"  # the pass's errors, in the study's folder, where it runs beside the workers
+GO = "measure"  # the line the pool writes to the pass's standard input when the workers have ended
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m scaling.speed_pass NAME URL DEVICE``: prepare while the workers train, then,
+    on the line :data:`GO` on standard input, measure and say it on standard output, a line at
+    a time. Standard input closed without :data:`GO` (the pool was interrupted or failed):
+    exit without measuring. Exit code 0, or 130 on Ctrl+C."""
+    import sys
+
+    from .storage import open_storage
+    from .study import StudyConfig
+
+    name, url, device = argv if argv is not None else sys.argv[1:]
+    told: list[str] = []
+
+    def stop() -> bool:  # a line (or the end) on standard input: the workers have ended
+        return bool(told) or _readable(sys.stdin, told)
+
+    def say(line: str) -> None:
+        print(line, flush=True)
+
+    try:
+        study = optuna.load_study(study_name=name, storage=open_storage(url, create=False))
+        config = StudyConfig.from_json(study.user_attrs["definition"])
+        prepare_study(study, config, device, stop)
+        while not told:
+            _readable(sys.stdin, told, timeout=None)
+        if told[0] != GO:
+            return 0
+        measure_study(study, device, say=say)
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+def _readable(stream, told: list[str], timeout: float | None = 0.0) -> bool:
+    """Whether ``stream`` has a line (or its end) within ``timeout`` seconds (None: wait); the
+    line read ("" at the end) is appended to ``told``."""
+    import select
+
+    ready, _, _ = select.select([stream], [], [], timeout)
+    if ready:
+        told.append(stream.readline().strip())
+    return bool(ready)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

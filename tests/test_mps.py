@@ -168,6 +168,7 @@ def test_workers_per_gpu_join_one_daemon_that_is_stopped_after(control, tmp_path
         return 0
 
     monkeypatch.setattr(pool, "_run_workers", run_workers)
+    monkeypatch.setattr(pool, "_start_speed_pass", lambda *a, **k: None)  # tests/test_speed_beside.py has it
     config = StudyConfig(name="k", per_gpu=2)
     url = f"sqlite:///{tmp_path / 'studies' / 'k' / 'optuna.db'}"
     assert pool.run_pool(config, url, None, [0, 1], 1, True) == 0
