@@ -124,6 +124,7 @@ def run(gpus: int, per_gpu: str, args) -> dict:
         trials.append({"trial": t.number, "network": t.user_attrs.get("triples") or t.user_attrs.get("label"),
                        "resolution": t.user_attrs.get("resolution"), "top1": t.value,
                        "images_per_second": t.user_attrs.get("images_per_second"),
+                       "worker_start_s": t.user_attrs.get("worker_start_s"),
                        **{k: round(v, 2) for k, v in times.items()},
                        "training_share": round(times.get("train", 0) / total, 3) if total else None})
     shares = [r["training_share"] for r in trials if r["training_share"] is not None]

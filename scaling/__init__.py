@@ -1,5 +1,9 @@
 """scaling: compound-scaling studies of ConvNets, in the manner of EfficientNet."""
 
+import time as _time
+
+STARTED = _time.time()  # when this process imported the package: a worker's start is measured from here
+
 from .model import EfficientNet
 from .spec import BlockArgs, NetworkSpec, custom_spec, spec_for
 

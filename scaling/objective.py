@@ -115,6 +115,7 @@ class Objective:
         self.current: optuna.Trial | None = None
         self.record = TrialRecord()  # what the current trial has recorded so far
         self.built: set[str] = set()  # shape_key of every network this worker trained: its cuDNN plans exist
+        self.worker_start_s: float | None = None  # the worker's start, written on its next trial (its first)
 
     def queued_rank(self, fixed: dict) -> int:
         """0 for a queued network whose layer shapes this worker has built already (its first
@@ -204,7 +205,8 @@ class Objective:
         spec, m, seed = self.network(trial)
         # The member first, before anything can fail (the data included): a failure is listed with its network.
         self._write(trial, TrialRecord.for_member(m, spec, seed, self.worker, self.version, self.modified,
-                                                        self.software))
+                                                        self.software).replace(worker_start_s=self.worker_start_s))
+        self.worker_start_s = None
         with interruptible():
             data, data_s = self._data(spec.resolution)
         spec = spec.replace(num_classes=data.num_classes)  # counted as trained: the data's classifier

@@ -22,7 +22,9 @@ early lacks is a whole group):
   trial's value is the objective, top-1 x (X / T)^w);
 - the training: ``curve loss_curve images_per_second peak_memory_mb wall_s times device top5``;
   from 2026-12-02 also ``depthwise``, what ran its depthwise convolutions (``triton``:
-  :mod:`scaling.depthwise`, or ``torch``; without it, torch's);
+  :mod:`scaling.depthwise`, or ``torch``; without it, torch's), and on a worker's first trial
+  ``worker_start_s``, the worker's seconds from its start to that trial (imports, the storage,
+  CUDA's context, the depthwise kernels), which no trial's ``times`` hold;
 - the inference speed of a search ranked by latency, and of a plan member on the CPU:
   ``latency_ms throughput inference_batch`` (until 2026-12-02 also of every member and trial
   on a GPU; since then a network trained on a GPU is measured after the workers end, alone on
@@ -53,7 +55,7 @@ COMPLEXITY_ATTRS = ("network", "params", "flops", "activations", "flops_ratio", 
 TRAINING_ATTRS = ("curve", "loss_curve", "images_per_second", "peak_memory_mb", "wall_s", "times", "device", "top5")
 SPEED_ATTRS = ("latency_ms", "throughput", "inference_batch")
 OBJECTIVE_ATTRS = ("top1", "objective", "objective_target")
-ALONE_ATTRS = ("reason", "skipped", "duplicate_of", "depthwise")  # written only where known
+ALONE_ATTRS = ("reason", "skipped", "duplicate_of", "depthwise", "worker_start_s")  # written only where known
 QUEUE_PARAMS = ("member", "candidate", "phi", "multiplier")  # the one form's name first, then the older ones'
 
 
@@ -123,6 +125,7 @@ class TrialRecord:
     wall_s: float | None = None
     times: tuple[tuple[str, float], ...] | None = None  # seconds per phase: data, warmup, train, eval, total
     depthwise: str | None = None  # what ran the depthwise convolutions: "triton" or "torch" (None: torch's, before 2026-12-02)
+    worker_start_s: float | None = None  # a worker's first trial: the worker's seconds from its start to the trial
     # The objective, where the study's is not accuracy alone
     objective: float | None = None  # top1 x (X / objective_target)^w: the trial's value
     objective_target: float | None = None  # T, as used
@@ -267,7 +270,7 @@ class TrialRecord:
             times=tuple(a["times"].items()) if isinstance(a.get("times"), dict) else None,
             objective=a.get("objective"), objective_target=a.get("objective_target"),
             reason=a.get("reason"), skipped=a.get("skipped"), duplicate_of=a.get("duplicate_of"),
-            depthwise=a.get("depthwise"))
+            depthwise=a.get("depthwise"), worker_start_s=a.get("worker_start_s"))
 
 
 def study_records(study, num_classes: int | None = None) -> list[TrialRecord]:

@@ -66,6 +66,9 @@ def run_worker(config: StudyConfig, url: str, device=None, quiet: bool = True, o
         prefer_queued(study, objective.queued_rank)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     start_device(device)
+    from . import STARTED
+
+    objective.worker_start_s = round(time.time() - STARTED, 2)  # written on its first trial
     with told(url, config.name):
         while True:
             check_signals()

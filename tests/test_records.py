@@ -5,6 +5,7 @@ trials; the results tables and the report read from records come out as main's c
 import hashlib
 import json
 import shutil
+import time
 from pathlib import Path
 
 import optuna
@@ -226,13 +227,16 @@ def test_fresh_trials_record_todays_names_through_the_record(tmp_path, monkeypat
     from scaling.objective import code_modified, software
 
     unknown = set() if code_modified() is not None else {"code_modified"}  # outside a git checkout: not recorded
+    first = {min(trials, key=lambda t: t.datetime_start).number for trials in (grid, family)}  # each run's first
+    assert len(first) == 1  # trial 0 of each study
+    start = {"worker_start_s"}  # the worker's start, on its first trial only
     for t in grid:
-        assert set(t.user_attrs) == GRID_NAMES - unknown
+        assert set(t.user_attrs) == GRID_NAMES - unknown | (start if t.number in first else set())
         assert isinstance(t.user_attrs["curve"], list) and isinstance(t.user_attrs["times"], dict)
         assert t.user_attrs["software"] == software() and set(software()) == {"python", "torch", "cuda", "cudnn"}
         assert t.user_attrs["depthwise"] == "torch"
     for t in family:
-        assert set(t.user_attrs) == FAMILY_NAMES - unknown
+        assert set(t.user_attrs) == FAMILY_NAMES - unknown | (start if t.number in first else set())
         assert t.user_attrs["multiplier"] is None and t.user_attrs["product"] is None and t.user_attrs["triples"] == ""
     for t in grid + family:
         rec = TrialRecord.from_trial(t)
@@ -271,3 +275,23 @@ def test_code_modified_looks_at_the_code_not_the_studies(tmp_path):
     (tmp_path / "pyproject.toml").write_text("[project]\nname = 'x'\n")
     assert code_modified(package) is True
     assert code_modified(tmp_path.parent / "not-a-checkout-anywhere") is None
+
+
+def test_a_workers_first_trial_records_its_start_and_no_other_does(tmp_path):
+    import scaling
+    from test_search import TOML
+
+    from scaling.search import create_study
+    from scaling.study import resolve
+    from scaling.worker import run_worker
+
+    (tmp_path / "tiny.toml").write_text(TOML)
+    config = resolve(tmp_path / "tiny.toml").replace(trials=2)
+    url = f"sqlite:///{tmp_path / 'optuna.db'}"
+    study = create_study(config, url, num_classes=10)
+    before = time.time() - scaling.STARTED
+    run_worker(config, url, device="cpu")
+    first, second = (TrialRecord.from_trial(t) for t in sorted(study.trials, key=lambda t: t.datetime_start))
+    assert (first.status, second.status) == ("COMPLETE", "COMPLETE")
+    assert before <= first.worker_start_s <= time.time() - scaling.STARTED  # this process's start, to its first trial
+    assert second.worker_start_s is None and "worker_start_s" not in study.trials[second.number].user_attrs
