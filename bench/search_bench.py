@@ -194,7 +194,7 @@ def main() -> None:
     rows = []
     for g, k in settings:
         rows.append(run(g, k, args))
-        if args.recheck_speed:
+        if args.recheck_speed and rows[-1]["trials_run"]:
             folder = Path(args.studies_dir) / rows[-1]["name"]
             rows[-1]["recheck_speed"] = recheck_speeds(folder / "optuna.db", rows[-1]["name"], args.recheck_speed)
         if args.out:  # after every setting: a later one that runs out of time leaves these
