@@ -17,7 +17,9 @@ starts the pass as one more process beside them (``python -m scaling.speed_pass`
 :func:`main`): while they train it *prepares* the networks the study will train
 (:func:`expected`; :func:`scaling.speed.prepare`: the plans, on the host, with a few tiny
 forward passes on the GPU), and when the pool tells it that the workers have ended it
-measures, alone on the GPU (the daemon's only client), what is left unmeasured.
+measures, alone on the GPU (the daemon's only client), what is left unmeasured. (Measured on
+that grid, 2026-12-02: 57.4 s after training instead of 84.6 s; the rest is eager launches, which
+also make batch-1 latencies of networks this small a measure of the host: docs/BENCHMARKS.md.)
 
 A trial whose value needs its latency (``--objective accuracy-latency``) still measures
 inside the trial, as does every trial on the CPU where it measures at all.
