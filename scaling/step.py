@@ -230,7 +230,7 @@ class GraphStep:
         self.y.copy_(y)
         saved_lr = lr.clone()
         params = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        side = _warmup_stream(x.device)
+        side = warmup_stream(x.device)
         side.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(side):
             for _ in range(WARMUP):
@@ -300,7 +300,7 @@ class GraphEval:
         self.y = torch.zeros(n, dtype=torch.long, device=x.device)
         self.valid = torch.zeros(n, dtype=torch.bool, device=x.device)
         self.k = min(5, num_classes)
-        side = _warmup_stream(x.device)
+        side = warmup_stream(x.device)
         side.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(side), torch.no_grad():
             self._counts()
@@ -339,7 +339,7 @@ class GraphEval:
 _WARMUP_STREAMS: dict[int, torch.cuda.Stream] = {}
 
 
-def _warmup_stream(device: torch.device) -> torch.cuda.Stream:
+def warmup_stream(device: torch.device) -> torch.cuda.Stream:
     """One side stream per GPU for every capture's warm-up, made once: cuBLAS keeps a
     workspace for each stream it has run on for as long as the process lives, so a new
     stream per captured network (a worker trains dozens) would add one each time."""
