@@ -379,36 +379,74 @@ def _ready_mark() -> Path:
     return _cache_dir() / f"scaling-depthwise-{key.hexdigest()[:16]}.ready"
 
 
-def compile_ahead(say: Callable[[str], None] | None = None) -> float:
-    """Compile the kernels for every (kernel size, stride) of :data:`KERNEL_SHAPES` into
-    Triton's disk cache, one process each, in parallel, so that the workers of a search
-    find them there (compiling costs 2-8 s a shape; loading from the cache ~10 ms). Nothing
-    where they are compiled already, or where the kernels cannot run. Returns the seconds
-    it took."""
-    t0 = time.perf_counter()
+class Compiling:
+    """The kernels of :data:`KERNEL_SHAPES` compiling into Triton's disk cache, one process
+    each, in parallel (:func:`start_compiling`): :meth:`wait` for them, or :meth:`cancel`
+    (also on leaving a ``with`` block unwaited: nothing is left running)."""
+
+    def __init__(self, mark: Path):
+        self.mark, self.t0, self.done = mark, time.perf_counter(), False
+        self.procs = [subprocess.Popen([sys.executable, "-m", "scaling.depthwise", str(k), str(s)],
+                                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                      for k, s in KERNEL_SHAPES]
+
+    def wait(self, say: Callable[[str], None] | None = None) -> float:
+        """Wait for every kernel, write the cache's mark where all compiled, and say it; the
+        seconds since the start (what compiling cost where nothing ran beside it)."""
+        ends = [(p.returncode, err) for p in self.procs for _, err in [p.communicate()]]  # no full pipe
+        self.done = True
+        failed = [(err.strip().splitlines() or ["no message"])[-1] for rc, err in ends if rc != 0]
+        seconds = time.perf_counter() - self.t0
+        if failed:  # the workers will compile what is missing themselves
+            if say:
+                say(f"compiling the Triton depthwise kernels failed ({failed[0]}); the workers compile them")
+            return seconds
+        self.mark.parent.mkdir(parents=True, exist_ok=True)
+        self.mark.touch()
+        if say:
+            say(f"compiled the Triton depthwise kernels in {seconds:.1f} s (once per machine: they are cached)")
+        return seconds
+
+    def cancel(self) -> None:
+        """Stop the compiles still running (a search that ends before its workers start)."""
+        if self.done:
+            return
+        self.done = True
+        for p in self.procs:
+            if p.poll() is None:
+                p.terminate()
+        for p in self.procs:
+            p.communicate()
+
+    def __enter__(self) -> "Compiling":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.cancel()
+
+
+def start_compiling() -> Compiling | None:
+    """Start compiling the kernels into Triton's disk cache, so that the workers of a search
+    find them there (compiling costs 2-8 s a shape; loading from the cache ~10 ms); a
+    search starts it first and does its other start-up (the data, the study) meanwhile.
+    None where they are compiled already, or where the kernels cannot run.
+
+    Raises:
+        ValueError: ``SCALING_DEPTHWISE`` says something else than on, off or auto.
+    """
     if chosen() is False or not available("cuda"):
-        return 0.0
+        return None
     try:
         mark = _ready_mark()
     except (RuntimeError, AssertionError):  # no GPU (or no Triton) to ask after all
-        return 0.0
-    if mark.exists():
-        return 0.0
-    procs = [subprocess.Popen([sys.executable, "-m", "scaling.depthwise", str(k), str(s)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-             for k, s in KERNEL_SHAPES]
-    ends = [(p.returncode, err) for p in procs for _, err in [p.communicate()]]  # read while waiting: no full pipe
-    failed = [(err.strip().splitlines() or ["no message"])[-1] for rc, err in ends if rc != 0]
-    seconds = time.perf_counter() - t0
-    if failed:  # the workers will compile what is missing themselves
-        if say:
-            say(f"compiling the Triton depthwise kernels failed ({failed[0]}); the workers compile them")
-        return seconds
-    mark.parent.mkdir(parents=True, exist_ok=True)
-    mark.touch()
-    if say:
-        say(f"compiled the Triton depthwise kernels in {seconds:.1f} s (once per machine: they are cached)")
-    return seconds
+        return None
+    return None if mark.exists() else Compiling(mark)
+
+
+def compile_ahead(say: Callable[[str], None] | None = None) -> float:
+    """:func:`start_compiling`, and wait for it: the seconds it took (0 where nothing compiled)."""
+    compiling = start_compiling()
+    return compiling.wait(say) if compiling is not None else 0.0
 
 
 def load_kernels(device: torch.device | str = "cuda") -> None:

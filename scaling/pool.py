@@ -39,19 +39,25 @@ def visible(index: int, environ: dict | None = None) -> str:
 
 
 def run_pool(config, url: str, study, gpu_ids: list[int], workers: int = 1, quiet: bool = True,
-             console: Console | None = None) -> int:
+             console: Console | None = None, compiling=None) -> int:
     """Run the study's workers here (``per_gpu`` on each GPU, or N on the CPU, or this
     process) until its queue is empty; the exit code: 0, 1 when a worker failed, 2, 130 or 143.
 
     Several workers on one GPU join an MPS daemon (:func:`scaling.mps.shared_gpu`: the
     user's, or one started for the search and stopped when it ends) or, without one, take
     turns on it. What it does, its progress (unless ``quiet``) and its last line go to
-    ``console`` (default: stderr)."""
+    ``console`` (default: stderr). ``compiling``: the Triton kernels' compilation, started
+    earlier by the caller (:func:`scaling.depthwise.start_compiling`), to wait for before the
+    workers start; else the pool compiles them first."""
     from .faults import NoSpace, StorageFault, sqlite_file
     from .signals import install_signal_handlers
     from .study import StudyError
 
     err = console if console is not None else Console(stderr=True)
+
+    def say(line: str) -> None:
+        err.print(line, soft_wrap=True, markup=False)
+
     install_signal_handlers()
     try:
         if gpu_ids:
@@ -59,7 +65,10 @@ def run_pool(config, url: str, study, gpu_ids: list[int], workers: int = 1, quie
 
             # the workers' kernels into Triton's disk cache first: compiled once, not once per worker
             try:
-                depthwise.compile_ahead(say=lambda line: err.print(line, soft_wrap=True, markup=False))
+                if compiling is not None:
+                    compiling.wait(say)
+                else:
+                    depthwise.compile_ahead(say)
             except ValueError as e:  # SCALING_DEPTHWISE set to something else
                 err.print(f"error: {e}", markup=False)
                 return 2
@@ -74,7 +83,7 @@ def run_pool(config, url: str, study, gpu_ids: list[int], workers: int = 1, quie
                 runs = db.parent if db is not None else Path(tempfile.gettempdir()) / f"scaling-{config.name}"
                 log_dir = runs / "mps"
                 err.print(f"{plural(k, 'worker')} on each of {plural(len(gpu_ids), 'GPU')}", soft_wrap=True)
-                with mps.shared_gpu(log_dir, say=lambda line: err.print(line, soft_wrap=True, markup=False)) as env:
+                with mps.shared_gpu(log_dir, say=say) as env:
                     # under MPS the speed pass prepares beside the workers and measures once they end
                     beside = _start_speed_pass(config, url, env, gpu_ids[0], runs) if env else None
                     try:

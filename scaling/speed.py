@@ -70,11 +70,12 @@ def model_speed(model: torch.nn.Module, in_channels: int, resolution: int, devic
     with _deployed(model, device) as net:
         for size, key in ((1, "latency_ms"), (batch, "throughput")):
             step = _forward(net, in_channels, resolution, size, device)
-            timer(step, 3 if cuda else 1)  # warm-up: cudnn's choice, allocator, caches
-            captured = _captured(step, device) if cuda and graph else None
+            captured = None
+            if cuda and graph:
+                step()  # cuDNN's plans and the allocator's blocks, before the capture
+                captured = _captured(step, device)
             run = captured.replay if captured is not None else step
-            if captured is not None:
-                timer(run, 3)
+            timer(run, 3 if cuda else 1)  # warm-up: cudnn's choice, allocator, caches
             t = statistics.median(timer(run, n if size == 1 else max(3, n // 3)))
             out[key] = round(t * 1e3, 4) if size == 1 else round(size / t, 1)
             del captured, run, step

@@ -18,8 +18,9 @@ starts the pass as one more process beside them (``python -m scaling.speed_pass`
 (:func:`expected`; :func:`scaling.speed.prepare`: the plans, on the host, with a few tiny
 forward passes on the GPU), and when the pool tells it that the workers have ended it
 measures, alone on the GPU (the daemon's only client), what is left unmeasured. (Measured on
-that grid, 2026-12-02: 57.4 s after training instead of 84.6 s; the rest is eager launches, which
-also make batch-1 latencies of networks this small a measure of the host: docs/BENCHMARKS.md.)
+that grid, 2026-12-02: 57.4 s after training instead of 84.6 s, timing eager forward passes,
+whose batch-1 latencies for networks this small measured the host's launching. Each
+measurement now times replays of a captured CUDA graph, :mod:`scaling.speed`: docs/BENCHMARKS.md.)
 
 A trial whose value needs its latency (``--objective accuracy-latency``) still measures
 inside the trial, as does every trial on the CPU where it measures at all.

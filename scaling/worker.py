@@ -37,9 +37,12 @@ def counts(study: optuna.Study) -> dict[str, int]:
 
 
 def start_device(device) -> None:
-    """A GPU worker's start, once: CUDA's context and, where the trainer will use them, the
-    Triton depthwise kernels loaded from Triton's disk cache (a fresh process's first launch
-    took 2.9 s on an H200, docs/BENCHMARKS.md). Nothing on the CPU."""
+    """A GPU worker's start, once: CUDA's context, torch's compiler front end and, where the
+    trainer will use them, the Triton depthwise kernels loaded from Triton's disk cache (a
+    fresh process's first launch took 2.9 s on an H200, docs/BENCHMARKS.md). The front end
+    (``torch._dynamo``) is what a process's first optimizer imports, since torch's optimizers
+    keep their methods out of compilation: 5-6 s on the H200 machine, which a worker's first
+    trial paid inside its training until 2026-12-02. Nothing on the CPU."""
     import torch
 
     from . import depthwise
@@ -49,6 +52,7 @@ def start_device(device) -> None:
     if dev.type != "cuda":
         return
     torch.zeros(1, device=dev)
+    import torch._dynamo  # noqa: F401
     if depthwise.chosen() is not False and depthwise.available(dev):
         depthwise.load_kernels(dev)
 

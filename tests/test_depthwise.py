@@ -276,3 +276,75 @@ def test_a_gpu_worker_loads_the_kernels_before_its_first_trial(monkeypatch):
     monkeypatch.setenv(D.ENV, "torch")
     worker.start_device("cuda:0")
     assert loaded == ["cuda:0"]  # cuDNN's convolutions asked for: no kernels to load
+
+
+def test_compiling_started_early_is_waited_for_once(monkeypatch, tmp_path):
+    monkeypatch.delenv(D.ENV, raising=False)
+    monkeypatch.setattr(D, "available", lambda device=None: True)
+    mark = tmp_path / "cache" / "scaling-depthwise-x.ready"
+    monkeypatch.setattr(D, "_ready_mark", lambda: mark)
+    started, said = [], []
+    monkeypatch.setattr(D.subprocess, "Popen", lambda cmd, **kw: started.append(cmd[-2:]) or _FakeProc(0))
+    compiling = D.start_compiling()
+    assert isinstance(compiling, D.Compiling) and len(started) == 4 and not mark.exists()
+    compiling.wait(say=said.append)
+    assert mark.exists() and len(said) == 1
+    compiling.cancel()  # waited already: nothing to stop
+    assert D.start_compiling() is None and len(started) == 4  # compiled: nothing started again
+
+
+def test_cancelling_stops_the_compiles_still_running(monkeypatch, tmp_path):
+    import subprocess
+    import sys
+
+    real = subprocess.Popen
+    monkeypatch.setattr(D.subprocess, "Popen", lambda cmd, **kw: real(
+        [sys.executable, "-c", "import time; time.sleep(60)"], **kw))
+    with D.Compiling(tmp_path / "mark") as compiling:
+        procs = compiling.procs
+        assert len(procs) == 4 and all(p.poll() is None for p in procs)
+    assert all(p.returncode is not None for p in procs)  # leaving the block stopped them
+    assert not (tmp_path / "mark").exists()
+
+
+def test_the_pool_waits_for_the_compile_its_caller_started(monkeypatch, tmp_path):
+    from scaling import pool
+    from scaling.study import StudyConfig
+
+    monkeypatch.delenv(D.ENV, raising=False)
+    order = []
+
+    class Started:
+        def wait(self, say=None):
+            order.append("waited")
+            say("compiled the Triton depthwise kernels in 1.0 s (once per machine: they are cached)")
+            return 1.0
+
+    monkeypatch.setattr(D, "compile_ahead", lambda say=None: order.append("compiled here"))
+    monkeypatch.setattr(pool, "_run_workers", lambda *a, **k: order.append("workers") or 0)
+    monkeypatch.setattr(pool, "_speed_pass", lambda *a, **k: None)
+    assert pool.run_pool(StudyConfig(name="k"), f"sqlite:///{tmp_path / 'optuna.db'}", None, [0], 1, True,
+                         compiling=Started()) == 0
+    assert order == ["waited", "workers"]
+
+
+def test_a_search_stops_the_compile_it_started_when_it_ends_early(monkeypatch):
+    from scaling.cli import searching
+
+    stopped = []
+
+    class Started:
+        def cancel(self):
+            stopped.append(True)
+
+    monkeypatch.setattr(D, "start_compiling", lambda: Started())
+    with searching._compiling([]) as none:
+        assert none is None  # no GPU: nothing compiles
+    with pytest.raises(RuntimeError, match="bad data"):
+        with searching._compiling([0]) as compiling:
+            assert isinstance(compiling, Started)
+            raise RuntimeError("bad data")
+    assert stopped == [True]
+    monkeypatch.setattr(D, "start_compiling", lambda: (_ for _ in ()).throw(ValueError("SCALING_DEPTHWISE")))
+    with searching._compiling([0]) as compiling:
+        assert compiling is None  # the pool says what is wrong with the switch, with code 2

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -172,33 +173,35 @@ def search(
         phi=phi, base_resolution=base_resolution, base_width=base_width, base_depth=base_depth, base=base_name,
         objective=objective, objective_target=objective_target, objective_exponent=objective_exponent, sampler=sampler,
         trials=trials, seeds=None if selection else seeds, prune=prune, per_gpu=parse_per_gpu(per_gpu))
-    data, _ = _load_data(config.source, config.base_resolution, quiet, train_size=config.train_size,
-                         val_size=config.val_size, max_resolution=largest_resolution(config))
-    selected = None
-    if selection is not None:  # a grid's chosen networks, more seeds for them: the definition stays as it is
-        ranked = selection.ranked_by or config.name
+    # The workers' Triton kernels compile (on a fresh machine, about 9 s) while the data and the study are made.
+    with _compiling(gpu_ids) as compiling:
+        data, _ = _load_data(config.source, config.base_resolution, quiet, train_size=config.train_size,
+                             val_size=config.val_size, max_resolution=largest_resolution(config))
+        selected = None
+        if selection is not None:  # a grid's chosen networks, more seeds for them: the definition stays as it is
+            ranked = selection.ranked_by or config.name
+            try:
+                selected = select_networks(config, selection, seeds or config.seeds,
+                                           storage_url(StudyConfig(name=ranked), studies_dir / ranked, storage),
+                                           num_classes=data.num_classes)
+            except StudyError as e:
+                raise InputError(str(e))
+            err.print(f"--only {selected.asked}: {plural(len(selected.keys), 'network')} x "
+                      f"{plural(selected.seeds, 'seed')} (those not trained yet)", soft_wrap=True)
+        if not gpu_ids:
+            from ..budget import cpu_estimate, search_specs
+
+            specs = [s.replace(num_classes=data.num_classes) for s in search_specs(config, selected)]
+            err.print(cpu_estimate(specs, len(data.train), len(data.val), config.training_recipe().epochs,
+                                   selected.seeds if selected else config.seeds), soft_wrap=True)
         try:
-            selected = select_networks(config, selection, seeds or config.seeds,
-                                       storage_url(StudyConfig(name=ranked), studies_dir / ranked, storage),
-                                       num_classes=data.num_classes)
-        except StudyError as e:
+            from ..checkpoint import data_identity
+
+            study = create_study(config, url, num_classes=data.num_classes,  # candidates counted as trained
+                                 identity=data_identity(data), selected=selected)
+            code = execute(config, url, study, gpu_ids, workers, quiet, compiling=compiling)
+        except StudyError as e:  # a full disk, a read-only or damaged storage, an infeasible space
             raise InputError(str(e))
-        err.print(f"--only {selected.asked}: {plural(len(selected.keys), 'network')} x "
-                  f"{plural(selected.seeds, 'seed')} (those not trained yet)", soft_wrap=True)
-    if not gpu_ids:
-        from ..budget import cpu_estimate, search_specs
-
-        specs = [s.replace(num_classes=data.num_classes) for s in search_specs(config, selected)]
-        err.print(cpu_estimate(specs, len(data.train), len(data.val), config.training_recipe().epochs,
-                               selected.seeds if selected else config.seeds), soft_wrap=True)
-    try:
-        from ..checkpoint import data_identity
-
-        study = create_study(config, url, num_classes=data.num_classes,  # candidates counted as trained
-                             identity=data_identity(data), selected=selected)
-        code = execute(config, url, study, gpu_ids, workers, quiet)
-    except StudyError as e:  # a full disk, a read-only or damaged storage, an infeasible space
-        raise InputError(str(e))
     if code in INTERRUPTED:  # said in one line; the ranking so far is kept in results.csv
         from ..results import results_frame, write_csv
 
@@ -250,11 +253,32 @@ def parse_per_gpu(text: Optional[str]) -> int | str | None:
     return int(text)
 
 
-def execute(config, url: str, study, gpu_ids: list[int], workers: int, quiet: bool) -> int:
+def execute(config, url: str, study, gpu_ids: list[int], workers: int, quiet: bool, compiling=None) -> int:
     """The study's worker pool (:func:`scaling.pool.run_pool`), saying what it does on stderr."""
     from ..pool import run_pool
 
-    return run_pool(config, url, study, gpu_ids, workers, quiet, console=err)
+    return run_pool(config, url, study, gpu_ids, workers, quiet, console=err, compiling=compiling)
+
+
+@contextmanager
+def _compiling(gpu_ids: list[int]):
+    """The Triton kernels' compilation started where the search uses GPUs
+    (:func:`scaling.depthwise.start_compiling`), or None; whatever is still compiling when
+    the block ends (a bad input, an interruption) is stopped. A bad ``SCALING_DEPTHWISE``
+    is left to the pool to say."""
+    compiling = None
+    if gpu_ids:
+        from ..depthwise import start_compiling
+
+        try:
+            compiling = start_compiling()
+        except ValueError:
+            compiling = None
+    try:
+        yield compiling
+    finally:
+        if compiling is not None:
+            compiling.cancel()
 
 
 def refresh_report(name: str, studies_dir: Path, storage) -> None:
