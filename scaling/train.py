@@ -61,7 +61,7 @@ class TrainResult:
     history: list[dict] = field(default_factory=list)  # per epoch: loss, top1, top5, lr, seconds
     images_per_second: float | None = None  # training images per second after warm-up
     peak_memory_mb: float | None = None  # peak GPU memory allocated (None on CPU)
-    times: dict = field(default_factory=dict)  # seconds: data, warmup, train, eval, total
+    times: dict = field(default_factory=dict)  # seconds: data, setup, warmup, train, eval, other, total
     device: str = ""
     seed: int = 0
     recipe: dict = field(default_factory=dict)
@@ -329,8 +329,9 @@ def train(
         model = net if world == 1 else _data_parallel(net, dev, recipe, sync_bn, result)
         t0 = time.perf_counter()
         train_b, val_b, val_full = _batches(data, spec, recipe, per_process, dev, seed)
-        result.times["data"] += time.perf_counter() - t0
-        for k in ("warmup", "train", "eval"):
+        batches_s = time.perf_counter() - t0
+        result.times["data"] += batches_s
+        for k in ("setup", "warmup", "train", "eval"):
             result.times.setdefault(k, 0.0)
         micro = micro_batch or per_process
         if micro_batch is None and not cuda:  # no out-of-memory error on the CPU: the micro-batch from the memory there is
@@ -354,6 +355,7 @@ def train(
                 result.times[k] = at.result["times"].get(k, 0.0)
 
         # 4. the epochs: train, evaluate where due, checkpoint, report
+        result.times["setup"] = time.perf_counter() - t_start - batches_s  # the network, its optimizer, its step
         with _progress(quiet) as progress:
             for epoch in range(start_epoch, recipe.epochs):
                 task = progress.add_task("", total=len(train_b), epoch=f"{epoch + 1}/{recipe.epochs}", loss="-",
@@ -409,6 +411,10 @@ def train(
         if cuda:
             torch.cuda.empty_cache()
     result.times["total"] = time.perf_counter() - t_start + data_seconds
+    named = sum(result.times.get(k, 0.0) for k in ("data", "setup", "warmup", "train", "eval"))
+    # The rest: reports between epochs, checkpoints, the memory given back. (A resumed run's
+    # warm-up, training and evaluation include earlier processes' seconds: no rest to say.)
+    result.times["other"] = max(0.0, result.times["total"] - named)
     return result
 
 

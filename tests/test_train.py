@@ -62,7 +62,10 @@ def test_short_cpu_training_learns(data_2000):
     assert r.status == "ok" and r.epochs_completed == 6
     assert r.top1 > 0.25, r.history  # chance: 0.1
     assert r.history[-1]["loss"] < r.history[0]["loss"]
-    assert set(r.times) == {"data", "warmup", "train", "eval", "total"}
+    assert set(r.times) == {"data", "setup", "warmup", "train", "eval", "other", "total"}
+    parts = sum(r.times[k] for k in ("data", "setup", "warmup", "train", "eval", "other"))
+    assert parts == pytest.approx(r.times["total"], abs=1e-9)  # every second named once
+    assert r.times["setup"] > 0 and r.times["other"] >= 0
     assert r.images_per_second > 0 and r.peak_memory_mb is None and r.device == "cpu"
     assert json.loads(json.dumps(r.to_dict()))["spec"]["num_classes"] == 10
 

@@ -322,8 +322,9 @@ def _print_result(result, run_dir: Path) -> None:
         console.print(f"FAILED ({result.status}): {result.reason}")
     speed = f"{result.images_per_second:,.0f} img/s" if result.images_per_second else "-"
     mem = f", peak GPU memory {result.peak_memory_mb:,.0f} MiB" if result.peak_memory_mb else ""
-    console.print(f"{speed}{mem}; time {t.get('total', 0):.1f} s (data {t.get('data', 0):.1f}, warm-up "
-                  f"{t.get('warmup', 0):.1f}, training {t.get('train', 0):.1f}, evaluation {t.get('eval', 0):.1f})")
+    console.print(f"{speed}{mem}; time {t.get('total', 0):.1f} s (data {t.get('data', 0):.1f}, set-up "
+                  f"{t.get('setup', 0):.1f}, warm-up {t.get('warmup', 0):.1f}, training {t.get('train', 0):.1f}, "
+                  f"evaluation {t.get('eval', 0):.1f}, other {t.get('other', 0):.1f})")
     console.print(f"result: {run_dir / 'result.json'}")
 
 
