@@ -123,7 +123,7 @@ class TrialRecord:
     code_modified: bool | None = None  # the checkout that trained it had uncommitted changes (None: not known)
     software: tuple[tuple[str, str], ...] | None = None  # python, torch, cuda, cudnn of the machine that trained it
     wall_s: float | None = None
-    times: tuple[tuple[str, float], ...] | None = None  # seconds per phase: data, warmup, train, eval, total
+    times: tuple[tuple[str, float], ...] | None = None  # seconds per phase: data, setup, warmup, train, eval, other, total
     depthwise: str | None = None  # what ran the depthwise convolutions: "triton" or "torch" (None: torch's, before 2026-12-02)
     worker_start_s: float | None = None  # a worker's first trial: the worker's seconds from its start to the trial
     # The objective, where the study's is not accuracy alone
