@@ -24,7 +24,7 @@ early lacks is a whole group):
   from 2026-12-02 also ``depthwise``, what ran its depthwise convolutions (``triton``:
   :mod:`scaling.depthwise`, or ``torch``; without it, torch's), and on a worker's first trial
   ``worker_start_s``, the worker's seconds from its start to that trial (imports, the storage,
-  CUDA's context, the depthwise kernels), which no trial's ``times`` hold;
+  CUDA's context, torch's compiler front end, the depthwise kernels), which no trial's ``times`` hold;
 - the inference speed of a search ranked by latency, and of a plan member on the CPU:
   ``latency_ms throughput inference_batch`` (until 2026-12-02 also of every member and trial
   on a GPU; since then a network trained on a GPU is measured after the workers end, alone on
