@@ -2,12 +2,12 @@
 
 Measured as a deployment would run it: eval mode, no gradients, bf16 autocast and
 channels_last on a GPU (float32 on the CPU), after warm-up. On a GPU the forward pass is
-captured once in a CUDA graph and each replay is timed with CUDA events: a small network's
+captured once in a CUDA graph and each replay is timed with CUDA events. A small network's
 eager forward pass is a few hundred kernel launches, and launching them from Python takes
-longer than the GPU takes to run them (the GPU study's networks on an H200: 6.7-81 ms eager at
-batch 1, moving up to 2.2x between measurements, against 0.97-6.7 ms from a graph, steady to
-3%; docs/BENCHMARKS.md), so an eager time measures the host and whatever else it is doing. A replay launches the whole pass at once: what is timed is the
-GPU's work. Where a network cannot be captured, it is timed eager, with a warning. On the
+longer than the GPU takes to run them (the GPU study's networks on an H200: 6.7-81 ms eager
+at batch 1, moving up to 2.2x between measurements, against 0.97-6.7 ms from a graph,
+steady to 3%; docs/BENCHMARKS.md), so an eager time measures the host and whatever else it
+is doing. A replay launches the whole pass at once: what is timed is the GPU's work. Where a network cannot be captured, it is timed eager, with a warning. On the
 CPU the wall clock times eager calls. The weights do not matter for speed, so a fresh
 network of the same spec is used.
 """
