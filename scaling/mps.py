@@ -127,13 +127,35 @@ def stop(control: Path, mps: Mps) -> None:
         return
     try:
         _ask(control, mps.pipe_dir, "quit", timeout=STOP_SECONDS)
+        # Waited for: the daemon's processes, not its pipe. The control program leaves its pipe
+        # files behind when it quits, so waiting for them to go cost every search 10 s.
         deadline = time.monotonic() + STOP_SECONDS
-        while (mps.pipe_dir / "control").exists() and time.monotonic() < deadline:
-            time.sleep(0.05)
+        while daemon_processes(mps.pipe_dir) and time.monotonic() < deadline:
+            time.sleep(0.02)
     except (OSError, subprocess.TimeoutExpired):
         pass
     finally:
         shutil.rmtree(mps.pipe_dir, ignore_errors=True)
+
+
+def daemon_processes(pipe_dir: Path, proc: Path = Path("/proc")) -> set[int]:
+    """The live processes started with ``pipe_dir`` as their ``CUDA_MPS_PIPE_DIRECTORY``: the
+    control daemon, its servers and any client still there (read from ``/proc``; nothing
+    where it cannot be read, another user's process, or a system without it)."""
+    needle = f"CUDA_MPS_PIPE_DIRECTORY={pipe_dir}".encode()
+    found = set()
+    try:
+        entries = [e for e in proc.iterdir() if e.name.isdigit()]
+    except OSError:
+        return found
+    for entry in entries:
+        try:
+            if needle in (entry / "environ").read_bytes().split(b"\0"):
+                found.add(int(entry.name))
+        except OSError:  # gone already, or not ours to read
+            continue
+    found.discard(os.getpid())
+    return found
 
 
 @contextlib.contextmanager

@@ -15,8 +15,11 @@ import pytest
 from scaling import mps
 
 # Behaves as the real control program does for what scaling uses: `-d` starts a daemon
-# (here a sleeping process in its own session) and makes the control pipe; without `-d`
-# it reads one command from stdin and fails when no daemon's pipe is there.
+# (here a sleeping process in its own session, which takes a moment to quit) and makes the
+# control pipe; without `-d` it reads one command from stdin and fails when no daemon's
+# pipe is there; `quit` ends the daemon and leaves its pipe behind.
+DAEMON = ("import signal, sys, time\\nsignal.signal(signal.SIGTERM, lambda *a: (time.sleep(0.3), sys.exit(0)))\\n"
+          "while True: time.sleep(1)")
 STAND_IN = """#!{python}
 import os, signal, subprocess, sys
 pipe = os.environ.get("CUDA_MPS_PIPE_DIRECTORY", "/tmp/nvidia-mps")
@@ -24,7 +27,7 @@ if os.environ.get("STAND_IN_FAIL"):
     print("An instance of this daemon is already running", file=sys.stderr)
     sys.exit(1)
 if sys.argv[1:] == ["-d"]:
-    p = subprocess.Popen([sys.executable, "-c", "import time\\nwhile True: time.sleep(1)"], start_new_session=True,
+    p = subprocess.Popen([sys.executable, "-c", "{daemon}"], start_new_session=True,
                          stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     with open(os.path.join(pipe, "pid"), "w") as f:
         f.write(str(p.pid))
@@ -39,7 +42,6 @@ if not os.path.exists(control) or os.environ.get("STAND_IN_DEAD"):
 command = sys.stdin.read().strip()
 if command == "quit":
     os.kill(int(open(os.path.join(pipe, "pid")).read()), signal.SIGTERM)
-    os.remove(control)
 """
 
 
@@ -47,7 +49,7 @@ if command == "quit":
 def control(tmp_path, monkeypatch) -> Path:
     path = tmp_path / "bin" / mps.CONTROL
     path.parent.mkdir()
-    path.write_text(STAND_IN.format(python=sys.executable))
+    path.write_text(STAND_IN.format(python=sys.executable, daemon=DAEMON))
     path.chmod(0o755)
     monkeypatch.delenv("CUDA_MPS_PIPE_DIRECTORY", raising=False)
     monkeypatch.delenv("CUDA_MPS_LOG_DIRECTORY", raising=False)
@@ -80,11 +82,31 @@ def test_a_daemon_started_for_the_search_is_stopped_when_it_ends(control, tmp_pa
         assert _alive(pid)
         assert (tmp_path / "log" / "control.log").read_text() == "started\n"
     assert said == []
-    deadline = time.monotonic() + 10
-    while _alive(pid) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert not _alive(pid)
+    assert not _alive(pid)  # waited for: the daemon had ended when the block did
     assert not pipe_dir.exists()
+
+
+def test_stopping_waits_for_the_daemon_not_for_the_pipe_it_leaves(control, tmp_path, monkeypatch):
+    monkeypatch.setattr(mps, "STOP_SECONDS", 120.0)  # waiting for the pipe would wait all of this
+    daemon = mps.start(control, tmp_path / "log")
+    pid = _pid(daemon.pipe_dir)
+    assert mps.daemon_processes(daemon.pipe_dir) == {pid}
+    t0 = time.monotonic()
+    mps.stop(control, daemon)
+    assert time.monotonic() - t0 < 60  # the daemon's 0.3 s, not the 120 s limit
+    assert not _alive(pid) and not daemon.pipe_dir.exists()
+    assert mps.daemon_processes(daemon.pipe_dir) == set()
+
+
+def test_daemon_processes_are_read_from_each_process_environment(tmp_path):
+    proc = tmp_path / "proc"
+    for pid, env in (("11", b"A=1\0CUDA_MPS_PIPE_DIRECTORY=/tmp/p1\0"), ("12", b"CUDA_MPS_PIPE_DIRECTORY=/tmp/p10\0"),
+                     ("13", b"CUDA_MPS_PIPE_DIRECTORY=/tmp/p1\0B=2\0"), ("self", b"CUDA_MPS_PIPE_DIRECTORY=/tmp/p1\0")):
+        (proc / pid).mkdir(parents=True)
+        (proc / pid / "environ").write_bytes(env)
+    (proc / "14").mkdir()  # gone, or another user's: nothing to read
+    assert mps.daemon_processes(Path("/tmp/p1"), proc=proc) == {11, 13}
+    assert mps.daemon_processes(Path("/tmp/p1"), proc=tmp_path / "none") == set()
 
 
 def test_the_daemon_is_stopped_when_the_search_fails(control, tmp_path):
