@@ -83,15 +83,16 @@ def run_pool(config, url: str, study, gpu_ids: list[int], workers: int = 1, quie
                 runs = db.parent if db is not None else Path(tempfile.gettempdir()) / f"scaling-{config.name}"
                 log_dir = runs / "mps"
                 err.print(f"{plural(k, 'worker')} on each of {plural(len(gpu_ids), 'GPU')}", soft_wrap=True)
-                with mps.shared_gpu(log_dir, say=say) as env:
-                    # under MPS the speed pass prepares beside the workers and measures once they end
-                    beside = _start_speed_pass(config, url, env, gpu_ids[0], runs) if env else None
-                    try:
+                # The speed pass makes the networks ready beside the workers, outside their MPS
+                # daemon, and times them once the workers and the daemon have ended.
+                beside = _start_speed_pass(config, url, gpu_ids[0], runs)
+                try:
+                    with mps.shared_gpu(log_dir, say=say) as env:
                         code = _run_workers(config, url, [(dict(env, CUDA_VISIBLE_DEVICES=visible(i)), "cuda:0")
                                                           for i in gpu_ids for _ in range(k)], quiet, err)
-                        measured = code != 2 and beside is not None and _finish_speed_pass(beside, err)
-                    finally:
-                        _end_speed_pass(beside)
+                    measured = code != 2 and beside is not None and _finish_speed_pass(beside, err)
+                finally:
+                    _end_speed_pass(beside)
                 if measured:
                     return code
             if code != 2:  # 2: the storage cannot be used (a full disk, read-only), the workers said so
@@ -132,11 +133,14 @@ def _speed_pass(config, url: str, gpu: int, err: Console) -> None:
     speed_pass.measure_study(study, f"cuda:{gpu}", say=lambda line: err.print(line, soft_wrap=True, markup=False))
 
 
-def _start_speed_pass(config, url: str, env: dict, gpu: int, runs: Path, device: str = "cuda:0"):
-    """The speed pass as a process beside the workers (``python -m scaling.speed_pass``): it
-    joins their MPS daemon (``env``) on GPU ``gpu``, prepares the study's networks while they
-    train and waits for :func:`_finish_speed_pass`; its errors go to ``runs/speed-pass.log``.
-    None where it cannot be started (the pass then runs after the workers, here)."""
+def _start_speed_pass(config, url: str, gpu: int, runs: Path, device: str = "cuda:0"):
+    """The speed pass as a process beside the workers (``python -m scaling.speed_pass``) on GPU
+    ``gpu``: it makes the study's networks ready to be timed while they train and waits for
+    :func:`_finish_speed_pass`; its errors go to ``runs/speed-pass.log``. It is no client of
+    an MPS daemon, the search's or the user's (its pipe folder is one where none runs): timed
+    as a deployment runs, not through a daemon (as the daemon's only client, a network
+    measured 6% slower at batch 1 and 9-10% at 256 on an H200, docs/BENCHMARKS.md). None where
+    it cannot be started (the pass then runs after the workers, here)."""
     import subprocess
 
     from .speed_pass import LOG
@@ -146,9 +150,11 @@ def _start_speed_pass(config, url: str, env: dict, gpu: int, runs: Path, device:
         log = open(runs / LOG, "w")
     except OSError:
         return None
+    no_daemon = runs / "no-mps"  # never made: CUDA finds no daemon there and runs without MPS
     try:
         return subprocess.Popen([sys.executable, "-m", "scaling.speed_pass", config.name, url, device],
-                                env=dict(os.environ, **env, CUDA_VISIBLE_DEVICES=visible(gpu)), text=True,
+                                env=dict(os.environ, CUDA_VISIBLE_DEVICES=visible(gpu),
+                                         CUDA_MPS_PIPE_DIRECTORY=str(no_daemon)), text=True,
                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log)
     except OSError:
         return None

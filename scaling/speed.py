@@ -52,8 +52,8 @@ def inference_speed(spec: NetworkSpec, device: str | torch.device = "cpu", *, ba
                     repeats: int | None = None) -> dict:
     """``latency_ms``: median time of one image (batch 1); ``throughput``: images per second
     at ``batch`` (median of the repeats). Fewer repeats on the CPU, where each is slow."""
-    torch.manual_seed(0)
-    return model_speed(build(spec), spec.in_channels, spec.resolution, device, batch=batch, repeats=repeats)
+    with ready(spec, device, batch=batch) as timing:
+        return timing.time(repeats)
 
 
 def model_speed(model: torch.nn.Module, in_channels: int, resolution: int, device: str | torch.device = "cpu", *,
@@ -62,46 +62,71 @@ def model_speed(model: torch.nn.Module, in_channels: int, resolution: int, devic
     ``device``, put in eval mode, measured on ``in_channels`` x ``resolution`` x ``resolution``
     random images, and let go. ``graph``: on a GPU, time replays of a captured CUDA graph
     (False: eager calls, as a benchmark compares)."""
-    device = torch.device(device)
-    cuda = device.type == "cuda"
-    n = repeats or (30 if cuda else 5)
-    timer = _timer(device)
-    out = {}
-    with _deployed(model, device) as net:
-        for size, key in ((1, "latency_ms"), (batch, "throughput")):
-            step = _forward(net, in_channels, resolution, size, device)
-            captured = None
-            if cuda and graph:
-                step()  # cuDNN's plans and the allocator's blocks, before the capture
-                captured = _captured(step, device)
-            run = captured.replay if captured is not None else step
+    with Timing(model, in_channels, resolution, device, batch=batch, graph=graph) as timing:
+        return timing.time(repeats)
+
+
+def ready(spec: NetworkSpec, device: str | torch.device, *, batch: int = 256) -> "Timing":
+    """A fresh network of ``spec`` (seeded: the same weights each time) made ready to be timed."""
+    torch.manual_seed(0)
+    return Timing(build(spec), spec.in_channels, spec.resolution, device, batch=batch)
+
+
+class Timing:
+    """A network made ready to be timed on one device: deployed (:func:`_deployed`) and, on a
+    GPU, its forward pass at batch 1 and at ``batch`` run once (cuDNN's plans, the allocator's
+    blocks) and captured in a CUDA graph, so that :meth:`time` spends only the timed runs.
+    Ready before it is timed, it can be made while a GPU is shared and timed once it is not
+    (the speed pass beside the workers, :mod:`scaling.speed_pass`). It holds the network, its
+    inputs and its graphs' memory until :meth:`close` (or the end of a ``with`` block)."""
+
+    def __init__(self, model: torch.nn.Module, in_channels: int, resolution: int, device: str | torch.device, *,
+                 batch: int = 256, graph: bool = True):
+        self.device, self.batch = torch.device(device), batch
+        cuda = self.device.type == "cuda"
+        self._deployed = _deployed(model, self.device)
+        net = self._deployed.__enter__()
+        self._runs: dict[int, tuple] = {}  # size -> (what a timed run calls, its graph or None, the eager step)
+        try:
+            for size in (1, batch):
+                step = _forward(net, in_channels, resolution, size, self.device)
+                captured = None
+                if cuda and graph:
+                    step()  # cuDNN's plans and the allocator's blocks, before the capture
+                    captured = _captured(step, self.device)
+                self._runs[size] = (captured.replay if captured is not None else step, captured, step)
+        except BaseException:
+            self.close()
+            raise
+
+    def time(self, repeats: int | None = None) -> dict:
+        """``latency_ms`` (median of ``repeats`` at batch 1), ``throughput`` (images per second,
+        the median of a third as many at ``batch``) and ``inference_batch``, after a warm-up."""
+        cuda = self.device.type == "cuda"
+        n = repeats or (30 if cuda else 5)
+        timer = _timer(self.device)
+        out = {}
+        for size, key in ((1, "latency_ms"), (self.batch, "throughput")):
+            run = self._runs[size][0]
             timer(run, 3 if cuda else 1)  # warm-up: cudnn's choice, allocator, caches
             t = statistics.median(timer(run, n if size == 1 else max(3, n // 3)))
             out[key] = round(t * 1e3, 4) if size == 1 else round(size / t, 1)
-            del captured, run, step
-    out["inference_batch"] = batch
-    return out
+        out["inference_batch"] = self.batch
+        return out
 
+    def close(self) -> None:
+        """Give back the network's, its inputs' and its graphs' memory (once; a second call does nothing)."""
+        if self._deployed is None:
+            return
+        self._runs.clear()
+        deployed, self._deployed = self._deployed, None
+        deployed.__exit__(None, None, None)
 
-def _captured(step, device: torch.device) -> torch.cuda.CUDAGraph | None:
-    """``step`` (warmed up already, on the current stream) captured in a CUDA graph; None,
-    with a warning, where the network does something a graph cannot hold."""
-    from .step import warmup_stream
+    def __enter__(self) -> "Timing":
+        return self
 
-    side = warmup_stream(device)
-    side.wait_stream(torch.cuda.current_stream(device))
-    with torch.cuda.stream(side):  # a capture's own warm-up, as torch's documentation asks
-        step()
-    torch.cuda.current_stream(device).wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    try:
-        with torch.cuda.graph(graph):
-            step()
-    except RuntimeError as e:
-        warnings.warn(f"timed eager: the network cannot be captured in a CUDA graph ({e})", stacklevel=3)
-        torch.cuda.synchronize(device)
-        return None
-    return graph
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 def prepare(spec: NetworkSpec, device: str | torch.device, *, batch: int = 256) -> None:
@@ -109,7 +134,8 @@ def prepare(spec: NetworkSpec, device: str | torch.device, *, batch: int = 256) 
     spent now: one forward pass at each, so that this process has cuDNN's execution plans for
     the network's layer shapes (0.3-1 s a new depthwise shape on an H200, on the host) and a
     later measurement of it times only its runs. Plans are kept per process and per thread:
-    a measurement gains only on the thread that prepared. Nothing is timed or returned."""
+    a measurement gains only on the thread that prepared. Nothing is timed, returned or kept
+    (:class:`Timing` keeps what it made)."""
     device = torch.device(device)
     torch.manual_seed(0)
     with _deployed(build(spec), device) as net:

@@ -77,11 +77,14 @@ def unmeasured(study: optuna.Study, model: str) -> list[tuple[str, dict]]:
     return out
 
 
-def measure_study(study: optuna.Study, device, say: Callable[[str], None] | None = None) -> int:
+def measure_study(study: optuna.Study, device, say: Callable[[str], None] | None = None,
+                  held: dict | None = None) -> int:
     """Measure on ``device`` (a GPU of this process; the CPU too, where it is what trained) the
     inference speed of every network of ``study`` trained on a device of the same model that
     has none yet; how many it measured. Each is written as soon as it is measured: an
-    interrupted pass keeps what it did, and the next run measures the rest."""
+    interrupted pass keeps what it did, and the next run measures the rest. ``held``: network
+    key -> :class:`scaling.speed.Timing` made ready ahead (:func:`prepare_study`), timed as it
+    is; every one is closed here, measured or not."""
     import time
 
     import torch
@@ -89,24 +92,35 @@ def measure_study(study: optuna.Study, device, say: Callable[[str], None] | None
     from .bases import spec_from_dict
     from .speed import default_batch, inference_speed
 
-    dev = torch.device(device)
-    model = torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu"
-    todo = unmeasured(study, model)
-    if not todo:
-        return 0
-    where = f"{dev} ({model})" if dev.type == "cuda" else "cpu"
-    if say is not None:
-        say(f"measuring inference speed alone on {where}: {len(todo)} network{'s' * (len(todo) != 1)}")
-    t0 = last = time.perf_counter()
-    for i, (key, spec) in enumerate(todo, 1):
-        speed = inference_speed(spec_from_dict(spec), dev, batch=default_batch(dev))
-        study.set_user_attr(PREFIX + key, {**speed, "device": where})
-        if say is not None and i < len(todo) and time.perf_counter() - last >= PROGRESS_S:
-            last = time.perf_counter()
-            say(f"  {i}/{len(todo)} measured, {last - t0:.0f} s")
-    if say is not None:
-        say(f"inference speed measured: {len(todo)} in {time.perf_counter() - t0:.1f} s")
-    return len(todo)
+    held = {} if held is None else held
+    try:
+        dev = torch.device(device)
+        model = torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu"
+        todo = unmeasured(study, model)
+        if not todo:
+            return 0
+        where = f"{dev} ({model})" if dev.type == "cuda" else "cpu"
+        if say is not None:
+            say(f"measuring inference speed alone on {where}: {len(todo)} network{'s' * (len(todo) != 1)}")
+        t0 = last = time.perf_counter()
+        for i, (key, spec) in enumerate(todo, 1):
+            timing = held.pop(key, None)
+            if timing is not None:
+                with timing:
+                    speed = timing.time()
+            else:
+                speed = inference_speed(spec_from_dict(spec), dev, batch=default_batch(dev))
+            study.set_user_attr(PREFIX + key, {**speed, "device": where})
+            if say is not None and i < len(todo) and time.perf_counter() - last >= PROGRESS_S:
+                last = time.perf_counter()
+                say(f"  {i}/{len(todo)} measured, {last - t0:.0f} s")
+        if say is not None:
+            say(f"inference speed measured: {len(todo)} in {time.perf_counter() - t0:.1f} s")
+        return len(todo)
+    finally:
+        for timing in held.values():  # made ready for a network that did not complete
+            timing.close()
+        held.clear()
 
 
 def expected(study: optuna.Study, config, model: str) -> list[tuple[str, object]]:
@@ -136,27 +150,56 @@ def expected(study: optuna.Study, config, model: str) -> list[tuple[str, object]
     return out
 
 
-def prepare_study(study: optuna.Study, config, device, stop: Callable[[], bool]) -> int:
-    """:func:`scaling.speed.prepare` on ``device`` every network of :func:`expected`, in order,
-    until ``stop()`` says the workers have ended (asked between networks); how many it prepared.
-    A network that cannot be prepared (out of memory, say) is passed over: its measurement
-    builds what it needs."""
+def prepare_study(study: optuna.Study, config, device, stop: Callable[[], bool], held: dict | None = None) -> int:
+    """Make ready on ``device`` every network of :func:`expected`, in order, until ``stop()``
+    says the workers have ended (asked between networks); how many it made ready. With
+    ``held`` (a dict), each is kept there (key -> :class:`scaling.speed.Timing`: its forward
+    passes captured, only the timed runs left) while this process holds less than
+    :func:`hold_budget`; past it, and without ``held``, only cuDNN's plans are made
+    (:func:`scaling.speed.prepare`). A network that cannot be made ready (out of memory, say)
+    is passed over: its measurement builds what it needs."""
     import torch
 
-    from .speed import default_batch, prepare
+    from .speed import default_batch, prepare, ready
 
     dev = torch.device(device)
     model = torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu"
+    budget = hold_budget(dev) if held is not None else 0
     done = 0
-    for _, spec in expected(study, config, model):
+    for key, spec in expected(study, config, model):
         if stop():
             break
         try:
-            prepare(spec, dev, batch=default_batch(dev))
+            if held is not None and key not in held and held_bytes(dev) < budget:
+                held[key] = ready(spec, dev, batch=default_batch(dev))
+            else:
+                prepare(spec, dev, batch=default_batch(dev))
         except (RuntimeError, ValueError):  # torch.OutOfMemoryError is a RuntimeError
+            if dev.type == "cuda":
+                torch.cuda.empty_cache()
             continue
         done += 1
     return done
+
+
+HOLD_SHARE, HOLD_MAX = 0.10, 16 * 2**30  # networks kept ready: at most this share of a GPU's memory, and bytes
+
+
+def hold_budget(device) -> int:
+    """The bytes of a GPU's memory the pass beside the workers may hold in networks kept ready
+    (the workers train in the rest): a tenth of the GPU, at most 16 GiB; none on the CPU."""
+    import torch
+
+    if device.type != "cuda":
+        return 0
+    return int(min(HOLD_SHARE * torch.cuda.get_device_properties(device).total_memory, HOLD_MAX))
+
+
+def held_bytes(device) -> int:
+    """The bytes this process holds on ``device`` (its allocator's reservation; 0 on the CPU)."""
+    import torch
+
+    return torch.cuda.memory_reserved(device) if device.type == "cuda" else 0
 
 
 LOG = "speed-pass.log"  # the pass's errors, in the study's folder, where it runs beside the workers
@@ -185,12 +228,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         study = optuna.load_study(study_name=name, storage=open_storage(url, create=False))
         config = StudyConfig.from_json(study.user_attrs["definition"])
-        prepare_study(study, config, device, stop)
+        held: dict = {}
+        prepare_study(study, config, device, stop, held)
         while not told:
             _readable(sys.stdin, told, timeout=None)
         if told[0] != GO:
             return 0
-        measure_study(study, device, say=say)
+        measure_study(study, device, say=say, held=held)
     except KeyboardInterrupt:
         return 130
     return 0

@@ -120,8 +120,8 @@ def beside(monkeypatch):
     real = pool._start_speed_pass
 
     def start(*a, **k):
-        started.append((a[2], real(*a, **k, device="cpu")))
-        return started[-1][1]
+        started.append(real(*a, **k, device="cpu"))
+        return started[-1]
 
     monkeypatch.setattr(pool, "_start_speed_pass", start)
     return started
@@ -145,27 +145,83 @@ def _pool(config, url, monkeypatch, control, run_workers) -> tuple[int, str]:
     return code, out.getvalue()
 
 
-def test_under_mps_the_pass_prepares_beside_the_workers_and_measures_when_they_end(
+def _environ(pid: int) -> dict[str, str]:
+    raw = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    return dict(e.decode().split("=", 1) for e in raw if b"=" in e)
+
+
+def test_under_mps_the_pass_is_ready_beside_the_workers_outside_their_daemon_and_measures_after_it(
         control, tmp_path, monkeypatch, beside, here):  # noqa: F811
+    from scaling import mps
+
     url, study, specs = _trained(tmp_path)
-    during = {}
+    during, told = {}, {}
 
     def run_workers(config, url, workers, quiet=False, err=None):
-        (env, proc), = beside
+        proc, = beside
+        pipe = Path(workers[0][0]["CUDA_MPS_PIPE_DIRECTORY"])
         during.update(alive=proc.poll() is None, speeds=dict(study_speeds(study)),
-                      same_daemon=env["CUDA_MPS_PIPE_DIRECTORY"] == workers[0][0]["CUDA_MPS_PIPE_DIRECTORY"])
+                      pass_pipe=_environ(proc.pid).get("CUDA_MPS_PIPE_DIRECTORY"),
+                      daemon_alive=bool(mps.daemon_processes(pipe)))
+        told["pipe"] = pipe
         return 0
 
+    finish = pool._finish_speed_pass
+
+    def finish_after_the_daemon(proc, err):
+        told["daemon_at_go"] = mps.daemon_processes(told["pipe"])
+        return finish(proc, err)
+
+    monkeypatch.setattr(pool, "_finish_speed_pass", finish_after_the_daemon)
     code, said = _pool(StudyConfig(name="k", per_gpu=2), url, monkeypatch, control, run_workers)
     assert code == 0, said
-    assert during == {"alive": True, "speeds": {}, "same_daemon": True}  # waiting for the word while they train
-    (_, proc), = beside
+    # waiting for the word while they train, no client of any daemon (its pipe folder has none)
+    assert during == {"alive": True, "speeds": {}, "pass_pipe": str(tmp_path / "no-mps"), "daemon_alive": True}
+    assert not (tmp_path / "no-mps").exists()
+    assert told["daemon_at_go"] == set()  # told to measure once the daemon had ended
+    proc, = beside
     assert proc.returncode == 0
     assert "measuring inference speed alone on cpu: 2 networks" in said
     assert "inference speed measured: 2 in " in said
     assert set(study_speeds(study)) == {s.architecture_key() for s in specs}
     assert here == []  # measured beside: nothing left for the pool
     assert (tmp_path / speed_pass.LOG).read_text() == ""
+
+
+def test_networks_held_ready_are_timed_as_they_are_and_all_let_go(grid, monkeypatch):
+    from scaling import speed
+
+    config, url, study = grid
+    made, closed = [], []
+    real_ready, real_close = speed.ready, speed.Timing.close
+
+    def ready(spec, device, batch=256):
+        made.append(spec.architecture_key())
+        return real_ready(spec, device, batch=batch)
+
+    def close(self):
+        if self._deployed is not None:
+            closed.append(self)
+        real_close(self)
+
+    monkeypatch.setattr(speed, "ready", ready)
+    monkeypatch.setattr(speed.Timing, "close", close)
+    monkeypatch.setattr(speed_pass, "hold_budget", lambda device: 3)  # three networks' worth of "bytes"
+    monkeypatch.setattr(speed_pass, "held_bytes", lambda device: len(made))
+    held = {}
+    keys = [k for k, _ in expected(study, config, "cpu")]
+    assert speed_pass.prepare_study(study, config, "cpu", lambda: False, held) == 8
+    assert list(held) == made == keys[:3]  # kept while under the budget, the rest only prepared
+    members = {m.spec.architecture_key(): m.spec for m in study_members(config, 10)}
+    for key in keys[1:5]:  # trained since: one held ready is not among them
+        _trial(study, members[key], "cpu")
+    timed, was_held = [], dict(held)
+    monkeypatch.setattr(speed.Timing, "time", lambda self, repeats=None: timed.append(self) or {"latency_ms": 1.0})
+    assert speed_pass.measure_study(study, "cpu", held=held) == 4
+    assert timed[:2] == [was_held[keys[1]], was_held[keys[2]]] and held == {}  # timed as they were held
+    assert made[3:] == keys[3:5] and len(timed) == 4  # the two not held built to be measured
+    assert len(closed) == 3 + 2 and was_held[keys[0]] in closed  # one held never trained: let go all the same
+    assert set(study_speeds(study)) == set(keys[1:5])
 
 
 def test_a_pass_that_fails_beside_leaves_the_measuring_to_the_pool(control, tmp_path, monkeypatch, here):  # noqa: F811
@@ -191,7 +247,7 @@ def test_the_pass_beside_ends_with_workers_that_cannot_go_on(control, tmp_path, 
 
     code, said = _pool(StudyConfig(name="k", per_gpu=2), url, monkeypatch, control, run_workers)
     assert code == (130 if workers_end == "interrupted" else 2)
-    (_, proc), = beside
+    proc, = beside
     assert proc.returncode == 0  # told by its closed input, it ended without measuring
     assert study_speeds(study) == {} and here == []
     assert "measuring" not in said

@@ -44,3 +44,25 @@ def test_speed_from_a_graph_keeps_no_memory_and_names_its_batch():
     assert s["latency_ms"] > 0 and s["throughput"] > 0
     torch.cuda.synchronize(dev)
     assert torch.cuda.memory_allocated(dev) == before
+
+
+def test_a_network_made_ready_ahead_is_timed_later_and_let_go():
+    from scaling.speed import ready
+
+    dev = torch.device("cuda:0")
+    specs = [custom_spec(0.5, 0.5, 64).replace(num_classes=10), custom_spec(0.5, 0.75, 80).replace(num_classes=10)]
+    torch.cuda.synchronize(dev)
+    before = torch.cuda.memory_allocated(dev)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # captured, not timed eager
+        held = [ready(s, dev, batch=64) for s in specs]  # both held at once, as the speed pass holds them
+        assert torch.cuda.memory_allocated(dev) > before
+        speeds = [t.time(repeats=6) for t in held]
+    for s in speeds:
+        assert set(s) == {"latency_ms", "throughput", "inference_batch"} and s["inference_batch"] == 64
+        assert s["latency_ms"] > 0 and s["throughput"] > 0
+    for t in held:
+        t.close()
+        t.close()  # a second close does nothing
+    torch.cuda.synchronize(dev)
+    assert torch.cuda.memory_allocated(dev) == before
