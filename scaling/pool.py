@@ -7,9 +7,12 @@ API (:mod:`scaling.api`) both run a study through :func:`run_pool`; benchmarks c
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import tempfile
+from contextlib import nullcontext
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from rich.console import Console
@@ -38,8 +41,121 @@ def visible(index: int, environ: dict | None = None) -> str:
     return entries[index] if index < len(entries) else str(index)
 
 
+@dataclass
+class Launch:
+    """The study's GPU workers on this machine, as :func:`launched` set them up.
+
+    Args:
+        workers: (environment, device) of each worker process, ``per_gpu`` a GPU.
+        per_gpu: workers on each GPU.
+        started: their processes where they were started ahead (``scaling worker --wait``:
+            CUDA started, waiting for the word to begin); None where they start with the pool.
+    """
+
+    workers: list[tuple[dict, str]]
+    per_gpu: int
+    started: list | None
+    daemon: contextlib.ExitStack = field(default_factory=contextlib.ExitStack, repr=False)
+
+    def end_daemon(self) -> None:
+        """Stop the MPS daemon started for the workers, if one was (once they have ended)."""
+        self.daemon.close()
+
+
+@contextlib.contextmanager
+def launched(config, url: str, gpu_ids: list[int], console: Console | None = None, start: bool = True):
+    """The study's workers on GPUs ``gpu_ids`` set up now, for :func:`run_pool` to run: their
+    MPS daemon started where several share a GPU (:func:`scaling.mps.shared_gpu`) and, with
+    ``start``, their processes started ahead of the study, so that Python's and torch's
+    imports, CUDA's contexts and the compiler's front end (9 s a worker on an H200 machine)
+    pass while the caller loads the data and makes the study. They wait for
+    :func:`run_pool`'s word; whatever is still waiting when the block ends (a bad input, an
+    interruption) is stopped, and the daemon with it. None without GPUs.
+
+    Example:
+        with launched(config, url, [0]) as launch:
+            study = make the study
+            code = run_pool(config, url, study, [0], launch=launch)
+    """
+    if not gpu_ids:
+        yield None
+        return
+    err = console if console is not None else Console(stderr=True)
+    k = per_gpu_of(config)
+    launch = Launch([], k, None)
+    try:
+        env = {}
+        if k > 1:
+            from . import mps
+
+            runs = _runs_folder(config, url)
+            err.print(f"{plural(k, 'worker')} on each of {plural(len(gpu_ids), 'GPU')}", soft_wrap=True)
+            env = launch.daemon.enter_context(
+                mps.shared_gpu(runs / "mps", say=lambda line: err.print(line, soft_wrap=True, markup=False)))
+        launch.workers = [(dict(env, CUDA_VISIBLE_DEVICES=visible(i)), "cuda:0") for i in gpu_ids for _ in range(k)]
+        if start:
+            launch.started = [_spawn(config, url, e, d, wait=True) for e, d in launch.workers]
+        yield launch
+    finally:
+        _stop_waiting(launch.started or [])
+        launch.end_daemon()
+
+
+def _spawn(config, url: str, env: dict, device: str, wait: bool = False):
+    """One ``scaling worker`` process of the study; with ``wait``, one that starts CUDA and
+    waits for :data:`scaling.worker.GO` on its standard input."""
+    import subprocess
+
+    cmd = [sys.executable, "-m", "scaling.cli", "worker", config.name, "--storage", url, "--device", device, "-q"]
+    if wait:
+        return subprocess.Popen(cmd + ["--wait"], env=dict(os.environ, **env), stdin=subprocess.PIPE, text=True)
+    return subprocess.Popen(cmd, env=dict(os.environ, **env))
+
+
+def _go(procs) -> None:
+    """Tell workers started ahead to begin (one that died while starting is left to the pool's count)."""
+    from .worker import GO
+
+    for p in procs:
+        try:
+            p.stdin.write(GO + "\n")
+            p.stdin.close()
+        except (BrokenPipeError, OSError, ValueError):
+            pass
+
+
+def _stop_waiting(procs) -> None:
+    """Stop workers started ahead that were never told to begin, or are still running when the
+    block ends: told to leave (their input closed), then SIGTERM, then SIGKILL."""
+    import subprocess
+
+    live = [p for p in procs if p.poll() is None]
+    for p in live:
+        if p.stdin is not None and not p.stdin.closed:
+            try:
+                p.stdin.close()
+            except OSError:
+                pass
+        p.terminate()  # still starting (its imports, CUDA): nothing of it is worth waiting for
+    for p in live:
+        try:
+            p.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+
+
+def _runs_folder(config, url: str) -> Path:
+    """Where the pool keeps what its run writes (the MPS daemon's log, the speed pass's): the
+    study's folder for SQLite, else a temporary folder of the study's name."""
+    from .faults import sqlite_file
+
+    db = sqlite_file(url)
+    return db.parent if db is not None else Path(tempfile.gettempdir()) / f"scaling-{config.name}"
+
+
 def run_pool(config, url: str, study, gpu_ids: list[int], workers: int = 1, quiet: bool = True,
-             console: Console | None = None, compiling=None) -> int:
+             console: Console | None = None, compiling=None, launch: Launch | None = None) -> int:
     """Run the study's workers here (``per_gpu`` on each GPU, or N on the CPU, or this
     process) until its queue is empty; the exit code: 0, 1 when a worker failed, 2, 130 or 143.
 
@@ -48,7 +164,9 @@ def run_pool(config, url: str, study, gpu_ids: list[int], workers: int = 1, quie
     turns on it. What it does, its progress (unless ``quiet``) and its last line go to
     ``console`` (default: stderr). ``compiling``: the Triton kernels' compilation, started
     earlier by the caller (:func:`scaling.depthwise.start_compiling`), to wait for before the
-    workers start; else the pool compiles them first."""
+    workers start; else the pool compiles them first. ``launch``: the GPU workers the caller
+    set up ahead (:func:`launched`), told to begin once the kernels are ready; else the pool
+    sets them up now."""
     from .faults import NoSpace, StorageFault, sqlite_file
     from .signals import install_signal_handlers
     from .study import StudyError
@@ -72,29 +190,22 @@ def run_pool(config, url: str, study, gpu_ids: list[int], workers: int = 1, quie
             except ValueError as e:  # SCALING_DEPTHWISE set to something else
                 err.print(f"error: {e}", markup=False)
                 return 2
-            k = per_gpu_of(config)
-            if k == 1:
-                code = _run_workers(config, url, [({"CUDA_VISIBLE_DEVICES": visible(i)}, "cuda:0") for i in gpu_ids],
-                                    quiet, err)
-            else:
-                from . import mps
-
-                db = sqlite_file(url)
-                runs = db.parent if db is not None else Path(tempfile.gettempdir()) / f"scaling-{config.name}"
-                log_dir = runs / "mps"
-                err.print(f"{plural(k, 'worker')} on each of {plural(len(gpu_ids), 'GPU')}", soft_wrap=True)
-                # The speed pass makes the networks ready beside the workers, outside their MPS
-                # daemon, and times them once the workers and the daemon have ended.
-                beside = _start_speed_pass(config, url, gpu_ids[0], runs)
-                try:
-                    with mps.shared_gpu(log_dir, say=say) as env:
-                        code = _run_workers(config, url, [(dict(env, CUDA_VISIBLE_DEVICES=visible(i)), "cuda:0")
-                                                          for i in gpu_ids for _ in range(k)], quiet, err)
-                    measured = code != 2 and beside is not None and _finish_speed_pass(beside, err)
-                finally:
-                    _end_speed_pass(beside)
-                if measured:
-                    return code
+            with launched(config, url, gpu_ids, err, start=False) if launch is None else nullcontext(launch) as ready:
+                if ready.per_gpu == 1:
+                    code = _run_workers(config, url, ready.workers, quiet, err, started=ready.started)
+                else:
+                    runs = _runs_folder(config, url)
+                    # The speed pass makes the networks ready beside the workers, outside their MPS
+                    # daemon, and times them once the workers and the daemon have ended.
+                    beside = _start_speed_pass(config, url, gpu_ids[0], runs)
+                    try:
+                        code = _run_workers(config, url, ready.workers, quiet, err, started=ready.started)
+                        ready.end_daemon()
+                        measured = code != 2 and beside is not None and _finish_speed_pass(beside, err)
+                    finally:
+                        _end_speed_pass(beside)
+                    if measured:
+                        return code
             if code != 2:  # 2: the storage cannot be used (a full disk, read-only), the workers said so
                 _speed_pass(config, url, gpu_ids[0], err)
             return code
@@ -229,25 +340,28 @@ def _run_local(config, url, quiet: bool, err: Console) -> None:
                 display.show(final)
 
 
-def _run_workers(config, url, workers: list[tuple[dict, str]], quiet: bool = False, err: Console | None = None) -> int:
+def _run_workers(config, url, workers: list[tuple[dict, str]], quiet: bool = False, err: Console | None = None,
+                 started: list | None = None) -> int:
     """One `scaling worker` process per (environment, device); waits for all, and passes
-    Ctrl+C or SIGTERM on to them. Their progress is read from the storage every 2 s (on
-    stderr, unless ``quiet``); at the end, one line sums the run up."""
+    Ctrl+C or SIGTERM on to them. ``started``: those processes, started ahead and waiting
+    (:func:`launched`), told to begin here instead. Their progress is read from the storage
+    every 2 s (on stderr, unless ``quiet``); at the end, one line sums the run up."""
     import signal
     import socket
-    import subprocess
     import time
 
     from .progress import Display, Watcher, summary, worker_place
     from .signals import check_signals
 
     err = err if err is not None else Console(stderr=True)
-    procs, places = [], {}
     watcher = Watcher(config, url)  # the run starts now: its rate counts trials that end from here on
-    for env, device in workers:
-        procs.append(subprocess.Popen([sys.executable, "-m", "scaling.cli", "worker", config.name, "--storage", url,
-                                       "--device", device, "-q"], env=dict(os.environ, **env)))
-        places[f"{socket.gethostname()}:{procs[-1].pid}"] = worker_place(env, device)  # its trials' "worker"
+    if started is not None:
+        procs = list(started)
+        _go(procs)
+    else:
+        procs = [_spawn(config, url, env, device) for env, device in workers]
+    places = {f"{socket.gethostname()}:{p.pid}": worker_place(env, device)  # its trials' "worker"
+              for p, (env, device) in zip(procs, workers)}
     watcher.workers = places
     try:
         with Display(err, quiet=quiet) as display:

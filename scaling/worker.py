@@ -36,13 +36,14 @@ def counts(study: optuna.Study) -> dict[str, int]:
     return out
 
 
-def start_device(device) -> None:
+def start_device(device, kernels: bool = True) -> None:
     """A GPU worker's start, once: CUDA's context, torch's compiler front end and, where the
-    trainer will use them, the Triton depthwise kernels loaded from Triton's disk cache (a
-    fresh process's first launch took 2.9 s on an H200, docs/BENCHMARKS.md). The front end
-    (``torch._dynamo``) is what a process's first optimizer imports, since torch's optimizers
-    keep their methods out of compilation: 5-6 s on the H200 machine, which a worker's first
-    trial paid inside its training until 2026-12-02. Nothing on the CPU."""
+    trainer will use them (and ``kernels``), the Triton depthwise kernels loaded from Triton's
+    disk cache (a fresh process's first launch took 2.9 s on an H200, docs/BENCHMARKS.md). The
+    front end (``torch._dynamo``) is what a process's first optimizer imports, since torch's
+    optimizers keep their methods out of compilation: 5-6 s on the H200 machine, which a
+    worker's first trial paid inside its training until 2026-12-02. Called again, it does only
+    what is left. Nothing on the CPU."""
     import torch
 
     from . import depthwise
@@ -53,15 +54,34 @@ def start_device(device) -> None:
         return
     torch.zeros(1, device=dev)
     import torch._dynamo  # noqa: F401
-    if depthwise.chosen() is not False and depthwise.available(dev):
+    if kernels and depthwise.chosen() is not False and depthwise.available(dev):
         depthwise.load_kernels(dev)
 
 
-def run_worker(config: StudyConfig, url: str, device=None, quiet: bool = True, on_trial=None) -> None:
+GO = "go"  # the line a worker started ahead (`scaling worker --wait`) reads on standard input to begin
+
+
+def wait_for_go(device, stream=None) -> float | None:
+    """A worker started ahead of its study (``scaling worker --wait``, :func:`scaling.pool.launched`):
+    CUDA's context and the compiler's front end made now (:func:`start_device` without the
+    kernels, which may still be compiling), then the line :data:`GO` waited for on ``stream``
+    (standard input). The seconds it waited, or None where the stream ended without it (the
+    search stopped before its study was made: the worker has nothing to do)."""
+    import sys
+
+    start_device(device, kernels=False)
+    t0 = time.time()
+    line = (stream or sys.stdin).readline()
+    return round(time.time() - t0, 2) if line.strip() == GO else None
+
+
+def run_worker(config: StudyConfig, url: str, device=None, quiet: bool = True, on_trial=None,
+               waited_s: float = 0.0) -> None:
     """Train queued networks until none is left (grid) or ``trials`` are done (tpe, random).
 
     Waits for other workers' running trials to finish or go stale, so that a re-run
-    after a crash retrains what the crash lost.
+    after a crash retrains what the crash lost. ``waited_s``: the seconds a worker started
+    ahead waited for its study (:func:`wait_for_go`), left out of its ``worker_start_s``.
     """
     study = load_study(config, url)
     db = sqlite_file(url)
@@ -71,7 +91,7 @@ def run_worker(config: StudyConfig, url: str, device=None, quiet: bool = True, o
         prefer_queued(study, objective.queued_rank)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     start_device(device)
-    objective.worker_start_s = round(time.time() - STARTED, 2)  # written on its first trial
+    objective.worker_start_s = round(time.time() - STARTED - waited_s, 2)  # written on its first trial
     with told(url, config.name):
         while True:
             check_signals()

@@ -182,7 +182,7 @@ def test_workers_per_gpu_join_one_daemon_that_is_stopped_after(control, tmp_path
     monkeypatch.setattr(mps, "control_binary", lambda environ=None: control)
     seen = {}
 
-    def run_workers(config, url, workers, quiet=False, err=None):
+    def run_workers(config, url, workers, quiet=False, err=None, started=None):
         seen["workers"] = workers
         pipe = Path(workers[0][0]["CUDA_MPS_PIPE_DIRECTORY"])
         seen["pid"] = _pid(pipe)
@@ -213,7 +213,7 @@ def test_one_worker_per_gpu_starts_no_daemon(control, tmp_path, monkeypatch):
     monkeypatch.setattr(mps, "control_binary", lambda environ=None: control)
     seen = {}
     monkeypatch.setattr(pool, "_run_workers",
-                        lambda config, url, workers, quiet=False, err=None: seen.setdefault("w", workers) and 0)
+                        lambda config, url, workers, quiet=False, err=None, started=None: seen.setdefault("w", workers) and 0)
     assert pool.run_pool(StudyConfig(name="k"), f"sqlite:///{tmp_path / 'optuna.db'}", None, [0], 1, True) == 0
     assert seen["w"] == [({"CUDA_VISIBLE_DEVICES": "0"}, "cuda:0")]
     assert list((tmp_path / "tmp").iterdir()) == [] and not (tmp_path / "mps").exists()

@@ -157,7 +157,7 @@ def test_under_mps_the_pass_is_ready_beside_the_workers_outside_their_daemon_and
     url, study, specs = _trained(tmp_path)
     during, told = {}, {}
 
-    def run_workers(config, url, workers, quiet=False, err=None):
+    def run_workers(config, url, workers, quiet=False, err=None, started=None):
         proc, = beside
         pipe = Path(workers[0][0]["CUDA_MPS_PIPE_DIRECTORY"])
         during.update(alive=proc.poll() is None, speeds=dict(study_speeds(study)),
@@ -229,7 +229,7 @@ def test_a_pass_that_fails_beside_leaves_the_measuring_to_the_pool(control, tmp_
     monkeypatch.setattr(pool, "_start_speed_pass", lambda *a, **k: subprocess.Popen(
         [sys.executable, "-c", "import sys; sys.exit(3)"], text=True, stdin=subprocess.PIPE, stdout=subprocess.PIPE))
     code, said = _pool(StudyConfig(name="k", per_gpu=2), url, monkeypatch, control,
-                       lambda config, url, workers, quiet=False, err=None: 0)
+                       lambda config, url, workers, quiet=False, err=None, started=None: 0)
     assert code == 0
     assert "the speed pass beside the workers ended with exit code 3" in said
     assert here == [0]
@@ -240,7 +240,7 @@ def test_the_pass_beside_ends_with_workers_that_cannot_go_on(control, tmp_path, 
                                                            workers_end):
     url, study, _ = _trained(tmp_path)
 
-    def run_workers(config, url, workers, quiet=False, err=None):
+    def run_workers(config, url, workers, quiet=False, err=None, started=None):
         if workers_end == "interrupted":
             raise KeyboardInterrupt
         return 2  # a full disk or a storage that cannot be used: the workers said so

@@ -114,7 +114,7 @@ def test_results_table_has_the_pass_speeds(study):
 @pytest.mark.parametrize("code, measured", [(0, True), (1, True), (2, False)])
 def test_the_pool_measures_after_the_workers_end_on_its_first_gpu(tmp_path, monkeypatch, code, measured):
     calls = []
-    monkeypatch.setattr(pool, "_run_workers", lambda config, url, workers, quiet=False, err=None: code)
+    monkeypatch.setattr(pool, "_run_workers", lambda config, url, workers, quiet=False, err=None, started=None: code)
     monkeypatch.setattr("torch.cuda.is_available", lambda: True)
     monkeypatch.setattr(speed_pass, "measure_study", lambda study, device, say=None: calls.append((study, device)))
     url = f"sqlite:///{tmp_path / 'optuna.db'}"
@@ -129,7 +129,7 @@ def test_the_pool_measures_after_the_workers_end_on_its_first_gpu(tmp_path, monk
 
 def test_no_gpu_to_measure_on_means_no_pass(tmp_path, monkeypatch):
     calls = []
-    monkeypatch.setattr(pool, "_run_workers", lambda config, url, workers, quiet=False, err=None: 0)
+    monkeypatch.setattr(pool, "_run_workers", lambda config, url, workers, quiet=False, err=None, started=None: 0)
     monkeypatch.setattr("torch.cuda.is_available", lambda: False)
     monkeypatch.setattr(speed_pass, "measure_study", lambda *a, **k: calls.append(a))
     assert pool.run_pool(StudyConfig(name="k"), f"sqlite:///{tmp_path / 'optuna.db'}", None, [0], 1, True) == 0

@@ -173,8 +173,11 @@ def search(
         phi=phi, base_resolution=base_resolution, base_width=base_width, base_depth=base_depth, base=base_name,
         objective=objective, objective_target=objective_target, objective_exponent=objective_exponent, sampler=sampler,
         trials=trials, seeds=None if selection else seeds, prune=prune, per_gpu=parse_per_gpu(per_gpu))
-    # The workers' Triton kernels compile (on a fresh machine, about 9 s) while the data and the study are made.
-    with _compiling(gpu_ids) as compiling:
+    # The workers' Triton kernels compile (on a fresh machine, about 7 s) and the workers start (CUDA, the
+    # compiler's front end: about 9 s) while the data and the study are made.
+    from ..pool import launched
+
+    with _compiling(gpu_ids) as compiling, launched(config, url, gpu_ids, err) as launch:
         data, _ = _load_data(config.source, config.base_resolution, quiet, train_size=config.train_size,
                              val_size=config.val_size, max_resolution=largest_resolution(config))
         selected = None
@@ -199,7 +202,7 @@ def search(
 
             study = create_study(config, url, num_classes=data.num_classes,  # candidates counted as trained
                                  identity=data_identity(data), selected=selected)
-            code = execute(config, url, study, gpu_ids, workers, quiet, compiling=compiling)
+            code = execute(config, url, study, gpu_ids, workers, quiet, compiling=compiling, launch=launch)
         except StudyError as e:  # a full disk, a read-only or damaged storage, an infeasible space
             raise InputError(str(e))
     if code in INTERRUPTED:  # said in one line; the ranking so far is kept in results.csv
@@ -253,11 +256,12 @@ def parse_per_gpu(text: Optional[str]) -> int | str | None:
     return int(text)
 
 
-def execute(config, url: str, study, gpu_ids: list[int], workers: int, quiet: bool, compiling=None) -> int:
+def execute(config, url: str, study, gpu_ids: list[int], workers: int, quiet: bool, compiling=None,
+            launch=None) -> int:
     """The study's worker pool (:func:`scaling.pool.run_pool`), saying what it does on stderr."""
     from ..pool import run_pool
 
-    return run_pool(config, url, study, gpu_ids, workers, quiet, console=err, compiling=compiling)
+    return run_pool(config, url, study, gpu_ids, workers, quiet, console=err, compiling=compiling, launch=launch)
 
 
 @contextmanager
@@ -302,6 +306,9 @@ def worker(
     storage: Annotated[str, typer.Option(help="The study's database URL (see `scaling search --storage`).")],
     device: Device = "auto",
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
+    wait: Annotated[bool, typer.Option("--wait", hidden=True,
+                                       help="Start CUDA, then wait for the line 'go' on standard input (the "
+                                            "search's own workers, started while it makes the study).")] = False,
 ):
     """Join a study as one more worker (on this or another machine) and train its queued networks.
 
@@ -311,9 +318,17 @@ def worker(
     from ..signals import install_signal_handlers
     from ..storage import load_study
     from ..study import StudyConfig, StudyError
-    from ..worker import run_worker
+    from ..worker import run_worker, wait_for_go
 
     dev = _device(device)
+    waited = 0.0
+    if wait:
+        try:
+            waited = wait_for_go(dev)
+        except KeyboardInterrupt:  # Ctrl+C reaches the whole process group; the search says it
+            raise typer.Exit(130)
+        if waited is None:  # the search ended before its study was made
+            raise typer.Exit(0)
     try:
         study = load_study(StudyConfig(name=name), storage)  # a bad URL: StudyError, one line
         definition = study.user_attrs.get("definition")
@@ -324,7 +339,7 @@ def worker(
         raise InputError(str(e))
     install_signal_handlers()
     try:
-        run_worker(config, storage, device=dev, quiet=quiet)
+        run_worker(config, storage, device=dev, quiet=quiet, waited_s=waited)
     except KeyboardInterrupt as e:
         raise typer.Exit(getattr(e, "exit_code", 130))
     except StudyError as e:  # a full disk, a read-only or damaged storage
