@@ -129,6 +129,27 @@ class Timing:
         self.close()
 
 
+def _captured(step, device: torch.device) -> torch.cuda.CUDAGraph | None:
+    """``step`` (warmed up already, on the current stream) captured in a CUDA graph; None,
+    with a warning, where the network does something a graph cannot hold."""
+    from .step import warmup_stream
+
+    side = warmup_stream(device)
+    side.wait_stream(torch.cuda.current_stream(device))
+    with torch.cuda.stream(side):  # a capture's own warm-up, as torch's documentation asks
+        step()
+    torch.cuda.current_stream(device).wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    try:
+        with torch.cuda.graph(graph):
+            step()
+    except RuntimeError as e:
+        warnings.warn(f"timed eager: the network cannot be captured in a CUDA graph ({e})", stacklevel=3)
+        torch.cuda.synchronize(device)
+        return None
+    return graph
+
+
 def prepare(spec: NetworkSpec, device: str | torch.device, *, batch: int = 256) -> None:
     """What :func:`inference_speed` would first spend on ``spec`` at batch 1 and ``batch``,
     spent now: one forward pass at each, so that this process has cuDNN's execution plans for
