@@ -66,6 +66,23 @@ def model_speed(model: torch.nn.Module, in_channels: int, resolution: int, devic
         return timing.time(repeats)
 
 
+# A GPU's clocks drop while it idles and take a moment to come back: 30 replays of a 1 ms
+# graph in a fresh process measured 10% slower than the same graph timed right after
+# training (docs/BENCHMARKS.md, 2026-12-02). Timed runs follow at least this much work.
+WARMUP_S = 0.25
+
+
+def _warm(run, device: torch.device, seconds: float) -> int:
+    """``run`` at least 3 times and for at least ``seconds``, each run waited for (so that the
+    time is the GPU's, not a queue's); how many runs that took."""
+    n, end = 0, time.perf_counter() + seconds
+    while n < 3 or time.perf_counter() < end:
+        run()
+        torch.cuda.synchronize(device)
+        n += 1
+    return n
+
+
 def ready(spec: NetworkSpec, device: str | torch.device, *, batch: int = 256) -> "Timing":
     """A fresh network of ``spec`` (seeded: the same weights each time) made ready to be timed."""
     torch.manual_seed(0)
@@ -99,16 +116,20 @@ class Timing:
             self.close()
             raise
 
-    def time(self, repeats: int | None = None) -> dict:
+    def time(self, repeats: int | None = None, warmup_s: float | None = None) -> dict:
         """``latency_ms`` (median of ``repeats`` at batch 1), ``throughput`` (images per second,
-        the median of a third as many at ``batch``) and ``inference_batch``, after a warm-up."""
+        the median of a third as many at ``batch``) and ``inference_batch``, each after a
+        warm-up: on a GPU, runs for at least ``warmup_s`` seconds (default :data:`WARMUP_S`)."""
         cuda = self.device.type == "cuda"
         n = repeats or (30 if cuda else 5)
         timer = _timer(self.device)
         out = {}
         for size, key in ((1, "latency_ms"), (self.batch, "throughput")):
             run = self._runs[size][0]
-            timer(run, 3 if cuda else 1)  # warm-up: cudnn's choice, allocator, caches
+            if cuda:
+                _warm(run, self.device, WARMUP_S if warmup_s is None else warmup_s)
+            else:
+                timer(run, 1)  # warm-up: caches
             t = statistics.median(timer(run, n if size == 1 else max(3, n // 3)))
             out[key] = round(t * 1e3, 4) if size == 1 else round(size / t, 1)
         out["inference_batch"] = self.batch

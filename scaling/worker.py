@@ -11,6 +11,7 @@ the write.
 
 from __future__ import annotations
 
+import threading
 import time
 
 import optuna
@@ -23,10 +24,15 @@ from .faults import sqlite_file, storage_fault, told
 from .objective import Objective, TrialFailed
 from .search import DEFAULT_TRIALS, queued
 from .signals import check_signals
-from .storage import HEARTBEAT_S, load_study, prefer_queued, requeue_interrupted, settle, trial_key
+from .storage import load_study, prefer_queued, requeue_interrupted, settle, trial_key
 from .study import StudyConfig, StudyError
 
 MAX_ATTEMPTS = 20  # proposals per wanted trial before giving up on an infeasible space
+# How often a worker with nothing queued looks again while others still train. It stays for
+# their trials' sake (one that goes stale is queued again, and it trains it), and leaves
+# within this of the last one's end: a search's pool waits for every worker (5 s, until
+# 2026-12-02, was most of the GPU's idle time between a grid's last trial and its speed pass).
+IDLE_POLL_S = 1.0
 
 
 def counts(study: optuna.Study) -> dict[str, int]:
@@ -52,10 +58,27 @@ def start_device(device, kernels: bool = True) -> None:
     dev = resolve_device(device)
     if dev.type != "cuda":
         return
-    torch.zeros(1, device=dev)
+    # The context on a thread while this one imports: torch lets go of Python's lock while
+    # its first operation makes the context (1-2 s), and the import is Python's work.
+    failed: list[BaseException] = []
+    context = threading.Thread(target=_make_context, args=(dev, failed), name="scaling-cuda-context")
+    context.start()
     import torch._dynamo  # noqa: F401
+    context.join()
+    if failed:
+        raise failed[0]
     if kernels and depthwise.chosen() is not False and depthwise.available(dev):
         depthwise.load_kernels(dev)
+
+
+def _make_context(dev, failed: list) -> None:
+    import torch
+
+    try:
+        torch.zeros(1, device=dev)
+        torch.cuda.synchronize(dev)
+    except BaseException as e:  # said in the calling thread
+        failed.append(e)
 
 
 GO = "go"  # the line a worker started ahead (`scaling worker --wait`) reads on standard input to begin
@@ -107,7 +130,7 @@ def run_worker(config: StudyConfig, url: str, device=None, quiet: bool = True, o
                 if c["WAITING"] == 0:
                     if c["RUNNING"] == 0:
                         return
-                    time.sleep(min(HEARTBEAT_S, 5))
+                    time.sleep(IDLE_POLL_S)  # another worker's trial: wait for it to end, or to go stale
                     continue
             else:
                 finished = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL,

@@ -7,7 +7,7 @@ import torch
 
 from scaling.bases import build
 from scaling.spec import custom_spec
-from scaling.speed import _captured, _deployed, _forward, inference_speed
+from scaling.speed import _captured, _deployed, _forward, _warm, inference_speed
 
 pytestmark = [
     pytest.mark.gpu,
@@ -58,6 +58,8 @@ def test_a_network_made_ready_ahead_is_timed_later_and_let_go():
         held = [ready(s, dev, batch=64) for s in specs]  # both held at once, as the speed pass holds them
         assert torch.cuda.memory_allocated(dev) > before
         speeds = [t.time(repeats=6) for t in held]
+        assert held[0].time(repeats=3, warmup_s=0.0)["inference_batch"] == 64  # 3 warm-up runs, no more
+        assert _warm(lambda: None, dev, 0.0) == 3 and _warm(lambda: None, dev, 0.05) > 3
     for s in speeds:
         assert set(s) == {"latency_ms", "throughput", "inference_batch"} and s["inference_batch"] == 64
         assert s["latency_ms"] > 0 and s["throughput"] > 0
