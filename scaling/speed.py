@@ -66,12 +66,6 @@ def model_speed(model: torch.nn.Module, in_channels: int, resolution: int, devic
         return timing.time(repeats)
 
 
-# A GPU's clocks drop while it idles and take a moment to come back: 30 replays of a 1 ms
-# graph in a fresh process measured 10% slower than the same graph timed right after
-# training (docs/BENCHMARKS.md, 2026-12-02). Timed runs follow at least this much work.
-WARMUP_S = 0.25
-
-
 def _warm(run, device: torch.device, seconds: float) -> int:
     """``run`` at least 3 times and for at least ``seconds``, each run waited for (so that the
     time is the GPU's, not a queue's); how many runs that took."""
@@ -116,10 +110,13 @@ class Timing:
             self.close()
             raise
 
-    def time(self, repeats: int | None = None, warmup_s: float | None = None) -> dict:
+    def time(self, repeats: int | None = None, warmup_s: float = 0.0) -> dict:
         """``latency_ms`` (median of ``repeats`` at batch 1), ``throughput`` (images per second,
         the median of a third as many at ``batch``) and ``inference_batch``, each after a
-        warm-up: on a GPU, runs for at least ``warmup_s`` seconds (default :data:`WARMUP_S`)."""
+        warm-up: 3 runs on a GPU (and, with ``warmup_s``, runs for that many seconds), 1 on the
+        CPU. A longer warm-up changed nothing on an H200: its clocks stayed at their 1,980 MHz
+        through 2 s of idling, and 0.05-1 s of warm-up gave the same latency within 1.3%
+        (bench/clock_probe.py, docs/BENCHMARKS.md)."""
         cuda = self.device.type == "cuda"
         n = repeats or (30 if cuda else 5)
         timer = _timer(self.device)
@@ -127,7 +124,7 @@ class Timing:
         for size, key in ((1, "latency_ms"), (self.batch, "throughput")):
             run = self._runs[size][0]
             if cuda:
-                _warm(run, self.device, WARMUP_S if warmup_s is None else warmup_s)
+                _warm(run, self.device, warmup_s)
             else:
                 timer(run, 1)  # warm-up: caches
             t = statistics.median(timer(run, n if size == 1 else max(3, n // 3)))

@@ -11,7 +11,6 @@ the write.
 
 from __future__ import annotations
 
-import threading
 import time
 
 import optuna
@@ -58,27 +57,10 @@ def start_device(device, kernels: bool = True) -> None:
     dev = resolve_device(device)
     if dev.type != "cuda":
         return
-    # The context on a thread while this one imports: torch lets go of Python's lock while
-    # its first operation makes the context (1-2 s), and the import is Python's work.
-    failed: list[BaseException] = []
-    context = threading.Thread(target=_make_context, args=(dev, failed), name="scaling-cuda-context")
-    context.start()
+    torch.zeros(1, device=dev)
     import torch._dynamo  # noqa: F401
-    context.join()
-    if failed:
-        raise failed[0]
     if kernels and depthwise.chosen() is not False and depthwise.available(dev):
         depthwise.load_kernels(dev)
-
-
-def _make_context(dev, failed: list) -> None:
-    import torch
-
-    try:
-        torch.zeros(1, device=dev)
-        torch.cuda.synchronize(dev)
-    except BaseException as e:  # said in the calling thread
-        failed.append(e)
 
 
 GO = "go"  # the line a worker started ahead (`scaling worker --wait`) reads on standard input to begin
