@@ -3,6 +3,8 @@ N on the CPU, or this process; their progress while they run and one line when t
 
 The command line (``scaling search``, ``family --train``, ``sweep --train``) and the Python
 API (:mod:`scaling.api`) both run a study through :func:`run_pool`; benchmarks can too.
+``scaling search`` sets its GPU workers up first (:func:`launched`), so that their start
+(imports, CUDA, the compiler's front end) passes while it loads the data and makes the study.
 """
 
 from __future__ import annotations
@@ -167,7 +169,7 @@ def run_pool(config, url: str, study, gpu_ids: list[int], workers: int = 1, quie
     workers start; else the pool compiles them first. ``launch``: the GPU workers the caller
     set up ahead (:func:`launched`), told to begin once the kernels are ready; else the pool
     sets them up now."""
-    from .faults import NoSpace, StorageFault, sqlite_file
+    from .faults import NoSpace, StorageFault
     from .signals import install_signal_handlers
     from .study import StudyError
 

@@ -12,15 +12,16 @@ a time, with nothing else on the GPU, and writes it to the study as ``speed:NETW
 Most of a measurement's time is not its timed runs but its first forward pass at each batch
 size, where cuDNN builds an execution plan on the host for every new layer shape (0.3-1 s a
 depthwise shape on an H200): 84.6 s for the 23 networks of the GPU study's grid, done after
-training, with the GPU idle. Where the workers share the GPU under MPS, the pool therefore
-starts the pass as one more process beside them (``python -m scaling.speed_pass``,
-:func:`main`): while they train it *prepares* the networks the study will train
-(:func:`expected`; :func:`scaling.speed.prepare`: the plans, on the host, with a few tiny
-forward passes on the GPU), and when the pool tells it that the workers have ended it
-measures, alone on the GPU (the daemon's only client), what is left unmeasured. (Measured on
-that grid, 2026-12-02: 57.4 s after training instead of 84.6 s, timing eager forward passes,
-whose batch-1 latencies for networks this small measured the host's launching. Each
-measurement now times replays of a captured CUDA graph, :mod:`scaling.speed`: docs/BENCHMARKS.md.)
+training, with the GPU idle. Where several workers share a GPU, the pool therefore starts
+the pass as one more process beside them (``python -m scaling.speed_pass``, :func:`main`):
+while they train it makes ready the networks the study will train (:func:`expected`,
+:func:`prepare_study`): each one's eager passes run (the plans) and its graphs captured
+(:class:`scaling.speed.Timing`), kept while the process holds less than a tenth of the GPU's
+memory (:func:`hold_budget`; past it, only the plans). When the pool tells it that the
+workers and their MPS daemon have ended, it times what is left unmeasured, alone on the GPU.
+It is no client of the daemon. (Measured on that grid, 2026-12-02: 57.4 s after training
+timing eager passes; 12.9 s timing graphs built after training, as the daemon's only
+client; 5.7 s timing graphs kept ready: docs/BENCHMARKS.md.)
 
 A trial whose value needs its latency (``--objective accuracy-latency``) still measures
 inside the trial, as does every trial on the CPU where it measures at all.

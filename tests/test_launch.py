@@ -13,7 +13,6 @@ from __future__ import annotations
 import io
 import subprocess
 import sys
-import time
 
 import optuna
 import pytest
