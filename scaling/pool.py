@@ -251,9 +251,11 @@ def _start_speed_pass(config, url: str, gpu: int, runs: Path, device: str = "cud
     ``gpu``: it makes the study's networks ready to be timed while they train and waits for
     :func:`_finish_speed_pass`; its errors go to ``runs/speed-pass.log``. It is no client of
     an MPS daemon, the search's or the user's (its pipe folder is one where none runs): timed
-    as a deployment runs, not through a daemon (as the daemon's only client, a network
-    measured 6% slower at batch 1 and 9-10% at 256 on an H200, docs/BENCHMARKS.md). None where
-    it cannot be started (the pass then runs after the workers, here)."""
+    as a deployment runs, not through a daemon (as the daemon's only client a network measured
+    6% slower at batch 1 and 9-10% at 256 on an H200). Its figures compare with each other;
+    made ready beside the workers, they come out 7-10% faster than a fresh process's, with the
+    same kernels (docs/BENCHMARKS.md, the pass probe). None where it cannot be started (the
+    pass then runs after the workers, here)."""
     import subprocess
 
     from .speed_pass import LOG
