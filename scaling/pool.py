@@ -96,7 +96,9 @@ def launched(config, url: str, gpu_ids: list[int], console: Console | None = Non
                 mps.shared_gpu(runs / "mps", say=lambda line: err.print(line, soft_wrap=True, markup=False)))
         launch.workers = [(dict(env, CUDA_VISIBLE_DEVICES=visible(i)), "cuda:0") for i in gpu_ids for _ in range(k)]
         if start:
-            launch.started = [_spawn(config, url, e, d, wait=True) for e, d in launch.workers]
+            launch.started = []  # filled one by one: a spawn that fails leaves the others to stop
+            for e, d in launch.workers:
+                launch.started.append(_spawn(config, url, e, d, wait=True))
         yield launch
     finally:
         _stop_waiting(launch.started or [])
@@ -105,13 +107,22 @@ def launched(config, url: str, gpu_ids: list[int], console: Console | None = Non
 
 def _spawn(config, url: str, env: dict, device: str, wait: bool = False):
     """One ``scaling worker`` process of the study; with ``wait``, one that starts CUDA and
-    waits for :data:`scaling.worker.GO` on its standard input."""
+    waits for :data:`scaling.worker.GO` on its standard input. Such a one ignores Ctrl+C until
+    it begins (its signal handlers then take over): Ctrl+C reaches the whole process group,
+    and a worker in its imports would print a traceback; the search stops it instead."""
     import subprocess
 
     cmd = [sys.executable, "-m", "scaling.cli", "worker", config.name, "--storage", url, "--device", device, "-q"]
     if wait:
-        return subprocess.Popen(cmd + ["--wait"], env=dict(os.environ, **env), stdin=subprocess.PIPE, text=True)
+        return subprocess.Popen(cmd + ["--wait"], env=dict(os.environ, **env), stdin=subprocess.PIPE, text=True,
+                                preexec_fn=_ignore_ctrl_c)
     return subprocess.Popen(cmd, env=dict(os.environ, **env))
+
+
+def _ignore_ctrl_c() -> None:  # in the child, before it runs Python
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _go(procs) -> None:

@@ -149,3 +149,14 @@ def test_the_search_starts_its_workers_before_the_data_and_tells_them_after_the_
                                  "--no-report", "--studies-dir", str(tmp_path / "studies")])
     assert r.exit_code == 0, r.output
     assert order == [("launched", [0]), "data", ("pool", "the launch"), "launch ended"]
+
+
+def test_ctrl_c_before_the_word_is_the_searchs_to_say_not_the_waiting_workers(tiny):
+    import signal
+
+    config, url = tiny
+    proc = pool._spawn(config, url, {}, "cpu", wait=True)
+    proc.send_signal(signal.SIGINT)  # as the terminal sends it to the whole group, during the worker's imports
+    assert proc.poll() is None or proc.returncode == -signal.SIGTERM
+    pool._stop_waiting([proc])  # what the search does on its way out
+    assert proc.returncode == -signal.SIGTERM  # stopped by the search, not ended by its own KeyboardInterrupt
