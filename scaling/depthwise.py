@@ -379,30 +379,50 @@ def _ready_mark() -> Path:
     return _cache_dir() / f"scaling-depthwise-{key.hexdigest()[:16]}.ready"
 
 
+CACHED = 3  # a forked compile's exit code: the kernels were in Triton's cache already (the mark is there)
+
+
 class Compiling:
     """The kernels of :data:`KERNEL_SHAPES` compiling into Triton's disk cache, one process
     each, in parallel (:func:`start_compiling`): :meth:`wait` for them, or :meth:`cancel`
-    (also on leaving a ``with`` block unwaited: nothing is left running)."""
+    (also on leaving a ``with`` block unwaited: nothing is left running).
 
-    def __init__(self, mark: Path):
+    Args:
+        mark: the cache's mark (:func:`_ready_mark`); None where this process must not start
+            CUDA to find it (``fork``): the children look for it, and :meth:`wait` finds it.
+        fork: fork the processes from this one (:mod:`scaling.forked`: no second import of
+            torch), else start ``python -m scaling.depthwise K S``.
+    """
+
+    def __init__(self, mark: Path | None, fork: bool = False):
         self.mark, self.t0, self.done = mark, time.perf_counter(), False
-        self.procs = [subprocess.Popen([sys.executable, "-m", "scaling.depthwise", str(k), str(s)],
-                                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-                      for k, s in KERNEL_SHAPES]
+        if fork:
+            from .forked import Forked
+
+            self.procs = [Forked(functools.partial(_forked_compile, k, s), stderr=True, name=f"compile {k} {s}")
+                          for k, s in KERNEL_SHAPES]
+        else:
+            self.procs = [subprocess.Popen([sys.executable, "-m", "scaling.depthwise", str(k), str(s)],
+                                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                          for k, s in KERNEL_SHAPES]
 
     def wait(self, say: Callable[[str], None] | None = None) -> float:
         """Wait for every kernel, write the cache's mark where all compiled, and say it; the
-        seconds since the start (what compiling cost where nothing ran beside it)."""
+        seconds since the start (what compiling cost where nothing ran beside it), 0 where
+        the children found them compiled already."""
         ends = [(p.returncode, err) for p in self.procs for _, err in [p.communicate()]]  # no full pipe
         self.done = True
-        failed = [(err.strip().splitlines() or ["no message"])[-1] for rc, err in ends if rc != 0]
+        failed = [(err.strip().splitlines() or ["no message"])[-1] for rc, err in ends if rc not in (0, CACHED)]
         seconds = time.perf_counter() - self.t0
         if failed:  # the workers will compile what is missing themselves
             if say:
                 say(f"compiling the Triton depthwise kernels failed ({failed[0]}); the workers compile them")
             return seconds
-        self.mark.parent.mkdir(parents=True, exist_ok=True)
-        self.mark.touch()
+        if all(rc == CACHED for rc, _ in ends):
+            return 0.0
+        mark = self.mark or _ready_mark()
+        mark.parent.mkdir(parents=True, exist_ok=True)
+        mark.touch()
         if say:
             say(f"compiled the Triton depthwise kernels in {seconds:.1f} s (once per machine: they are cached)")
         return seconds
@@ -429,12 +449,21 @@ def start_compiling() -> Compiling | None:
     """Start compiling the kernels into Triton's disk cache, so that the workers of a search
     find them there (compiling costs 2-8 s a shape; loading from the cache ~10 ms); a
     search starts it first and does its other start-up (the data, the study) meanwhile.
-    None where they are compiled already, or where the kernels cannot run.
+    None where they are compiled already (found here), or where the kernels cannot run.
+    Where this process may still fork (:func:`scaling.forked.can_fork`) the processes are
+    forked, and they look for the compiled kernels themselves: this process starts no CUDA.
 
     Raises:
         ValueError: ``SCALING_DEPTHWISE`` says something else than on, off or auto.
     """
-    if chosen() is False or not available("cuda"):
+    from .forked import can_fork
+
+    if chosen() is False:
+        return None
+    if os.environ.get("TRITON_INTERPRET") != "1" and can_fork():
+        # torch counts GPUs through NVML here, without starting CUDA
+        return Compiling(None, fork=True) if torch.cuda.device_count() > 0 and _kernels() is not None else None
+    if not available("cuda"):
         return None
     try:
         mark = _ready_mark()
@@ -455,6 +484,22 @@ def load_kernels(device: torch.device | str = "cuda") -> None:
     with torch.cuda.device(device):
         for k, s in KERNEL_SHAPES:
             _compile_one(k, s)
+
+
+def _forked_compile(k: int, s: int) -> int:
+    """A compile forked from the search (:class:`Compiling`): :data:`CACHED` where the mark
+    says the kernels are compiled, else shape (k, s) compiled; a fresh interpreter does it
+    where CUDA cannot start in this child."""
+    from .forked import exec_instead
+
+    try:
+        torch.cuda.init()
+    except RuntimeError:
+        exec_instead(["-m", "scaling.depthwise", str(k), str(s)])
+    if _ready_mark().exists():
+        return CACHED
+    _compile_one(k, s)
+    return 0
 
 
 def _compile_one(k: int, s: int) -> None:

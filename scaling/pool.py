@@ -109,14 +109,38 @@ def _spawn(config, url: str, env: dict, device: str, wait: bool = False):
     """One ``scaling worker`` process of the study; with ``wait``, one that starts CUDA and
     waits for :data:`scaling.worker.GO` on its standard input. Such a one ignores Ctrl+C until
     it begins (its signal handlers then take over): Ctrl+C reaches the whole process group,
-    and a worker in its imports would print a traceback; the search stops it instead."""
+    and a worker in its imports would print a traceback; the search stops it instead. It is
+    forked from this process where that is safe (:func:`scaling.forked.can_fork`): it starts
+    with this process's imports (torch's alone took 3-4 s a process on an H200 machine)."""
     import subprocess
 
-    cmd = [sys.executable, "-m", "scaling.cli", "worker", config.name, "--storage", url, "--device", device, "-q"]
+    args = ["worker", config.name, "--storage", url, "--device", device, "-q"]
     if wait:
-        return subprocess.Popen(cmd + ["--wait"], env=dict(os.environ, **env), stdin=subprocess.PIPE, text=True,
-                                preexec_fn=_ignore_ctrl_c)
-    return subprocess.Popen(cmd, env=dict(os.environ, **env))
+        from . import forked
+
+        if forked.can_fork():
+            return forked.Forked(lambda: _forked_worker(args + ["--wait"], device), env, stdin=True,
+                                 name=f"worker of {config.name}")
+        return subprocess.Popen([sys.executable, "-m", "scaling.cli", *args, "--wait"], env=dict(os.environ, **env),
+                                stdin=subprocess.PIPE, text=True, preexec_fn=_ignore_ctrl_c)
+    return subprocess.Popen([sys.executable, "-m", "scaling.cli", *args], env=dict(os.environ, **env))
+
+
+def _forked_worker(args: list[str], device: str) -> int:
+    """A worker forked from the search (:func:`_spawn`): ``scaling worker ARGS`` run here; a
+    fresh interpreter instead where CUDA cannot start in this child (the search had started
+    it after all)."""
+    from . import forked
+    from .cli.app import app
+
+    if device != "cpu":
+        import torch
+
+        try:
+            torch.cuda.init()
+        except RuntimeError:
+            forked.exec_instead(["-m", "scaling.cli", *args])
+    return app(args=args)
 
 
 def _ignore_ctrl_c() -> None:  # in the child, before it runs Python

@@ -18,7 +18,6 @@ import sqlalchemy.exc
 from optuna.storages import fail_stale_trials
 from optuna.trial import TrialState
 
-from . import STARTED
 from .faults import sqlite_file, storage_fault, told
 from .objective import Objective, TrialFailed
 from .search import DEFAULT_TRIALS, queued
@@ -96,6 +95,8 @@ def run_worker(config: StudyConfig, url: str, device=None, quiet: bool = True, o
         prefer_queued(study, objective.queued_rank)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     start_device(device)
+    from . import STARTED  # read now: a worker forked from its search starts its clock at the fork
+
     objective.worker_start_s = round(time.time() - STARTED - waited_s, 2)  # written on its first trial
     with told(url, config.name):
         while True:

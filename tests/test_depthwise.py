@@ -242,6 +242,7 @@ class _FakeProc:
 
 @pytest.mark.parametrize("rc", [0, 1])
 def test_compiling_ahead_once_per_cache(monkeypatch, tmp_path, rc):
+    monkeypatch.setattr("scaling.forked.can_fork", lambda: False)  # this process has started CUDA
     monkeypatch.delenv(D.ENV, raising=False)
     monkeypatch.setattr(D, "available", lambda device=None: True)
     mark = tmp_path / "cache" / "scaling-depthwise-x.ready"
@@ -279,6 +280,7 @@ def test_a_gpu_worker_loads_the_kernels_before_its_first_trial(monkeypatch):
 
 
 def test_compiling_started_early_is_waited_for_once(monkeypatch, tmp_path):
+    monkeypatch.setattr("scaling.forked.can_fork", lambda: False)  # this process has started CUDA
     monkeypatch.delenv(D.ENV, raising=False)
     monkeypatch.setattr(D, "available", lambda device=None: True)
     mark = tmp_path / "cache" / "scaling-depthwise-x.ready"
@@ -348,3 +350,82 @@ def test_a_search_stops_the_compile_it_started_when_it_ends_early(monkeypatch):
     monkeypatch.setattr(D, "start_compiling", lambda: (_ for _ in ()).throw(ValueError("SCALING_DEPTHWISE")))
     with searching._compiling([0]) as compiling:
         assert compiling is None  # the pool says what is wrong with the switch, with code 2
+
+
+@pytest.fixture
+def forked_compiles(monkeypatch, tmp_path):
+    """The kernels' compile forked from this process, as a search that has not started CUDA
+    does: the GPU and the compiler stood in for (the children inherit the stand-ins); the
+    shapes each child compiled, as files."""
+    monkeypatch.delenv(D.ENV, raising=False)
+    monkeypatch.setattr("scaling.forked.can_fork", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "init", lambda: None)
+    monkeypatch.setattr(D, "_kernels", lambda: ("forward", "input_grad", "weight_grad"))
+    mark = tmp_path / "cache" / "scaling-depthwise-x.ready"
+    monkeypatch.setattr(D, "_ready_mark", lambda: mark)
+    done = tmp_path / "compiled"
+    done.mkdir()
+    monkeypatch.setattr(D, "_compile_one", lambda k, s: (done / f"{k}-{s}").touch())
+    return mark, done
+
+
+def test_forked_compiles_look_for_the_mark_themselves(forked_compiles):
+    from scaling.forked import Forked
+
+    mark, done = forked_compiles
+    said = []
+    compiling = D.start_compiling()
+    assert compiling.mark is None and len(compiling.procs) == 4
+    assert all(isinstance(p, Forked) for p in compiling.procs)  # no second interpreter, no second torch import
+    assert compiling.wait(say=said.append) > 0
+    assert sorted(f.name for f in done.iterdir()) == ["3-1", "3-2", "5-1", "5-2"]
+    assert mark.exists() and len(said) == 1 and said[0].startswith("compiled the Triton depthwise kernels in ")
+    for f in done.iterdir():
+        f.unlink()
+    compiling = D.start_compiling()  # forked again: finding the mark costs this process no CUDA
+    assert compiling.wait(say=said.append) == 0.0
+    assert [p.returncode for p in compiling.procs] == [D.CACHED] * 4
+    assert list(done.iterdir()) == [] and len(said) == 1  # nothing compiled, nothing said
+
+
+def test_a_forked_compile_that_fails_is_said_and_leaves_no_mark(forked_compiles, monkeypatch):
+    mark, _ = forked_compiles
+
+    def fails(k, s):
+        raise RuntimeError("ptxas failed")
+
+    monkeypatch.setattr(D, "_compile_one", fails)
+    said = []
+    D.compile_ahead(say=said.append)
+    assert said == ["compiling the Triton depthwise kernels failed (RuntimeError: ptxas failed); the workers "
+                    "compile them"]
+    assert not mark.exists()
+
+
+def test_a_forked_compile_without_cuda_runs_in_a_fresh_interpreter(forked_compiles, monkeypatch):
+    def poisoned():  # what CUDA says in a child of a process that had started it
+        raise RuntimeError("CUDA error: initialization error")
+
+    monkeypatch.setattr(torch.cuda, "init", poisoned)
+    said = []
+    D.compile_ahead(say=said.append)
+    # python -m scaling.depthwise K S ran in each child's place, with none of the stand-ins: on the
+    # CPU it finds no GPU to compile for; on a GPU it compiles
+    assert len(said) == 1
+    if torch.cuda.is_available():
+        assert said[0].startswith("compiled the Triton depthwise kernels in ") and forked_compiles[0].exists()
+    else:
+        assert said[0].startswith("compiling the Triton depthwise kernels failed (RuntimeError: Found no NVIDIA driver")
+        assert not forked_compiles[0].exists()
+
+
+def test_cancelling_stops_forked_compiles(forked_compiles, monkeypatch):
+    import time
+
+    monkeypatch.setattr(D, "_compile_one", lambda k, s: time.sleep(60))
+    with D.start_compiling() as compiling:
+        procs = compiling.procs
+        assert all(p.poll() is None for p in procs)
+    assert all(p.returncode is not None for p in procs)
+    assert not forked_compiles[0].exists()

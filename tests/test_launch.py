@@ -156,7 +156,12 @@ def test_ctrl_c_before_the_word_is_the_searchs_to_say_not_the_waiting_workers(ti
 
     config, url = tiny
     proc = pool._spawn(config, url, {}, "cpu", wait=True)
-    proc.send_signal(signal.SIGINT)  # as the terminal sends it to the whole group, during the worker's imports
-    assert proc.poll() is None or proc.returncode == -signal.SIGTERM
+    import time
+
+    proc.send_signal(signal.SIGINT)  # as the terminal sends it to the whole group, during the worker's start
+    time.sleep(0.5)
+    assert proc.poll() is None  # still starting, or waiting for the word
     pool._stop_waiting([proc])  # what the search does on its way out
-    assert proc.returncode == -signal.SIGTERM  # stopped by the search, not ended by its own KeyboardInterrupt
+    # stopped by the search (its input closed: it leaves with 0; still starting: SIGTERM), not
+    # ended by its own KeyboardInterrupt (130)
+    assert proc.returncode in (0, -signal.SIGTERM)

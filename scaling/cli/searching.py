@@ -232,7 +232,9 @@ def prepare_study(study_file, studies_dir: Path, storage, gpus, *, epochs=None, 
     from ..runs import SourceMissing, define
     from ..study import StudyError
 
-    gpu_ids = _gpus(gpus) if gpus is not None else (list(range(torch.cuda.device_count())) if torch.cuda.is_available() else [])
+    # Counted by NVML, not by CUDA (torch.cuda.is_available starts CUDA's driver): a process that
+    # has not started CUDA can fork its workers (scaling.forked).
+    gpu_ids = _gpus(gpus) if gpus is not None else list(range(torch.cuda.device_count()))
     try:
         d = define(study_file, studies_dir=studies_dir, storage=storage, gpus=len(gpu_ids), must_exist=must_exist,
                    epochs=epochs, batch_size=batch_size, **explicit)
