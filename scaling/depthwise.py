@@ -383,8 +383,8 @@ CACHED = 3  # a forked compile's exit code: the kernels were in Triton's cache a
 
 
 class Compiling:
-    """The kernels of :data:`KERNEL_SHAPES` compiling into Triton's disk cache, one process
-    each, in parallel (:func:`start_compiling`): :meth:`wait` for them, or :meth:`cancel`
+    """The kernels of :data:`KERNEL_SHAPES` compiling into Triton's disk cache in parallel, one
+    process a shape (or, forked, one a kernel) (:func:`start_compiling`): :meth:`wait` for them, or :meth:`cancel`
     (also on leaving a ``with`` block unwaited: nothing is left running).
 
     Args:
@@ -399,8 +399,10 @@ class Compiling:
         if fork:
             from .forked import Forked
 
-            self.procs = [Forked(functools.partial(_forked_compile, k, s), stderr=True, name=f"compile {k} {s}")
-                          for k, s in KERNEL_SHAPES]
+            # one process a kernel: a child's own start is only CUDA's (0.3-1.5 s), and the slowest
+            # shape's three kernels took 7 s in one (bench/start_trace.py, 2026-12-02)
+            self.procs = [Forked(functools.partial(_forked_compile, k, s, part), stderr=True,
+                                 name=f"compile {part} {k} {s}") for k, s in KERNEL_SHAPES for part in KERNEL_PARTS]
         else:
             self.procs = [subprocess.Popen([sys.executable, "-m", "scaling.depthwise", str(k), str(s)],
                                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -486,19 +488,19 @@ def load_kernels(device: torch.device | str = "cuda") -> None:
             _compile_one(k, s)
 
 
-def _forked_compile(k: int, s: int) -> int:
-    """A compile forked from the search (:class:`Compiling`): :data:`CACHED` where the mark
-    says the kernels are compiled, else shape (k, s) compiled; a fresh interpreter does it
-    where CUDA cannot start in this child."""
+def _forked_compile(k: int, s: int, part: str) -> int:
+    """One kernel's compile forked from the search (:class:`Compiling`): :data:`CACHED` where
+    the mark says the kernels are compiled, else kernel ``part`` at shape (k, s) compiled; a
+    fresh interpreter does it where CUDA cannot start in this child."""
     from .forked import exec_instead
 
     try:
         torch.cuda.init()
     except RuntimeError:
-        exec_instead(["-m", "scaling.depthwise", str(k), str(s)])
+        exec_instead(["-m", "scaling.depthwise", str(k), str(s), part])
     if _ready_mark().exists():
         return CACHED
-    _compile_one(k, s)
+    _compile_part(k, s, part)
     return 0
 
 
@@ -511,7 +513,26 @@ def _compile_one(k: int, s: int) -> None:
     torch.cuda.synchronize()
 
 
-if __name__ == "__main__":  # through the package's module, so that the kernels are the same ones (cache keys)
-    from scaling.depthwise import _compile_one as compile_one
+KERNEL_PARTS = ("forward", "input_grad", "weight_grad")  # the three kernels of each shape
 
-    compile_one(int(sys.argv[1]), int(sys.argv[2]))
+
+def _compile_part(k: int, s: int, part: str) -> None:
+    """One of the three kernels (:data:`KERNEL_PARTS`) launched once at kernel size k, stride s."""
+    x = torch.randn(2, 16, 9, 9, device="cuda", dtype=torch.bfloat16).contiguous(memory_format=torch.channels_last)
+    w = torch.randn(16, 1, k, k, device="cuda", dtype=torch.bfloat16)
+    geo = _Geometry(x, k, s, (k // 2,) * 4)
+    dy = torch.randn(2, 16, geo.oh, geo.ow, device="cuda", dtype=torch.bfloat16).contiguous(
+        memory_format=torch.channels_last)
+    {"forward": lambda: _forward(x, w, geo), "input_grad": lambda: _input_grad(dy, w, geo),
+     "weight_grad": lambda: _weight_grad(dy, x, geo)}[part]()
+    torch.cuda.synchronize()
+
+
+if __name__ == "__main__":  # through the package's module, so that the kernels are the same ones (cache keys)
+    from scaling import depthwise
+
+    k_, s_ = int(sys.argv[1]), int(sys.argv[2])
+    if len(sys.argv) > 3:
+        depthwise._compile_part(k_, s_, sys.argv[3])
+    else:
+        depthwise._compile_one(k_, s_)

@@ -366,7 +366,7 @@ def forked_compiles(monkeypatch, tmp_path):
     monkeypatch.setattr(D, "_ready_mark", lambda: mark)
     done = tmp_path / "compiled"
     done.mkdir()
-    monkeypatch.setattr(D, "_compile_one", lambda k, s: (done / f"{k}-{s}").touch())
+    monkeypatch.setattr(D, "_compile_part", lambda k, s, part: (done / f"{k}-{s}-{part}").touch())
     return mark, done
 
 
@@ -376,26 +376,27 @@ def test_forked_compiles_look_for_the_mark_themselves(forked_compiles):
     mark, done = forked_compiles
     said = []
     compiling = D.start_compiling()
-    assert compiling.mark is None and len(compiling.procs) == 4
+    assert compiling.mark is None and len(compiling.procs) == 12  # one a kernel
     assert all(isinstance(p, Forked) for p in compiling.procs)  # no second interpreter, no second torch import
     assert compiling.wait(say=said.append) > 0
-    assert sorted(f.name for f in done.iterdir()) == ["3-1", "3-2", "5-1", "5-2"]
+    assert sorted(f.name for f in done.iterdir()) == sorted(f"{k}-{s}-{part}" for k, s in D.KERNEL_SHAPES
+                                                            for part in ("forward", "input_grad", "weight_grad"))
     assert mark.exists() and len(said) == 1 and said[0].startswith("compiled the Triton depthwise kernels in ")
     for f in done.iterdir():
         f.unlink()
     compiling = D.start_compiling()  # forked again: finding the mark costs this process no CUDA
     assert compiling.wait(say=said.append) == 0.0
-    assert [p.returncode for p in compiling.procs] == [D.CACHED] * 4
+    assert [p.returncode for p in compiling.procs] == [D.CACHED] * 12
     assert list(done.iterdir()) == [] and len(said) == 1  # nothing compiled, nothing said
 
 
 def test_a_forked_compile_that_fails_is_said_and_leaves_no_mark(forked_compiles, monkeypatch):
     mark, _ = forked_compiles
 
-    def fails(k, s):
+    def fails(k, s, part):
         raise RuntimeError("ptxas failed")
 
-    monkeypatch.setattr(D, "_compile_one", fails)
+    monkeypatch.setattr(D, "_compile_part", fails)
     said = []
     D.compile_ahead(say=said.append)
     assert said == ["compiling the Triton depthwise kernels failed (RuntimeError: ptxas failed); the workers "
@@ -410,7 +411,7 @@ def test_a_forked_compile_without_cuda_runs_in_a_fresh_interpreter(forked_compil
     monkeypatch.setattr(torch.cuda, "init", poisoned)
     said = []
     D.compile_ahead(say=said.append)
-    # python -m scaling.depthwise K S ran in each child's place, with none of the stand-ins: on the
+    # python -m scaling.depthwise K S PART ran in each child's place, with none of the stand-ins: on the
     # CPU it finds no GPU to compile for; on a GPU it compiles
     assert len(said) == 1
     if torch.cuda.is_available():
@@ -423,7 +424,7 @@ def test_a_forked_compile_without_cuda_runs_in_a_fresh_interpreter(forked_compil
 def test_cancelling_stops_forked_compiles(forked_compiles, monkeypatch):
     import time
 
-    monkeypatch.setattr(D, "_compile_one", lambda k, s: time.sleep(60))
+    monkeypatch.setattr(D, "_compile_part", lambda k, s, part: time.sleep(60))
     with D.start_compiling() as compiling:
         procs = compiling.procs
         assert all(p.poll() is None for p in procs)

@@ -103,7 +103,8 @@ from scaling.cli.searching import _compiling, prepare_study
 config, gpu_ids, folder, url = prepare_study(None, Path(sys.argv[1]), None, None, name="fork-check", source="default")
 assert gpu_ids and forked.can_fork(), "the search's start started CUDA"
 with _compiling(gpu_ids) as compiling:
-    assert compiling is not None and all(isinstance(p, forked.Forked) for p in compiling.procs)
+    assert compiling is not None and len(compiling.procs) == 12
+    assert all(isinstance(p, forked.Forked) for p in compiling.procs)
     assert forked.can_fork(), "starting the kernels' compile started CUDA"
 
     def child():
@@ -114,7 +115,7 @@ with _compiling(gpu_ids) as compiling:
     _, err = p.communicate()
     assert p.returncode == 0, err
     compiling.wait(print)
-    assert [c.returncode for c in compiling.procs] in ([0] * 4, [3] * 4)  # compiled, or found compiled
+    assert [c.returncode for c in compiling.procs] in ([0] * 12, [3] * 12)  # compiled, or found compiled
 print("forked with CUDA usable")
 """
 
