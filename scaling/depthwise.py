@@ -492,11 +492,9 @@ def _forked_compile(k: int, s: int, part: str) -> int:
     """One kernel's compile forked from the search (:class:`Compiling`): :data:`CACHED` where
     the mark says the kernels are compiled, else kernel ``part`` at shape (k, s) compiled; a
     fresh interpreter does it where CUDA cannot start in this child."""
-    from .forked import exec_instead
+    from .forked import exec_instead, usable_here
 
-    try:
-        torch.cuda.init()
-    except RuntimeError:
+    if not usable_here("cuda"):
         exec_instead(["-m", "scaling.depthwise", str(k), str(s), part])
     if _ready_mark().exists():
         return CACHED

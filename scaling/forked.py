@@ -4,8 +4,9 @@ imports done. On an H200 machine a fresh Python process spends 3-4 s importing t
 and they all did that while the search had done it already.
 
 A fork is only safe before this process has started CUDA: :func:`can_fork` says whether it
-may, and a child that finds CUDA unusable all the same (started in the parent by a call
-this module cannot see) replaces itself with a fresh interpreter (:func:`exec_instead`).
+may. A child that finds CUDA or autograd unusable all the same (started in the parent by a
+call this module cannot see, :func:`usable_here`) replaces itself with a fresh interpreter
+(:func:`exec_instead`).
 :class:`Forked` has the part of :class:`subprocess.Popen`'s interface that the pool uses.
 """
 
@@ -52,6 +53,22 @@ def can_fork() -> bool:
     except OSError:
         return True
     return False
+
+
+def usable_here(device: str = "cuda") -> bool:
+    """Whether this forked child can use what it inherited: CUDA (``device`` not the CPU) and
+    autograd. Each fails in a child of a process that had started it (autograd: its threads;
+    seen in a test process, never in a search's), and the child then runs as a fresh
+    interpreter instead (:func:`exec_instead`)."""
+    import torch
+
+    try:
+        if device != "cpu":
+            torch.cuda.init()
+        torch.ones(1, requires_grad=True).sum().backward()
+    except RuntimeError:
+        return False
+    return True
 
 
 def exec_instead(argv: list[str]) -> None:

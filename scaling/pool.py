@@ -128,18 +128,13 @@ def _spawn(config, url: str, env: dict, device: str, wait: bool = False):
 
 def _forked_worker(args: list[str], device: str) -> int:
     """A worker forked from the search (:func:`_spawn`): ``scaling worker ARGS`` run here; a
-    fresh interpreter instead where CUDA cannot start in this child (the search had started
-    it after all)."""
+    fresh interpreter instead where CUDA or autograd cannot start in this child
+    (:func:`scaling.forked.usable_here`)."""
     from . import forked
     from .cli.app import app
 
-    if device != "cpu":
-        import torch
-
-        try:
-            torch.cuda.init()
-        except RuntimeError:
-            forked.exec_instead(["-m", "scaling.cli", *args])
+    if not forked.usable_here(device):
+        forked.exec_instead(["-m", "scaling.cli", *args])
     return app(args=args)
 
 

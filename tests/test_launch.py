@@ -87,6 +87,31 @@ def test_workers_started_before_the_study_exists_train_it_once_told(tiny, on_cpu
     assert "2 workers on each of 1 GPU" in out.getvalue()
 
 
+def test_a_forked_worker_that_cannot_use_what_it_inherited_runs_as_a_fresh_interpreter(tiny, on_cpu, monkeypatch):
+    import time
+    from pathlib import Path
+
+    from scaling.forked import Forked
+
+    config, url = tiny
+    monkeypatch.setattr(pool, "per_gpu_of", lambda config: 1)
+    monkeypatch.setattr("scaling.forked.usable_here", lambda device="cuda": False)  # as after CUDA started here
+    out = io.StringIO()
+    with pool.launched(config, url, [0], Console(file=out, width=200)) as launch:
+        (p,) = launch.started
+        assert isinstance(p, Forked)
+        deadline = time.time() + 60
+        while "worker" not in Path(f"/proc/{p.pid}/cmdline").read_bytes().decode() and time.time() < deadline:
+            time.sleep(0.05)
+        assert b"scaling.cli\0worker\0tiny" in Path(f"/proc/{p.pid}/cmdline").read_bytes()  # the same process, a fresh program
+        study = create_study(config, url, num_classes=10)
+        code = pool.run_pool(config, url, study, [0], 1, True, console=Console(file=out, width=200),
+                             compiling=Compiled(), launch=launch)
+    assert code == 0 and p.returncode == 0, out.getvalue()
+    done = study.get_trials(states=(TrialState.COMPLETE,))
+    assert len(done) == 2 and {int(t.user_attrs["worker"].rsplit(":", 1)[1]) for t in done} == {p.pid}
+
+
 @pytest.mark.parametrize("per_gpu", [1, 2])
 def test_workers_never_told_to_begin_leave_nothing_running_or_written(tiny, on_cpu, monkeypatch, per_gpu):
     config, url = tiny
