@@ -159,8 +159,9 @@ def main() -> None:
     found["steps, again"] = run(steps, fresh_cache(root, env, "c1"))
     found["search to its launch (python, cli, prepare_study)"] = run(["cli", "prepare", "triton", "capability"],
                                                                     fresh_cache(root, env, "c2"))
-    one = ["torch", "cuda"] + [f"kernel:{k}:{s}:{part}" for k, s in __import__("scaling.depthwise", fromlist=["x"]).KERNEL_SHAPES
-                               for part in PARTS]
+    from scaling.depthwise import KERNEL_SHAPES
+
+    one = ["torch", "cuda"] + [f"kernel:{k}:{s}:{part}" for k, s in KERNEL_SHAPES for part in PARTS]
     found["compile in one process"] = run(one, fresh_cache(root, env, "c3"))
     found["compile 4 ways"] = compile_ways(4, fresh_cache(root, env, "c4"))
     found["compile 12 ways"] = compile_ways(12, fresh_cache(root, env, "c5"))

@@ -88,7 +88,7 @@ def main() -> None:
             if not rec["commands"] or rec["commands"][-1][1] != command[:200]:
                 rec["commands"].append([now, command[:200]])
             second = int(now)
-            cpu_by_second[second] = cpu_by_second.get(second, 0.0) + cpu - last_cpu.get(pid, cpu if pid in last_cpu else 0.0)
+            cpu_by_second[second] = cpu_by_second.get(second, 0.0) + cpu - last_cpu.get(pid, 0.0)
             last_cpu[pid] = cpu
         time.sleep(0.05)
     if proc.poll() is None:

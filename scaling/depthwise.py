@@ -383,9 +383,9 @@ CACHED = 3  # a forked compile's exit code: the kernels were in Triton's cache a
 
 
 class Compiling:
-    """The kernels of :data:`KERNEL_SHAPES` compiling into Triton's disk cache in parallel, one
-    process a shape (or, forked, one a kernel) (:func:`start_compiling`): :meth:`wait` for them, or :meth:`cancel`
-    (also on leaving a ``with`` block unwaited: nothing is left running).
+    """The kernels of :data:`KERNEL_SHAPES` compiling into Triton's disk cache in parallel
+    (:func:`start_compiling`), one process a shape, or forked, one a kernel: :meth:`wait` for
+    them, or :meth:`cancel` (also on leaving a ``with`` block unwaited: nothing is left running).
 
     Args:
         mark: the cache's mark (:func:`_ready_mark`); None where this process must not start

@@ -103,7 +103,8 @@ def test_a_forked_worker_that_cannot_use_what_it_inherited_runs_as_a_fresh_inter
         deadline = time.time() + 60
         while "worker" not in Path(f"/proc/{p.pid}/cmdline").read_bytes().decode() and time.time() < deadline:
             time.sleep(0.05)
-        assert b"scaling.cli\0worker\0tiny" in Path(f"/proc/{p.pid}/cmdline").read_bytes()  # the same process, a fresh program
+        # the same process, a fresh program
+        assert b"scaling.cli\0worker\0tiny" in Path(f"/proc/{p.pid}/cmdline").read_bytes()
         study = create_study(config, url, num_classes=10)
         code = pool.run_pool(config, url, study, [0], 1, True, console=Console(file=out, width=200),
                              compiling=Compiled(), launch=launch)
