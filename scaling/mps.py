@@ -126,11 +126,14 @@ def stop(control: Path, mps: Mps) -> None:
     if not mps.owned:
         return
     try:
+        known = daemon_processes(mps.pipe_dir)
         _ask(control, mps.pipe_dir, "quit", timeout=STOP_SECONDS)
         # Waited for: the daemon's processes, not its pipe. The control program leaves its pipe
-        # files behind when it quits, so waiting for them to go cost every search 10 s.
+        # files behind when it quits, so waiting for them to go cost every search 10 s. Those
+        # found before the quit are waited for by their state: an exiting process's environment
+        # reads empty before it has ended.
         deadline = time.monotonic() + STOP_SECONDS
-        while daemon_processes(mps.pipe_dir) and time.monotonic() < deadline:
+        while ({p for p in known if _running(p)} or daemon_processes(mps.pipe_dir)) and time.monotonic() < deadline:
             time.sleep(0.02)
     except (OSError, subprocess.TimeoutExpired):
         pass
@@ -156,6 +159,16 @@ def daemon_processes(pipe_dir: Path, proc: Path = Path("/proc")) -> set[int]:
             continue
     found.discard(os.getpid())
     return found
+
+
+def _running(pid: int, proc: Path = Path("/proc")) -> bool:
+    """Whether process ``pid`` is still there and has not ended (a zombie, or one being reaped, has)."""
+    try:
+        status = (proc / str(pid) / "status").read_text()
+    except OSError:
+        return False
+    state = next((line.split()[1] for line in status.splitlines() if line.startswith("State:")), "X")
+    return state not in ("Z", "X")
 
 
 @contextlib.contextmanager

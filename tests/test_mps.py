@@ -259,3 +259,18 @@ def test_per_gpu_in_a_study_file_is_checked_and_may_change_on_resume(tmp_path):
     check_or_save(config.replace(per_gpu=3), tmp_path / "s")  # how it runs, not what it is: no refusal
     with pytest.raises(StudyError, match="other settings"):
         check_or_save(config.replace(seeds=2), tmp_path / "s")
+
+
+def test_a_process_counts_as_running_until_it_has_ended(tmp_path):
+    assert mps._running(os.getpid())
+    p = subprocess.Popen([sys.executable, "-c", "pass"])
+    deadline = time.monotonic() + 60
+    while Path(f"/proc/{p.pid}/status").exists() and "\nState:\tZ" not in Path(f"/proc/{p.pid}/status").read_text():
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    assert not mps._running(p.pid)  # ended, not reaped yet: a zombie
+    p.wait()
+    assert not mps._running(p.pid)  # reaped: gone
+    (tmp_path / "9").mkdir()
+    (tmp_path / "9" / "status").write_text("Name:\tx\nState:\tX (dead)\n")
+    assert not mps._running(9, proc=tmp_path)
